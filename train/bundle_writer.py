@@ -1,0 +1,66 @@
+"""Write model bundles (the reader and validator live in ``device.bundle``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from device.bundle import FORMAT_VERSION, MANIFEST, UnitStats, read_bundle
+from device.features import FrameConfig, Normaliser
+
+
+def build_manifest(*, name: str, frame: FrameConfig, normaliser: Normaliser, units: int,
+                   encoder: bytes, decoder: bytes, quantization: str,
+                   unit_stats: UnitStats | None = None, training: dict | None = None,
+                   description: str = "") -> dict[str, Any]:
+    """The manifest for a pair of .tflite models (see ``device.bundle``)."""
+    def model(role: str, data: bytes, shape_in: list[int], shape_out: list[int]) -> dict:
+        return {"file": f"{role}.tflite", "sha256": hashlib.sha256(data).hexdigest(),
+                "input": {"shape": shape_in, "dtype": "float32"},
+                "output": {"shape": shape_out, "dtype": "float32"},
+                "quantization": quantization}
+
+    m: dict[str, Any] = {"format_version": FORMAT_VERSION, "name": name,
+                         "description": description}
+    m.update(frame.to_dict())
+    m["normaliser"] = normaliser.to_dict()
+    m["units"] = units
+    m["encoder"] = model("encoder", encoder, [1, frame.n_bins], [1, units])
+    m["decoder"] = model("decoder", decoder, [1, units], [1, frame.n_bins])
+    if unit_stats is not None:
+        m["unit_stats"] = unit_stats.to_dict()
+    m["training"] = training or {}
+    return m
+
+
+def write_bundle(directory: str | os.PathLike, *, encoder: bytes, decoder: bytes,
+                 check: bool = True, **fields: Any) -> Path:
+    """Write a bundle directory atomically (built beside it, then renamed).
+
+    ``fields`` are :func:`build_manifest`'s keywords.  With ``check`` the
+    result is read back through the device's validator before it replaces
+    anything, so train/ can never ship a bundle the box would refuse.
+    """
+    directory = Path(directory)
+    manifest = build_manifest(encoder=encoder, decoder=decoder, **fields)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        tmp.chmod(0o755)
+        (tmp / "encoder.tflite").write_bytes(encoder)
+        (tmp / "decoder.tflite").write_bytes(decoder)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        if check:
+            read_bundle(tmp)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
