@@ -7,8 +7,8 @@ can never disagree about what a "frame" is.
 Conventions (the same in batch and streaming form):
 
 * A frame is the newest ``win_length`` samples; hop ``t`` of a stream ends at
-  sample ``(t + 1) * hop_length``.  The window sits at the end of an
-  ``n_fft``-point FFT buffer (zero padding in front when ``win_length < n_fft``).
+  sample ``(t + 1) * hop_length``.  The windowed frame starts the
+  ``n_fft``-point FFT buffer (zero padding after it when ``win_length < n_fft``).
 * Synthesis is weighted overlap-add (WOLA) with a synthesis window chosen so
   that ``sum_k w_a[n + k*hop] * w_s[n + k*hop] == 1`` for every ``n``: the
   identity is checked when a :class:`FrameConfig` is built.
@@ -252,8 +252,7 @@ def istft(spectra: np.ndarray, *, config: FrameConfig, length: int | None = None
             f"istft wants spectra of shape (frames, {config.n_bins}), got {spectra.shape}"
         )
     K, R = config.win_length, config.hop_length
-    frames = np.fft.irfft(spectra, n=config.n_fft, axis=-1)[:, config.n_fft - K :]
-    frames = frames[:, :K] * config.synthesis_window
+    frames = np.fft.irfft(spectra, n=config.n_fft, axis=-1)[:, :K] * config.synthesis_window
     n_frames = len(frames)
     out = np.zeros((n_frames - 1) * R + K)
     for t in range(n_frames):
@@ -299,7 +298,7 @@ class StreamAnalyzer:
         buf[: K - R] = buf[R:]
         buf[K - R :] = block
         fin = self._fft_in
-        np.multiply(buf, cfg.analysis_window, out=fin[cfg.n_fft - K :])
+        np.multiply(buf, cfg.analysis_window, out=fin[:K])
         dest = self._spec if out is None else out
         if _FFT_HAS_OUT:
             np.fft.rfft(fin, out=dest)
@@ -331,7 +330,8 @@ class StreamSynthesizer:
             np.fft.irfft(spectrum, n=cfg.n_fft, out=self._frame)
         else:  # pragma: no cover
             self._frame[:] = np.fft.irfft(spectrum, n=cfg.n_fft)
-        np.multiply(self._frame[cfg.n_fft - S :], self._ws, out=self._tail)
+        K = cfg.win_length
+        np.multiply(self._frame[K - S : K], self._ws, out=self._tail)
         acc = self._acc
         acc += self._tail
         dest = self._block if out is None else out
