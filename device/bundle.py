@@ -377,8 +377,7 @@ def _check_fields(m: dict, problems: list[Problem]) -> dict | None:
         try:
             frame = FrameConfig.from_dict(frame_fields)
         except FrameConfigError as e:
-            field = str(e).split(" ", 1)[0]
-            c.bad(field if field in frame_fields else "frame", str(e))
+            c.bad(e.field, str(e))
         except TypeError as e:
             c.bad("frame", f"fields of the wrong type: {e}")
     normaliser = None

@@ -13,7 +13,14 @@ class AesynthError(Exception):
 
 
 class FrameConfigError(AesynthError, ValueError):
-    """A frame configuration (window, hop, FFT size) that cannot work."""
+    """A frame configuration (window, hop, FFT size) that cannot work.
+
+    ``field`` names the parameter at fault, for messages about a manifest.
+    """
+
+    def __init__(self, message: str, *, field: str = "frame"):
+        super().__init__(message)
+        self.field = field
 
 
 class FeatureError(AesynthError, ValueError):

@@ -108,8 +108,8 @@ class FrameConfig:
                 f"window {self.window!r} (win_length={self.win_length}, "
                 f"synthesis_length={self.synthesis_length}) does not reconstruct at "
                 f"hop_length={self.hop_length}: overlap-add sum ranges "
-                f"{sums.min():.6g}..{sums.max():.6g}, must be constant and > 0"
-            )
+                f"{sums.min():.6g}..{sums.max():.6g}, must be constant and > 0",
+                field="hop_length")
         ws = ws / sums[0]
         for a in (wa, ws):
             a.setflags(write=False)
@@ -120,8 +120,7 @@ class FrameConfig:
         def need(name: str, ok: bool, allowed: str) -> None:
             if not ok:
                 raise FrameConfigError(
-                    f"{name} must be {allowed}, got {getattr(self, name)!r}"
-                )
+                    f"{name} must be {allowed}, got {getattr(self, name)!r}", field=name)
 
         for name in ("sample_rate", "n_fft", "win_length", "hop_length"):
             need(name, isinstance(getattr(self, name), int) and not isinstance(
@@ -142,8 +141,8 @@ class FrameConfig:
         elif self.synthesis_length not in (None, self.win_length):
             raise FrameConfigError(
                 f"synthesis_length is only for window 'asymmetric', got "
-                f"{self.synthesis_length!r} with window {self.window!r}"
-            )
+                f"{self.synthesis_length!r} with window {self.window!r}",
+                field="synthesis_length")
 
     def _make_windows(self) -> tuple[np.ndarray, np.ndarray]:
         if self.window == "hann":
@@ -154,8 +153,8 @@ class FrameConfig:
             if np.any(sq <= 1e-6):
                 raise FrameConfigError(
                     f"hann window of win_length={self.win_length} leaves gaps at "
-                    f"hop_length={self.hop_length}: hop must be < win_length"
-                )
+                    f"hop_length={self.hop_length}: hop must be < win_length",
+                    field="hop_length")
             idx = np.arange(self.win_length) % self.hop_length
             return wa, wa / sq[idx]
         return asymmetric_pair(self.win_length, self.synthesis_length)
