@@ -31,7 +31,7 @@ def test_the_fixture_is_valid_and_runs():
 
 def test_shipped_models_are_valid():
     models = Path(__file__).resolve().parents[2] / "models"
-    bundles = [p for p in models.iterdir() if (p / "manifest.json").exists()] if models.exists() else []
+    bundles = [p for p in models.glob("*") if (p / "manifest.json").exists()]
     for path in bundles:
         read_bundle(path)
 
@@ -117,7 +117,8 @@ def test_non_finite_constants_are_refused(tmp_path):
     assert msg.startswith("manifest.json: not valid JSON: non-finite number NaN")
 
 
-@pytest.mark.parametrize("name", ["../encoder.tflite", "/etc/passwd", "sub/encoder.tflite", ".hidden"])
+@pytest.mark.parametrize("name", ["../encoder.tflite", "/etc/passwd", "sub/encoder.tflite",
+                                  ".hidden"])
 def test_names_that_leave_the_bundle(tmp_path, name):
     b = copy_fixture(tmp_path / "b")
     edit_manifest(b, lambda m: m["encoder"].update(file=name))
@@ -162,7 +163,8 @@ def test_truncated_flatbuffer_fails_to_load(tmp_path):
     b = copy_fixture(tmp_path / "b")
     rewrite_model(b, "decoder", (b / "decoder.tflite").read_bytes()[:2000])
     msgs = problems_of(b)
-    assert len(msgs) == 1 and msgs[0].startswith("decoder.tflite: decoder: TFLite could not load"), msgs
+    assert len(msgs) == 1, msgs
+    assert msgs[0].startswith("decoder.tflite: decoder: TFLite could not load"), msgs
 
 
 def test_swapped_models_are_caught_by_tensor_shapes(tmp_path):
@@ -171,7 +173,8 @@ def test_swapped_models_are_caught_by_tensor_shapes(tmp_path):
     rewrite_model(b, "encoder", dec)
     rewrite_model(b, "decoder", enc)
     msgs = problems_of(b)
-    assert "encoder.input.shape: the model's input tensor is [1, 8], the manifest says [1, 1025]" in msgs
+    assert ("encoder.input.shape: the model's input tensor is [1, 8], the manifest says "
+            "[1, 1025]") in msgs
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
