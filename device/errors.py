@@ -76,3 +76,12 @@ class ControlError(AesynthError, ValueError):
 
 class DeviceError(AesynthError, OSError):
     """A piece of hardware (sound card, controller, display) that failed; names it."""
+
+
+class AudioFileError(AesynthError, ValueError):
+    """An audio file (the file source) that cannot be read or holds no samples; names it."""
+
+
+class ConfigError(AesynthError, ValueError):
+    """A configuration file or value that cannot work: names the key, the allowed values
+    and the value found."""
