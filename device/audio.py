@@ -1,0 +1,603 @@
+"""The audio thread: ALSA capture → Engine.process → ALSA playback, one hop at a time.
+
+One dedicated thread owns the engine.  It reads a period from the capture PCM
+(line-in) or from a preloaded file, runs the engine hop by hop, and writes the
+result to the playback PCM in blocking mode, so the sound card paces it.
+
+Real-time rules for everything called from :meth:`AudioLoop._stream` (the hot
+loop): fill preallocated buffers in place (``out=``), allocate no arrays, do
+no disk, MIDI or I²C I/O, log nothing per hop, take no lock, and drain the
+command queue with a non-blocking check.  Slow work (model loading, presets,
+recording files, shutdown) is handed to the app's control thread.
+
+pyalsaaudio >= 0.11 returns ``-EPIPE`` from ``read()``/``write()`` on an xrun
+and has already re-prepared the stream; any other failure raises
+``ALSAAudioError`` and means the card went away: the loop closes both PCMs and
+reopens them with exponential backoff while commands keep being applied.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from device import commands as c
+from device.errors import AesynthError, AudioFileError, DeviceError
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("line", "file", "none")
+SAMPLE_FORMATS = ("FLOAT_LE", "S16_LE")
+PACINGS = ("auto", "device", "clock")
+_COST_RING = 1 << 14  # per-hop costs kept for percentiles (~95 s at hop 128)
+_PUBLISH_EVERY_S = 0.05
+
+
+# -- configuration and published state ----------------------------------------
+@dataclass(frozen=True)
+class AudioConfig:
+    """Where the sound goes and how the thread runs.
+
+    playback_device / capture_device: ALSA PCM names; ``plug:``-style devices
+    let ALSA convert rate and format.  periods: playback buffer size in periods
+    (2..16).  prefill: periods of silence written before the first period, and
+    again after an underrun (1..periods-1); it is the playback latency.
+    pacing: ``device`` trusts blocking writes, ``clock`` sleeps to the sample
+    clock (for ``null`` and ``file:`` devices that return at once), ``auto``
+    picks ``clock`` for device names starting with ``null`` or ``file``.
+    realtime: ask for SCHED_FIFO at ``priority`` and mlockall (a warning when
+    not permitted).  retry_s / retry_max_s: backoff when the card disappears.
+    """
+
+    playback_device: str = "default"
+    capture_device: str = "default"
+    periods: int = 4
+    prefill: int = 2
+    sample_format: str = "FLOAT_LE"
+    pacing: str = "auto"
+    realtime: bool = True
+    priority: int = 70
+    retry_s: float = 0.1
+    retry_max_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        def need(name: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise DeviceError(f"audio {name} must be {allowed}, got {getattr(self, name)!r}")
+
+        need("periods", isinstance(self.periods, int) and 2 <= self.periods <= 16, "in 2..16")
+        need("prefill", isinstance(self.prefill, int) and 1 <= self.prefill < self.periods,
+             f"in 1..periods-1={self.periods - 1}")
+        need("sample_format", self.sample_format in SAMPLE_FORMATS,
+             f"one of {', '.join(SAMPLE_FORMATS)}")
+        need("pacing", self.pacing in PACINGS, f"one of {', '.join(PACINGS)}")
+        need("priority", isinstance(self.priority, int) and 1 <= self.priority <= 99, "in 1..99")
+        need("retry_s", self.retry_s > 0, "> 0 seconds")
+        need("retry_max_s", self.retry_max_s >= self.retry_s, f">= retry_s={self.retry_s}")
+        for name in ("playback_device", "capture_device"):
+            need(name, isinstance(getattr(self, name), str) and getattr(self, name) != "",
+                 "a non-empty ALSA PCM name")
+
+    def clock_paced(self) -> bool:
+        if self.pacing != "auto":
+            return self.pacing == "clock"
+        name = self.playback_device.removeprefix("plug:").lstrip("'\"")
+        return name.startswith(("null", "file"))
+
+
+@dataclass(frozen=True)
+class AudioStats:
+    """Immutable view of the audio thread, replaced (never mutated) as it runs."""
+
+    hops: int = 0
+    xruns: int = 0          # underruns + overruns
+    underruns: int = 0
+    overruns: int = 0
+    reconnects: int = 0
+    connected: bool = False
+    playing: bool = True
+    source: str = "none"
+    last_hop_us: float = 0.0
+    max_hop_us: float = 0.0
+    error: str | None = None  # the last device error, while disconnected
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A command the engine refused (out of range, ...), passed to the control thread to log."""
+
+    command: object
+    error: str
+
+
+class EngineLike(Protocol):
+    hop_length: int
+
+    def process(self, block: np.ndarray, out: np.ndarray) -> np.ndarray: ...
+    def apply(self, cmd: object) -> bool: ...
+
+
+# -- sources --------------------------------------------------------------------
+class Source:
+    """Where the engine's input comes from; play/pause and stop act on it."""
+
+    kind = "none"
+    needs_capture = False
+
+    def __init__(self) -> None:
+        self.playing = True
+
+    def play_pause(self) -> None:
+        self.playing = not self.playing
+
+    def stop(self) -> None:
+        self.playing = False
+
+    def fill(self, out: np.ndarray, captured: np.ndarray | None) -> np.ndarray:
+        """Write one hop of input into ``out`` (float32); real-time safe."""
+        out.fill(0.0)
+        return out
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {'playing' if self.playing else 'paused'}>"
+
+
+class SilentSource(Source):
+    """No input at all: for generate mode."""
+
+
+class LineSource(Source):
+    """Line-in from the capture PCM; paused means silence (capture keeps running)."""
+
+    kind = "line"
+    needs_capture = True
+
+    def fill(self, out: np.ndarray, captured: np.ndarray | None) -> np.ndarray:
+        if self.playing and captured is not None:
+            out[:] = captured
+        else:
+            out.fill(0.0)
+        return out
+
+
+class FileSource(Source):
+    """An audio file, mono, resampled once at load, looping; Stop rewinds it."""
+
+    kind = "file"
+
+    def __init__(self, samples: np.ndarray, *, name: str = "file"):
+        super().__init__()
+        x = np.ascontiguousarray(samples, dtype=np.float32)
+        if x.ndim != 1 or len(x) == 0:
+            raise AudioFileError(f"{name}: need a non-empty mono signal, got shape {x.shape}")
+        self.samples = x
+        self.name = name
+        self.position = 0
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, sample_rate: int) -> FileSource:
+        """Read any format soundfile reads, mix to mono, resample to ``sample_rate`` Hz."""
+        import soundfile as sf
+
+        try:
+            data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise AudioFileError(f"cannot read audio file {os.fspath(path)!r}: {e}") from None
+        if len(data) == 0:
+            raise AudioFileError(f"audio file {os.fspath(path)!r} has no samples")
+        mono = data.mean(axis=1)
+        if rate != sample_rate:
+            from scipy.signal import resample_poly
+
+            g = math.gcd(int(rate), int(sample_rate))
+            mono = resample_poly(mono, sample_rate // g, int(rate) // g)
+        log.info("loaded %s: %.1f s at %d Hz (file was %d Hz, %d channel(s))",
+                 os.fspath(path), len(mono) / sample_rate, sample_rate, rate, data.shape[1])
+        return cls(mono, name=os.path.basename(os.fspath(path)))
+
+    def stop(self) -> None:
+        self.playing = False
+        self.position = 0
+
+    def fill(self, out: np.ndarray, captured: np.ndarray | None) -> np.ndarray:
+        if not self.playing:
+            out.fill(0.0)
+            return out
+        x, n, pos = self.samples, len(out), self.position
+        done = 0
+        while done < n:  # a file shorter than a hop wraps several times
+            take = min(n - done, len(x) - pos)
+            out[done:done + take] = x[pos:pos + take]
+            done += take
+            pos = (pos + take) % len(x)
+        self.position = pos
+        return out
+
+    def __repr__(self) -> str:
+        return (f"<FileSource {self.name!r} {len(self.samples)} samples at {self.position} "
+                f"{'playing' if self.playing else 'paused'}>")
+
+
+# -- real-time scheduling -------------------------------------------------------
+def enable_realtime(priority: int) -> list[str]:
+    """SCHED_FIFO for the calling thread and mlockall for the process.
+
+    Returns a warning per step that was not permitted (empty when both worked).
+    mlockall(MCL_FUTURE) is only tried when locked memory is unlimited (root,
+    CAP_IPC_LOCK or limits.conf): under a finite RLIMIT_MEMLOCK it would make
+    later allocations fail instead of paging.
+    """
+    warnings = []
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        warnings.append(f"SCHED_FIFO priority {priority} not permitted ({e}); the audio thread "
+                        "runs at normal priority: grant rtprio (limits.conf, or the service's "
+                        "LimitRTPRIO) to avoid xruns under load")
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft != resource.RLIM_INFINITY and os.geteuid() != 0:
+        warnings.append(f"mlockall skipped: RLIMIT_MEMLOCK is {soft} bytes, not unlimited "
+                        "(set LimitMEMLOCK=infinity); memory may be paged out")
+    else:
+        libc = ctypes.CDLL(None, use_errno=True)
+        mcl_current, mcl_future = 1, 2
+        if libc.mlockall(mcl_current | mcl_future) != 0:
+            err = ctypes.get_errno()
+            warnings.append(f"mlockall failed: {os.strerror(err)} (errno {err})")
+    return warnings
+
+
+# -- ALSA -------------------------------------------------------------------------
+def open_pcm(kind: str, device: str, *, rate: int, periodsize: int, periods: int,
+             sample_format: str) -> Any:
+    """Open an ALSA PCM (``kind`` 'playback' or 'capture'), mono, blocking."""
+    import alsaaudio
+
+    pcm_type = alsaaudio.PCM_PLAYBACK if kind == "playback" else alsaaudio.PCM_CAPTURE
+    fmt = getattr(alsaaudio, f"PCM_FORMAT_{sample_format}")
+    try:
+        return alsaaudio.PCM(pcm_type, alsaaudio.PCM_NORMAL, device=device, rate=rate,
+                             channels=1, format=fmt, periodsize=periodsize, periods=periods)
+    except alsaaudio.ALSAAudioError as e:
+        raise DeviceError(f"cannot open ALSA {kind} device {device!r} at {rate} Hz, mono, "
+                          f"{sample_format}, period {periodsize}: {e}") from None
+
+
+def _alsa_error() -> type[Exception]:
+    import alsaaudio
+
+    return alsaaudio.ALSAAudioError
+
+
+class AudioLoop:
+    """Runs ``engine`` in its own thread between a source and an ALSA playback PCM.
+
+    commands: the app's queue; drained at every hop boundary without blocking.
+    to_control: called (on the audio thread, must not block) with commands that
+    are not for the audio thread (StepModel, presets, recording, Shutdown) and
+    with :class:`Rejected` reports.  recorder: anything with a real-time safe
+    ``push(block)``.  pcm_opener: how PCMs are opened (default :func:`open_pcm`).
+    """
+
+    def __init__(self, engine: EngineLike, source: Source, *, sample_rate: int,
+                 commands: queue.SimpleQueue, to_control: Callable[[object], None],
+                 config: AudioConfig | None = None, recorder: Any = None,
+                 pcm_opener: Callable[..., Any] = open_pcm, latency_samples: int | None = None):
+        self.engine = engine
+        self.source = source
+        self.sample_rate = int(sample_rate)
+        self.hop = int(engine.hop_length)
+        self.config = config or AudioConfig()
+        self.commands = commands
+        self.to_control = to_control
+        self.recorder = recorder
+        self._open = pcm_opener
+        self._algorithmic = latency_samples
+        self._dtype = np.float32 if self.config.sample_format == "FLOAT_LE" else np.int16
+        self._play: Any = None
+        self._cap: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._failure: BaseException | None = None
+        self._costs = np.zeros(_COST_RING, dtype=np.int64)  # ns per hop, a ring
+        self._counts = {"hops": 0, "underruns": 0, "overruns": 0, "reconnects": 0, "max_ns": 0}
+        self.stats = AudioStats(playing=source.playing, source=source.kind)
+        self.first_period_at: float | None = None  # time.monotonic() of the first write
+        self._granted: dict[str, int] | None = None
+        self.warnings: list[str] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+    def start(self) -> AudioLoop:
+        """Open the PCMs (raising DeviceError naming the device) and start the thread."""
+        if self._thread is not None:
+            raise RuntimeError("AudioLoop already started")
+        self._open_pcms()
+        self._log_latency()
+        self._thread = threading.Thread(target=self._run, name="audio", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread and close the PCMs; idempotent."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("audio thread did not stop within %.1f s", timeout)
+        self._close_pcms()
+
+    close = stop
+
+    def __enter__(self) -> AudioLoop:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The exception that ended the thread, if one did."""
+        return self._failure
+
+    def hop_costs_us(self) -> np.ndarray:
+        """Engine cost of recent hops in µs (a copy; up to the last 16384 hops)."""
+        n = min(self._counts["hops"], _COST_RING)
+        return self._costs[:n].astype(np.float64) / 1000.0
+
+    def expected_latency(self) -> dict[str, float]:
+        """Round-trip latency in ms, line-in to line-out, by where it comes from."""
+        ms = 1000.0 / self.sample_rate
+        granted = self._granted or {"capture": self.hop, "playback": self.hop}
+        parts = {
+            "algorithmic_ms": (self._algorithmic or self.hop) * ms,
+            "capture_period_ms": granted["capture"] * ms if self.source.needs_capture else 0.0,
+            "playback_buffer_ms": self.config.prefill * granted["playback"] * ms,
+        }
+        parts["total_ms"] = sum(parts.values())
+        return parts
+
+    def __repr__(self) -> str:
+        s = self.stats
+        state = "running" if self.running else "stopped"
+        return (f"<AudioLoop {state} {self.config.playback_device!r} hop={self.hop} "
+                f"hops={s.hops} xruns={s.xruns} source={self.source.kind}>")
+
+    # -- PCMs ----------------------------------------------------------------------
+    def _open_pcms(self) -> None:
+        cfg = self.config
+        kw = dict(rate=self.sample_rate, periodsize=self.hop, periods=cfg.periods,
+                  sample_format=cfg.sample_format)
+        play = self._open("playback", cfg.playback_device, **kw)
+        cap = None
+        try:
+            if self.source.needs_capture:
+                cap = self._open("capture", cfg.capture_device, **kw)
+            granted = {"playback": self._check_granted(play, "playback", cfg.playback_device)}
+            granted["capture"] = (self._check_granted(cap, "capture", cfg.capture_device)
+                                  if cap is not None else granted["playback"])
+        except BaseException:
+            play.close()
+            if cap is not None:
+                cap.close()
+            raise
+        self._play, self._cap, self._granted = play, cap, granted
+        self._setup_buffers()
+
+    def _check_granted(self, pcm: Any, kind: str, device: str) -> int:
+        info = pcm.info()
+        rate, period = int(info["rate"]), int(info["period_size"])
+        if rate != self.sample_rate:
+            raise DeviceError(f"ALSA {kind} device {device!r} granted {rate} Hz, the model needs "
+                              f"{self.sample_rate} Hz: use a 'plug:' device so ALSA converts")
+        if period % self.hop and self.hop % period:
+            raise DeviceError(f"ALSA {kind} device {device!r} granted a period of {period} "
+                              f"frames, which is neither a multiple nor a divisor of the hop "
+                              f"({self.hop}): use a 'plug:' device or another period size")
+        if period != self.hop:
+            log.info("ALSA %s device %r: period %d frames (asked %d)", kind, device, period,
+                     self.hop)
+        return period
+
+    def _setup_buffers(self) -> None:
+        g = self._granted
+        chunk = math.lcm(self.hop, g["playback"], g["capture"])
+        self._chunk = chunk
+        self._in = np.zeros(chunk, dtype=np.float32)
+        self._out = np.zeros(chunk, dtype=np.float32)
+        self._hop_in = np.zeros(self.hop, dtype=np.float32)
+        self._wire = np.zeros(chunk, dtype=self._dtype)  # what ALSA gets
+        self._scratch = np.zeros(chunk, dtype=np.float32)
+        self._silence = np.zeros(g["playback"], dtype=self._dtype)
+        # Views made once, so the hot loop slices nothing.
+        self._hops = [(self._in[k:k + self.hop], self._out[k:k + self.hop])
+                      for k in range(0, chunk, self.hop)]
+        self._cap_views = [self._in[k:k + g["capture"]] for k in range(0, chunk, g["capture"])]
+        self._play_views = [self._wire[k:k + g["playback"]]
+                            for k in range(0, chunk, g["playback"])]
+
+    def _close_pcms(self) -> None:
+        for pcm in (self._play, self._cap):
+            if pcm is not None:
+                try:
+                    pcm.close()
+                except Exception as e:  # closing a vanished card may fail; nothing to do
+                    log.debug("closing PCM: %s", e)
+        self._play = self._cap = None
+
+    def _log_latency(self) -> None:
+        lat = self.expected_latency()
+        log.info("audio: %d Hz, hop %d, playback %r, capture %r; expected round trip "
+                 "%.1f ms (algorithmic %.1f + capture period %.1f + playback buffer %.1f)",
+                 self.sample_rate, self.hop, self.config.playback_device,
+                 self.config.capture_device if self.source.needs_capture else None,
+                 lat["total_ms"], lat["algorithmic_ms"], lat["capture_period_ms"],
+                 lat["playback_buffer_ms"])
+
+    # -- the thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        if self.config.realtime:
+            self.warnings = enable_realtime(self.config.priority)
+            for w in self.warnings:
+                log.warning("audio: %s", w)
+        alsa_error = _alsa_error()
+        try:
+            while not self._stopping.is_set():
+                if self._play is None and not self._reopen():
+                    break
+                try:
+                    self._stream()
+                except (alsa_error, DeviceError) as e:
+                    log.error("audio device lost: %s; reopening with backoff", e)
+                    self._close_pcms()
+                    self._publish(connected=False, error=str(e))
+        except BaseException as e:  # the app's supervisor loop sees it through .failure
+            log.exception("audio thread died")
+            self._failure = e
+        finally:
+            self._publish(connected=False)
+
+    def _reopen(self) -> bool:
+        """Reopen the PCMs with exponential backoff, applying commands while waiting."""
+        delay = self.config.retry_s
+        while not self._stopping.is_set():
+            try:
+                self._open_pcms()
+            except (DeviceError, _alsa_error()) as e:
+                self._publish(connected=False, error=str(e))
+                deadline = time.monotonic() + delay
+                while time.monotonic() < deadline and not self._stopping.is_set():
+                    self._drain()
+                    time.sleep(min(0.02, delay))
+                delay = min(delay * 2, self.config.retry_max_s)
+                continue
+            self._counts["reconnects"] += 1
+            log.warning("audio device back after reconnect #%d", self._counts["reconnects"])
+            return True
+        return False
+
+    def _prefill(self) -> None:
+        for _ in range(self.config.prefill):
+            self._play.write(self._silence)
+
+    def _stream(self) -> None:
+        """The hot loop: runs until stop, raises the ALSA error when the card goes."""
+        play, cap = self._play, self._cap
+        src, engine, recorder = self.source, self.engine, self.recorder
+        hops, cap_views, play_views = self._hops, self._cap_views, self._play_views
+        hop_in, out, wire, scratch = self._hop_in, self._out, self._wire, self._scratch
+        costs, counts = self._costs, self._counts
+        stopping, perf = self._stopping, time.perf_counter_ns
+        is_float = self._dtype == np.float32
+        clock = self.config.clock_paced()
+        period_s = self._chunk / self.sample_rate
+        self._publish(connected=True, error=None)
+        self._prefill()
+        next_t = time.monotonic() + self.config.prefill * self._granted["playback"] / (
+            self.sample_rate)
+        last_pub = 0.0
+        while not stopping.is_set():
+            if cap is not None:
+                for view in cap_views:
+                    n, data = cap.read()  # pyalsaaudio allocates the bytes; we copy them once
+                    if n < 0 or len(data) == 0:  # overrun (-EPIPE): already re-prepared
+                        counts["overruns"] += 1
+                        view.fill(0.0)
+                    elif is_float:
+                        view[:] = np.frombuffer(data, np.float32)
+                    else:
+                        np.multiply(np.frombuffer(data, np.int16), 1.0 / 32768, out=view)
+            for captured, hop_out in hops:
+                self._drain()
+                src.fill(hop_in, captured if cap is not None else None)
+                t0 = perf()
+                engine.process(hop_in, hop_out)
+                cost = perf() - t0
+                costs[counts["hops"] % _COST_RING] = cost
+                counts["hops"] += 1
+                if cost > counts["max_ns"]:
+                    counts["max_ns"] = cost
+                if recorder is not None:
+                    recorder.push(hop_out)
+            np.clip(out, -1.0, 1.0, out=out)
+            if is_float:
+                wire[:] = out
+            else:
+                # x32768 and back is exact for every int16 value; +1.0 saturates.
+                np.multiply(out, 32768.0, out=scratch)
+                np.clip(scratch, -32768.0, 32767.0, out=scratch)
+                np.rint(scratch, out=scratch)
+                np.copyto(wire, scratch, casting="unsafe")
+            for view in play_views:
+                if play.write(view) == -errno.EPIPE:  # underrun: re-prepared; restore cushion
+                    counts["underruns"] += 1
+                    self._prefill()
+            if self.first_period_at is None:
+                self.first_period_at = time.monotonic()
+            if clock:
+                next_t += period_s
+                lag = next_t - time.monotonic()
+                if lag > 0:
+                    time.sleep(lag)
+                elif lag < -0.5:  # hopelessly behind (suspended?): restart the clock
+                    next_t = time.monotonic()
+            now = time.monotonic()
+            if now - last_pub >= _PUBLISH_EVERY_S or self.stats.xruns != (
+                    counts["underruns"] + counts["overruns"]):
+                last_pub = now
+                self._publish(connected=True)
+
+    def _drain(self) -> None:
+        """Apply every queued command; never blocks (SimpleQueue.empty is lock-free)."""
+        q = self.commands
+        while not q.empty():
+            try:
+                cmd = q.get_nowait()
+            except queue.Empty:
+                return
+            self._dispatch(cmd)
+
+    def _dispatch(self, cmd: object) -> None:
+        if isinstance(cmd, c.PlayPause):
+            self.source.play_pause()
+        elif isinstance(cmd, c.Stop):
+            self.source.stop()
+        else:
+            try:
+                handled = self.engine.apply(cmd)
+            except AesynthError as e:
+                self.to_control(Rejected(cmd, str(e)))
+                return
+            if handled:
+                return
+            self.to_control(cmd)
+            return
+        self._publish(connected=self._play is not None)
+
+    def _publish(self, *, connected: bool, error: str | None = None) -> None:
+        counts = self._counts
+        n = counts["hops"]
+        last = self._costs[(n - 1) % _COST_RING] / 1000.0 if n else 0.0
+        self.stats = AudioStats(
+            hops=n, xruns=counts["underruns"] + counts["overruns"],
+            underruns=counts["underruns"], overruns=counts["overruns"],
+            reconnects=counts["reconnects"], connected=connected,
+            playing=self.source.playing, source=self.source.kind,
+            last_hop_us=float(last), max_hop_us=counts["max_ns"] / 1000.0,
+            error=error if not connected else None)
