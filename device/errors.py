@@ -85,3 +85,7 @@ class AudioFileError(AesynthError, ValueError):
 class ConfigError(AesynthError, ValueError):
     """A configuration file or value that cannot work: names the key, the allowed values
     and the value found."""
+
+
+class LibraryError(AesynthError, LookupError):
+    """A model library with no model to offer, or a model that is not in it."""
