@@ -272,8 +272,10 @@ def open_pcm(kind: str, device: str, *, rate: int, periodsize: int, periods: int
         return alsaaudio.PCM(pcm_type, alsaaudio.PCM_NORMAL, device=device, rate=rate,
                              channels=1, format=fmt, periodsize=periodsize, periods=periods)
     except alsaaudio.ALSAAudioError as e:
-        raise DeviceError(f"cannot open ALSA {kind} device {device!r} at {rate} Hz, mono, "
-                          f"{sample_format}, period {periodsize}: {e}") from None
+        err = DeviceError(f"cannot open ALSA {kind} device {device!r} at {rate} Hz, mono, "
+                          f"{sample_format}, period {periodsize}: {e}")
+        err.pcm_kind = kind  # the app falls back differently for playback and capture
+        raise err from None
 
 
 def _alsa_error() -> type[Exception]:

@@ -1,0 +1,181 @@
+"""`aesynth play` configuration: a TOML file over defaults that work with no file at all.
+
+Every key has a default (see deploy/aesynth.toml, the documented example the
+box installs as /etc/aesynth/config.toml).  Unknown sections or keys and values
+of the wrong type are errors that name the key, what is allowed and what was
+found, so a typo never silently selects a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device.commands import MODES
+from device.errors import ConfigError
+
+INSTALL_DIR = Path(__file__).resolve().parents[1]  # the checkout (or /opt/aesynth on the box)
+DISPLAYS = ("auto", "ssd1306", "sh1106", "terminal", "emulator", "none")
+BUTTONS = ("auto", "gpio", "keyboard", "none")
+FALLBACKS = ("null", "fail")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str = ""            # a bundle to play; "" = the library's current model
+    shipped_dir: str = ""     # "" = <install>/models
+    user_dir: str = "~/.local/share/aesynth/models"
+    state_file: str = "~/.local/state/aesynth/state.json"
+    phase: str = "rtpghi"
+    num_threads: int = 1
+
+
+@dataclass(frozen=True)
+class PlaySection:
+    mode: str = "resynth"
+    input: str = "line"       # "line", "none", or an audio file to loop
+
+
+@dataclass(frozen=True)
+class AudioSection:
+    playback_device: str = "default"
+    capture_device: str = "default"
+    periods: int = 4
+    prefill: int = 2
+    sample_format: str = "FLOAT_LE"
+    pacing: str = "auto"
+    realtime: bool = True
+    priority: int = 70
+    retry_s: float = 0.1
+    retry_max_s: float = 2.0
+    # When the playback device cannot be opened at start: "null" keeps playing
+    # into ALSA's null device paced by the clock (a desktop without a sound
+    # card), "fail" exits with EXIT_AUDIO so a supervisor retries.
+    fallback: str = "null"
+
+
+@dataclass(frozen=True)
+class MidiSection:
+    enabled: bool = True
+    port_match: str = "nanoKONTROL2"
+    mapping: str = ""         # a mapping file for another controller; "" = the paper's map
+
+
+@dataclass(frozen=True)
+class DisplaySection:
+    kind: str = "auto"        # auto: ssd1306 when /dev/i2c-<port> exists, else terminal/none
+    i2c_port: int = 1
+    i2c_address: int = 0x3C
+    max_fps: int = 30
+    rotate: int = 0
+
+
+@dataclass(frozen=True)
+class ButtonsSection:
+    kind: str = "auto"        # auto: GPIO when gpiozero finds pins, else keyboard on a tty
+    mode_pin: int = 17
+    model_pin: int = 27
+    bounce_time: float = 0.05
+    hold_time: float = 1.0
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    presets_dir: str = "~/.local/share/aesynth/presets"
+    recordings_dir: str = "~/.local/share/aesynth/recordings"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelSection = field(default_factory=ModelSection)
+    play: PlaySection = field(default_factory=PlaySection)
+    audio: AudioSection = field(default_factory=AudioSection)
+    midi: MidiSection = field(default_factory=MidiSection)
+    display: DisplaySection = field(default_factory=DisplaySection)
+    buttons: ButtonsSection = field(default_factory=ButtonsSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+
+    def replace(self, section: str, **changes: Any) -> Config:
+        """A copy with some keys of one section changed (checked like the file)."""
+        current = getattr(self, section)
+        merged = {**dataclasses.asdict(current), **changes}
+        return dataclasses.replace(self, **{section: _section(section, type(current), merged)})
+
+    def validate(self) -> Config:
+        _check_choice("play.mode", self.play.mode, MODES)
+        _check_choice("display.kind", self.display.kind, DISPLAYS)
+        _check_choice("buttons.kind", self.buttons.kind, BUTTONS)
+        _check_choice("audio.fallback", self.audio.fallback, FALLBACKS)
+        if not 0 <= self.display.i2c_address <= 0x7F:
+            raise ConfigError(f"display.i2c_address must be in 0x00..0x7f, got "
+                              f"{self.display.i2c_address:#x}")
+        if not 1 <= self.display.max_fps <= 60:
+            raise ConfigError(f"display.max_fps must be in 1..60, got {self.display.max_fps}")
+        if not 1 <= self.model.num_threads <= 8:
+            raise ConfigError(f"model.num_threads must be in 1..8, got {self.model.num_threads}")
+        if self.buttons.bounce_time < 0 or self.buttons.hold_time <= 0:
+            raise ConfigError(f"buttons.bounce_time must be >= 0 and hold_time > 0 seconds, got "
+                              f"{self.buttons.bounce_time} and {self.buttons.hold_time}")
+        return self
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in [{name}]; allowed: "
+                          f"{', '.join(fields)}")
+    out = {}
+    for key, value in values.items():
+        want = type(getattr(cls(), key))
+        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ConfigError(f"{name}.{key} must be {want.__name__}, got {value!r}")
+        out[key] = value
+    return cls(**out)
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Defaults, overlaid with the TOML file at ``path`` when given."""
+    if path is None:
+        return Config().validate()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {os.fspath(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {os.fspath(path)!r} is not valid TOML: {e}") from None
+    return config_from_dict(data, source=os.fspath(path))
+
+
+def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {', '.join(unknown)}; allowed: "
+                          f"{', '.join(sections)}")
+    built = {}
+    for name, value in data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table, got {value!r}")
+        cls = type(getattr(Config(), name))
+        built[name] = _section(name, cls, value)
+    return Config(**built).validate()
+
+
+def expand(path: str) -> Path:
+    """~ and $VARS expanded; relative paths are relative to the install directory."""
+    p = Path(os.path.expandvars(os.path.expanduser(path)))
+    return p if p.is_absolute() else INSTALL_DIR / p

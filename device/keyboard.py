@@ -1,0 +1,86 @@
+"""Keyboard keys for the desktop: the box's MODE/MODEL buttons and a few transport keys.
+
+Used when there is no GPIO (a laptop).  Reads single key presses from a
+terminal in cbreak mode on its own thread and posts commands; the terminal is
+restored on close.  The key map is data, and pure (``command_for``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import sys
+import termios
+import threading
+import tty
+from collections.abc import Callable
+from typing import IO
+
+from device import commands as c
+
+log = logging.getLogger(__name__)
+
+KEYS: dict[str, object] = {
+    "m": c.StepMode(+1), "M": c.StepMode(-1),      # the MODE button
+    "n": c.StepModel(+1), "N": c.StepModel(-1),    # the MODEL button (held: back)
+    " ": c.PlayPause(), "s": c.Stop(),
+    "]": c.PageBy(+1), "[": c.PageBy(-1),
+    "z": c.ZeroAll(), "r": c.ResetAll(),
+    "R": c.ToggleRecording(),
+    "q": c.Shutdown(),
+}
+HELP = ("keys: m/M mode, n/N model, space play/pause, s stop, [ ] page, z zero all, "
+        "r reset all, R record, q quit")
+
+
+def command_for(key: str) -> object | None:
+    return KEYS.get(key)
+
+
+class KeyboardButtons:
+    """Posts the command of each key pressed on ``stream`` (a terminal)."""
+
+    def __init__(self, post: Callable[[object], None], *, stream: IO[str] | None = None):
+        self.post = post
+        self.stream = stream or sys.stdin
+        self._fd = self.stream.fileno()
+        if not os.isatty(self._fd):
+            raise OSError(f"keyboard buttons need a terminal; {self.stream!r} is not one")
+        self._saved = termios.tcgetattr(self._fd)
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> KeyboardButtons:
+        tty.setcbreak(self._fd)
+        self._thread = threading.Thread(target=self._run, name="keyboard", daemon=True)
+        self._thread.start()
+        log.warning("no GPIO buttons: %s", HELP)
+        return self
+
+    def _run(self) -> None:
+        while not self._closing.is_set():
+            ready, _, _ = select.select([self._fd], [], [], 0.1)
+            if not ready:
+                continue
+            key = os.read(self._fd, 1).decode(errors="replace")
+            cmd = command_for(key)
+            if cmd is not None:
+                self.post(cmd)
+
+    def close(self) -> None:
+        if self._closing.is_set():
+            return
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(1.0)
+        termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+
+    def __enter__(self) -> KeyboardButtons:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<KeyboardButtons fd={self._fd} {'closed' if self._closing.is_set() else 'open'}>"
