@@ -1,0 +1,575 @@
+"""`aesynth play`: load a model, start the audio thread, and wire the senses to it.
+
+Threads (design.md): the audio thread owns the engine; the *control* thread
+does the slow work the audio thread hands it (model steps, presets,
+recording, shutdown); the *ui* thread watches the published snapshots and
+updates the display and the controller LEDs when they change.  MIDI, GPIO and
+keyboard callbacks only post commands.
+
+Without a sound card (a desktop, a container) playback falls back to ALSA's
+``null`` device paced by the clock, with a warning (``[audio] fallback =
+"fail"`` exits instead); pass ``--output-device out.wav`` to hear later what
+was played.  Without a capture device the input becomes silence (generate
+mode still sounds).  Without GPIO the MODE/MODEL buttons are keyboard keys;
+without an OLED the table is drawn in the terminal.
+
+Exit codes, for a supervisor (systemd ``RestartPreventExitStatus=2``):
+0 stopped on request (SIGTERM, SIGINT, Cycle, ``--duration``); 1 a thread
+died; 2 bad arguments or config; 3 no model could be loaded; 4 no sound card
+could be opened (``fallback = "fail"``): worth retrying later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from device import commands as c
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_MODEL, EXIT_AUDIO = 0, 1, 2, 3, 4
+FIXTURE = "tests/fixtures/tiny_bundle"
+
+
+def wav_device(value: str) -> str:
+    """``out.wav`` → an inline ALSA file PCM writing that WAV (null slave, clock paced)."""
+    if value.lower().endswith(".wav") and not value.startswith(("file:", "plug:")):
+        path = os.path.abspath(value).replace("'", "")
+        return f"file:'{path}',wav"
+    return value
+
+
+class App:
+    """The instrument: built from a :class:`~device.config.Config`, run until stopped.
+
+    Hardware comes in through the constructor for tests: ``display_device`` (a
+    luma device), ``pin_factory`` (gpiozero), ``midi_backend`` (mido backend
+    name), ``keyboard_stream`` (a terminal); ``engine_factory(bundle)`` replaces
+    :class:`device.engine.Engine`.
+    """
+
+    def __init__(self, config: Any, *, display_device: Any = None, pin_factory: Any = None,
+                 midi_backend: str | None = None, keyboard_stream: Any = None,
+                 engine_factory: Any = None):
+        self.config = config
+        self._engine_factory = engine_factory
+        self.commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._control: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._closers: list[Any] = []
+        self._display_device = display_device
+        self._pin_factory = pin_factory
+        self._midi_backend = midi_backend
+        self._keyboard_stream = keyboard_stream
+        self.exit_code = EXIT_OK
+        self.message: str | None = None
+        self.engine: Any = None
+        self.loop: Any = None
+        self.library: Any = None
+        self.presets: Any = None
+        self.recorder: Any = None
+        self.recording = False
+        self.display: Any = None
+        self.midi: Any = None
+        self.buttons: Any = None
+        self.first_period_logged = False
+        self.display_state: Any = None  # the last DisplayState shown
+
+    # -- senses call this ----------------------------------------------------------
+    def post(self, cmd: object) -> None:
+        """Queue a command for the audio thread (any thread, never blocks)."""
+        self.commands.put(cmd)
+
+    def current_controls(self) -> Any:
+        return self.engine.snapshot.controls
+
+    def request_stop(self, code: int = EXIT_OK) -> None:
+        if not self._stopping.is_set():
+            self.exit_code = code
+            self._stopping.set()
+
+    # -- start -------------------------------------------------------------------------
+    def start(self) -> App:
+        """Model, engine, audio thread, then the senses; raises StartError on failure."""
+        cfg = self.config
+        bundle = self._load_model()
+        if self._engine_factory is not None:
+            self.engine = self._engine_factory(bundle)
+        else:
+            from device.engine import Engine
+
+            self.engine = Engine(bundle, phase=cfg.model.phase,
+                                 num_threads=cfg.model.num_threads)
+        if cfg.play.mode != self.engine.mode:
+            self.engine.apply(c.SetMode(cfg.play.mode))  # before the audio thread owns it
+        self._start_audio(bundle)
+        self._spawn("control", self._control_loop)
+        self._start_display()
+        self._spawn("ui", self._ui_loop)
+        self._start_midi()
+        self._start_buttons()
+        self._start_storage(bundle)
+        return self
+
+    def _load_model(self) -> Any:
+        from device.bundle import read_bundle
+        from device.config import expand
+        from device.errors import AesynthError
+
+        cfg = self.config.model
+        try:
+            if cfg.path:
+                return read_bundle(expand(cfg.path))
+            shipped = expand(cfg.shipped_dir or "models")
+            try:
+                from device.library import ModelLibrary
+            except ModuleNotFoundError as e:
+                if e.name != "device.library":
+                    raise
+                ModelLibrary = None  # noqa: N806 - the library is optional on this branch
+            if ModelLibrary is not None:
+                self.library = ModelLibrary(shipped, expand(cfg.user_dir), expand(cfg.state_file))
+                entry = self.library.current()
+                if entry is not None:
+                    return self.library.load(entry)
+            default = shipped / "default"
+            if default.exists():
+                return read_bundle(default)
+            fixture = expand(FIXTURE)
+            if fixture.exists():
+                log.warning("no models in %s (models/default is missing): playing the untrained "
+                            "test bundle %s; train one with aesynth-train", shipped, fixture)
+                return read_bundle(fixture)
+            raise StartError(EXIT_MODEL, f"no model to play: {default} does not exist; pass "
+                                         f"--model PATH")
+        except AesynthError as e:
+            raise StartError(EXIT_MODEL, f"cannot load the model: {e}") from None
+
+    def _make_source(self, sample_rate: int) -> Any:
+        from device.audio import FileSource, LineSource, SilentSource
+        from device.config import expand
+        from device.errors import AudioFileError
+
+        kind = self.config.play.input
+        if kind == "line":
+            return LineSource()
+        if kind == "none":
+            return SilentSource()
+        try:
+            return FileSource.load(expand(kind), sample_rate)
+        except AudioFileError as e:
+            raise StartError(EXIT_USAGE, str(e)) from None
+
+    def _start_audio(self, bundle: Any) -> None:
+        from device.audio import AudioConfig, AudioLoop, SilentSource
+        from device.errors import DeviceError
+
+        a = self.config.audio
+        playback = wav_device(a.playback_device)
+        # ALSA's file plugin labels float data as integer PCM in a WAV header: use S16.
+        wav = playback.startswith("file:") and playback.endswith(",wav")
+        audio_cfg = AudioConfig(
+            playback_device=playback, capture_device=a.capture_device,
+            periods=a.periods, prefill=a.prefill,
+            sample_format="S16_LE" if wav else a.sample_format,
+            pacing=a.pacing, realtime=a.realtime, priority=a.priority, retry_s=a.retry_s,
+            retry_max_s=a.retry_max_s)
+        source = self._make_source(bundle.frame.sample_rate)
+        self.recorder = _Tap()
+        for _attempt in range(3):
+            self.loop = AudioLoop(self.engine, source, sample_rate=bundle.frame.sample_rate,
+                                  commands=self.commands, to_control=self._control.put,
+                                  config=audio_cfg, recorder=self.recorder,
+                                  latency_samples=bundle.frame.latency_samples)
+            try:
+                self.loop.start()
+                return
+            except DeviceError as e:
+                if getattr(e, "pcm_kind", "") == "capture":
+                    log.warning("%s; playing with no input (generate mode still sounds)", e)
+                    source = SilentSource()
+                elif a.fallback == "null" and audio_cfg.playback_device != "null":
+                    log.warning("%s; no sound card? playing into ALSA's null device instead "
+                                "(silent; --output-device out.wav records it, [audio] fallback = "
+                                "\"fail\" exits instead)", e)
+                    audio_cfg = _replace(audio_cfg, playback_device="null", pacing="clock")
+                else:
+                    raise StartError(EXIT_AUDIO, str(e)) from None
+        raise StartError(EXIT_AUDIO, "no audio device could be opened")
+
+    def _start_display(self) -> None:
+        d = self.config.display
+        kind = d.kind
+        if self._display_device is None and kind == "auto":
+            if Path(f"/dev/i2c-{d.i2c_port}").exists():
+                kind = "ssd1306"
+            else:
+                kind = "terminal" if sys.stdout.isatty() else "none"
+        if self._display_device is None and kind == "none":
+            return
+        try:
+            from device.display import Display, open_display
+
+            device = self._display_device or open_display(
+                kind, port=d.i2c_port, address=d.i2c_address, rotate=d.rotate)
+            self.display = Display(device, max_fps=d.max_fps)
+            self._closers.append(self.display)
+        except ModuleNotFoundError as e:
+            log.warning("no display: %s", e)
+        except Exception as e:  # an OLED missing must not stop the music
+            log.warning("display %r unavailable, playing without it: %s", kind, e)
+
+    def _start_midi(self) -> None:
+        m = self.config.midi
+        if not m.enabled:
+            return
+        try:
+            from device.midi import DEFAULT_MAP, MidiController
+
+            mapping = DEFAULT_MAP
+            if m.mapping:
+                from device.config import expand
+                from device.midi import load_mapping
+
+                mapping = load_mapping(expand(m.mapping))
+            self.midi = MidiController(self.post, self.current_controls, port_match=m.port_match,
+                                       mapping=mapping, backend=self._midi_backend)
+            self.midi.start()
+            self._closers.append(self.midi)
+        except ModuleNotFoundError as e:
+            log.warning("no MIDI: %s", e)
+        except Exception as e:  # a missing controller reconnects later; a broken map is logged
+            log.warning("MIDI controller unavailable: %s", e)
+
+    def _start_buttons(self) -> None:
+        b = self.config.buttons
+        kind = b.kind
+        if kind in ("auto", "gpio"):
+            try:
+                from device.buttons import ModeModelButtons
+
+                self.buttons = ModeModelButtons(
+                    self.post, mode_pin=b.mode_pin, model_pin=b.model_pin,
+                    bounce_time=b.bounce_time, hold_time=b.hold_time,
+                    pin_factory=self._pin_factory)
+                self._closers.append(self.buttons)
+                return
+            except Exception as e:  # no GPIO on a desktop: gpiozero finds no pin factory
+                if kind == "gpio":
+                    log.warning("GPIO buttons unavailable: %s", e)
+                    return
+                log.info("no GPIO buttons (%s)", e)
+        stream = self._keyboard_stream or sys.stdin
+        if kind in ("auto", "keyboard") and (self._keyboard_stream or sys.stdin.isatty()):
+            from device.keyboard import KeyboardButtons
+
+            try:
+                self.buttons = KeyboardButtons(self.post, stream=stream).start()
+                self._closers.append(self.buttons)
+            except OSError as e:
+                log.warning("keyboard buttons unavailable: %s", e)
+
+    def _start_storage(self, bundle: Any) -> None:
+        from device.config import expand
+
+        s = self.config.storage
+        try:
+            from device.presets import PresetStore
+
+            self.presets = PresetStore(expand(s.presets_dir))
+        except ModuleNotFoundError as e:
+            log.warning("no presets: %s", e)
+        try:
+            from device.recorder import Recorder
+
+            self.recorder.target = Recorder(expand(s.recordings_dir), bundle.frame.sample_rate)
+        except ModuleNotFoundError as e:
+            log.warning("no recorder: %s", e)
+
+    def _spawn(self, name: str, target: Any) -> None:
+        t = threading.Thread(target=self._guard(target), name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _guard(self, target: Any) -> Any:
+        def run() -> None:
+            try:
+                target()
+            except BaseException:
+                log.exception("thread %s died", threading.current_thread().name)
+                self.request_stop(EXIT_FAILURE)
+        return run
+
+    # -- the control thread: slow work, off the audio thread ---------------------------------
+    def _control_loop(self) -> None:
+        from device.audio import Rejected
+
+        while not self._stopping.is_set():
+            try:
+                cmd = self._control.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                self._handle(cmd, Rejected)
+            except Exception as e:  # one bad command must not end the control thread
+                log.exception("handling %r failed", cmd)
+                self.message = f"error: {e}"[:60]
+
+    def _handle(self, cmd: object, rejected: type) -> None:
+        match cmd:
+            case rejected():
+                log.warning("refused %r: %s", cmd.command, cmd.error)
+            case c.Shutdown():
+                log.info("shutdown requested from the controller")
+                self.request_stop(EXIT_OK)
+            case c.StepModel(delta):
+                self._step_model(delta)
+            case c.SavePreset(slot):
+                if self.presets is not None:
+                    snap = self.engine.snapshot
+                    self.presets.save(snap.model, slot, snap.controls)
+                    self.message = f"saved preset {slot}"
+            case c.RecallPreset(slot):
+                if self.presets is not None:
+                    controls = self.presets.load(self.engine.snapshot.model, slot)
+                    if controls is not None:
+                        self.post(_restore_command(controls))
+                        self.message = f"preset {slot}"
+            case c.ToggleRecording():
+                self._toggle_recording()
+            case _:
+                log.warning("no one handles %r", cmd)
+
+    def _step_model(self, delta: int) -> None:
+        if self.library is None:
+            self.message = "no model library"
+            return
+        from device.engine import prepare_model
+
+        entry = self.library.step(delta)
+        self.message = f"loading {getattr(entry, 'name', entry)}"
+        bundle = self.library.load(entry)
+        prepared = prepare_model(bundle, num_threads=self.config.model.num_threads)
+        if bundle.frame.sample_rate != self.loop.sample_rate or \
+                bundle.frame.hop_length != self.loop.hop:
+            self.message = f"{bundle.name}: other rate/hop"
+            log.warning("model %s needs %d Hz hop %d; playing %d Hz hop %d: restart to switch",
+                        bundle.name, bundle.frame.sample_rate, bundle.frame.hop_length,
+                        self.loop.sample_rate, self.loop.hop)
+            return
+        self.post(_swap_command(prepared))
+        self.message = None
+
+    def _toggle_recording(self) -> None:
+        target = getattr(self.recorder, "target", None)
+        if target is None:
+            self.message = "no recorder"
+            return
+        if self.recording:
+            self.recording = False
+            path = target.stop()
+            self.message = "recording saved"
+            log.info("recording stopped: %s", path)
+        else:
+            target.start()
+            self.recording = True
+            self.message = "recording"
+
+    # -- the ui thread: display and LEDs follow the snapshots ------------------------------------
+    def _ui_loop(self) -> None:
+        period = 1.0 / self.config.display.max_fps
+        last: tuple = ()
+        while not self._stopping.wait(period):
+            if not self.first_period_logged and self.loop.first_period_at is not None:
+                self.first_period_logged = True
+                # The bench reads this line: wall-clock time of the first period written.
+                log.info("first audio period written at %.6f (wall clock)",
+                         time.time() - (time.monotonic() - self.loop.first_period_at))
+            if self.loop.failure is not None:
+                self.request_stop(EXIT_FAILURE)
+                return
+            snap, stats = self.engine.snapshot, self.loop.stats
+            key = (id(snap), stats.playing, stats.xruns, self.message, stats.connected)
+            if key == last:
+                continue
+            last = key
+            state = self._display_state(snap, stats)
+            if state is None:
+                continue
+            self.display_state = state
+            if self.display is not None:
+                self.display.show(state)
+            if self.midi is not None:
+                self.midi.update_leds(state)
+
+    def _display_state(self, snap: Any, stats: Any) -> Any:
+        try:
+            from device.display import DisplayState
+        except ModuleNotFoundError:
+            return None
+        message = self.message
+        if not stats.connected:
+            message = "no sound card"
+        return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
+                            playing=stats.playing, xruns=stats.xruns, message=message)
+
+    # -- run and stop -------------------------------------------------------------------------
+    def wait(self, duration: float | None = None) -> int:
+        """Block until a stop is requested (or ``duration`` seconds pass); the exit code."""
+        deadline = None if duration is None else time.monotonic() + duration
+        while not self._stopping.wait(0.1):
+            if deadline is not None and time.monotonic() >= deadline:
+                self.request_stop(EXIT_OK)
+        return self.exit_code
+
+    def close(self) -> int:
+        """Stop every thread and device, in reverse order of start; idempotent."""
+        self._stopping.set()
+        for closer in reversed(self._closers):
+            try:
+                closer.close()
+            except Exception as e:  # keep closing the rest
+                log.warning("closing %r: %s", closer, e)
+        self._closers.clear()
+        if self.loop is not None:
+            self.loop.stop()
+            s = self.loop.stats
+            log.info("audio stopped: %d hops, %d xruns (%d under, %d over), %d reconnects",
+                     s.hops, s.xruns, s.underruns, s.overruns, s.reconnects)
+        if self.recording:
+            self._toggle_recording()
+        for t in self._threads:
+            t.join(2.0)
+        return self.exit_code
+
+    def __enter__(self) -> App:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StartError(Exception):
+    """The app could not start; ``code`` is the exit code to use."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class _Tap:
+    """The audio thread's recorder slot: forwards to the Recorder once the control thread
+    has made one (set before any recording starts; push is real-time safe)."""
+
+    target: Any = None
+
+    def push(self, block: Any) -> None:
+        target = self.target
+        if target is not None:
+            target.push(block)
+
+
+def _replace(cfg: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
+
+
+def _swap_command(prepared: Any) -> object:
+    return c.SwapModel(prepared)
+
+
+def _restore_command(controls: Any) -> object:
+    return c.RestoreControls(controls)
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+def add_parser(subparsers: Any) -> None:
+    from device.commands import MODES
+
+    p = subparsers.add_parser(
+        "play", help="play the instrument",
+        description="Play the instrument: ALSA in and out, nanoKONTROL2, OLED, buttons. "
+                    "With no arguments: models/default, ALSA 'default', line-in; on a "
+                    "desktop with no sound card it plays into ALSA's null device (warning).",
+        epilog="exit codes: 0 stopped, 1 failed while running, 2 bad arguments or config, "
+               "3 no model, 4 no sound card (with [audio] fallback = \"fail\")")
+    p.add_argument("--config", metavar="FILE.toml", help="configuration file "
+                   "(deploy/aesynth.toml documents every key)")
+    p.add_argument("--model", metavar="PATH", help="a bundle to play (directory or .zip)")
+    p.add_argument("--mode", choices=MODES, help="start in this mode")
+    p.add_argument("--in", dest="input", metavar="FILE|line|none",
+                   help="input: line-in, none, or an audio file to loop")
+    p.add_argument("--output-device", metavar="ALSA_PCM",
+                   help="playback PCM, e.g. plughw:CARD=Device, null, or out.wav to record "
+                        "into a WAV file")
+    p.add_argument("--capture-device", metavar="ALSA_PCM", help="capture PCM for line-in")
+    p.add_argument("--display", choices=("ssd1306", "sh1106", "terminal", "emulator", "none"),
+                   help="where the unit table is drawn")
+    p.add_argument("--no-midi", action="store_true", help="do not look for a controller")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help="stop after this long (exit 0)")
+    p.set_defaults(func=run_play)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    from device.config import load_config
+
+    cfg = load_config(args.config)
+    if args.model:
+        cfg = cfg.replace("model", path=args.model)
+    if args.mode:
+        cfg = cfg.replace("play", mode=args.mode)
+    if args.input:
+        cfg = cfg.replace("play", input=args.input)
+    if args.output_device:
+        cfg = cfg.replace("audio", playback_device=args.output_device)
+        if wav_device(args.output_device) != args.output_device:
+            cfg = cfg.replace("audio", pacing="clock")
+    if args.capture_device:
+        cfg = cfg.replace("audio", capture_device=args.capture_device)
+    if args.display:
+        cfg = cfg.replace("display", kind=args.display)
+    if args.no_midi:
+        cfg = cfg.replace("midi", enabled=False)
+    return cfg.validate()
+
+
+def run_play(args: argparse.Namespace) -> int:
+    from device.errors import ConfigError
+
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    if args.duration is not None and args.duration <= 0:
+        log.error("--duration must be > 0 seconds, got %s", args.duration)
+        return EXIT_USAGE
+    app = App(cfg)
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda signum, frame: app.request_stop(EXIT_OK))
+    try:
+        try:
+            app.start()
+        except StartError as e:
+            log.error("%s", e)
+            app.close()
+            return e.code
+        code = app.wait(args.duration)
+    finally:
+        code = app.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code

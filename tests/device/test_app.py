@@ -1,0 +1,238 @@
+"""`aesynth play`: config, CLI, exit codes, signals, and the wiring of the threads."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from device import commands as c
+from device.app import EXIT_AUDIO, EXIT_MODEL, EXIT_OK, App, StartError, wav_device
+from device.config import Config, config_from_dict, load_config
+from device.controls import ControlsSnapshot, UnitControls
+from device.errors import ConfigError
+from device.keyboard import KeyboardButtons, command_for
+from tests.device.audio_rig import alsa_config
+
+ROOT = Path(__file__).resolve().parents[2]
+AESYNTH = [sys.executable, "-m", "device.cli"]
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny_bundle"
+
+
+# -- config ---------------------------------------------------------------------------
+def test_example_config_documents_exactly_the_defaults():
+    assert load_config(ROOT / "deploy" / "aesynth.toml") == Config()
+    assert load_config(None) == Config()
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"audio": {"periodz": 4}}, r"unknown key\(s\) periodz in \[audio\]; allowed: "),
+    ({"sound": {}}, r"unknown section\(s\) sound; allowed: model, play, audio"),
+    ({"audio": {"periods": "4"}}, r"audio.periods must be int, got '4'"),
+    ({"audio": {"realtime": 1}}, r"audio.realtime must be bool, got 1"),
+    ({"midi": {"enabled": "yes"}}, r"midi.enabled must be bool, got 'yes'"),
+    ({"play": {"mode": "loud"}}, r"play.mode must be one of original, resynth, generate, got "
+                                 r"'loud'"),
+    ({"display": {"i2c_address": 200}}, r"display.i2c_address must be in 0x00..0x7f, got 0xc8"),
+    ({"display": {"kind": "lcd"}}, r"display.kind must be one of auto, ssd1306"),
+    ({"play": 3}, r"\[play\] must be a table, got 3"),
+])
+def test_config_errors_name_key_allowed_and_found(data, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_config_file_overrides_and_ints_for_floats(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[audio]\nretry_s = 1\nplayback_device = "hw:1"\n'
+                    '[display]\ni2c_address = 0x3D\n')
+    cfg = load_config(path)
+    assert cfg.audio.retry_s == 1.0 and cfg.audio.playback_device == "hw:1"
+    assert cfg.display.i2c_address == 0x3D and cfg.audio.periods == 4
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[audio\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+
+
+def test_wav_output_becomes_an_alsa_file_device(tmp_path):
+    assert wav_device(str(tmp_path / "out.wav")) == f"file:'{tmp_path}/out.wav',wav"
+    assert wav_device("plughw:1") == "plughw:1"
+
+
+# -- keyboard buttons through a real pseudo-terminal ------------------------------------
+def test_keys_map_to_the_buttons_commands():
+    assert command_for("m") == c.StepMode(1) and command_for("N") == c.StepModel(-1)
+    assert command_for(" ") == c.PlayPause() and command_for("q") == c.Shutdown()
+    assert command_for("x") is None
+
+
+def test_keyboard_buttons_read_a_terminal_and_restore_it():
+    import termios
+
+    master, slave = os.openpty()
+    stream = os.fdopen(slave, "r")
+    before = termios.tcgetattr(slave)
+    got: queue.SimpleQueue = queue.SimpleQueue()
+    kb = KeyboardButtons(got.put, stream=stream).start()
+    try:
+        os.write(master, b"mxn ")
+        received = [got.get(timeout=5) for _ in range(3)]
+    finally:
+        kb.close()
+    assert received == [c.StepMode(1), c.StepModel(1), c.PlayPause()]
+    assert termios.tcgetattr(slave) == before
+    os.close(master)
+    stream.close()
+
+
+def test_keyboard_buttons_refuse_a_non_terminal(tmp_path):
+    with open(tmp_path / "f", "w") as f, pytest.raises(OSError, match="need a terminal"):
+        KeyboardButtons(lambda cmd: None, stream=f)
+
+
+# -- the app with a stand-in engine (the engine has its own tests) ------------------------
+@dataclass(frozen=True)
+class Snap:
+    mode: str
+    model: str
+    controls: ControlsSnapshot
+
+
+class StandInEngine:
+    """Output = input × gain of unit 0; publishes a snapshot like the Engine contract."""
+
+    def __init__(self, bundle):
+        self.hop_length = bundle.frame.hop_length
+        self.controls = UnitControls(bundle.units)
+        self.mode = "resynth"
+        self.name = bundle.name
+        self._publish()
+
+    def _publish(self):
+        self.snapshot = Snap(self.mode, self.name, self.controls.snapshot())
+
+    def process(self, block, out):
+        np.multiply(block, self.controls.gain[0], out=out)
+        return out
+
+    def apply(self, cmd):
+        if isinstance(cmd, c.SetMode):
+            self.mode = cmd.mode
+        elif not self.controls.apply(cmd):
+            return False
+        self._publish()
+        return True
+
+
+def app_config(tmp_path, **play):
+    return config_from_dict({
+        "model": {"path": str(FIXTURE)},
+        "play": {"mode": "resynth", **play},
+        "audio": {"playback_device": wav_device(str(tmp_path / "out.wav")), "realtime": False},
+        "midi": {"enabled": False},
+        "display": {"kind": "none"},
+        "buttons": {"kind": "none"},
+        "storage": {"presets_dir": str(tmp_path / "presets"),
+                    "recordings_dir": str(tmp_path / "rec")},
+    })
+
+
+def test_app_plays_a_file_into_a_wav_and_applies_commands(tmp_path):
+    x = np.random.default_rng(7).uniform(-0.5, 0.5, 22050).astype(np.float32)
+    sf.write(tmp_path / "in.wav", x, 22050, subtype="FLOAT")
+    app = App(app_config(tmp_path, input=str(tmp_path / "in.wav")),
+              engine_factory=StandInEngine).start()
+    try:
+        deadline = time.monotonic() + 20
+        while app.loop.stats.hops < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        app.post(c.SetGain(0, 0.5))
+        app.post(c.SetMode("generate"))
+        while app.engine.snapshot.mode != "generate" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        app.post(c.Shutdown())  # goes to the control thread, which stops the app
+        assert app.wait(20) == EXIT_OK
+    finally:
+        app.close()
+    assert app.engine.controls.gain[0] == 0.5
+    y, rate = sf.read(tmp_path / "out.wav", dtype="int16")  # 16-bit WAV from ALSA's file plugin
+    assert rate == 22050
+    pre = 2 * 128
+    wire = np.rint(np.clip(x * 32768.0, -32768, 32767)).astype(np.int16)
+    np.testing.assert_array_equal(y[pre:pre + 40 * 128], wire[:40 * 128])
+    assert np.any(y[pre:] != np.resize(wire, len(y) - pre)), "gain 0.5 never reached the output"
+
+
+def test_app_falls_back_to_null_without_a_sound_card(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(alsa_config(tmp_path / "alsa")))
+    cfg = app_config(tmp_path).replace("audio", playback_device="no_card",
+                                       capture_device="no_card")
+    app = App(cfg, engine_factory=StandInEngine)
+    with caplog.at_level("WARNING"):
+        app.start()
+    try:
+        assert app.loop.config.playback_device == "null" and app.loop.config.clock_paced()
+        assert app.loop.source.kind == "none"
+        assert "capture device 'no_card'" in caplog.text and "null device" in caplog.text
+    finally:
+        app.close()
+    strict = cfg.replace("audio", fallback="fail", capture_device="cap_file")
+    with pytest.raises(StartError) as e:
+        App(strict.replace("play", input="none"), engine_factory=StandInEngine).start()
+    assert e.value.code == EXIT_AUDIO and "'no_card'" in str(e.value)
+
+
+def test_app_without_a_model_exits_with_the_model_code(tmp_path):
+    cfg = app_config(tmp_path).replace("model", path=str(tmp_path / "nope"))
+    with pytest.raises(StartError) as e:
+        App(cfg, engine_factory=StandInEngine).start()
+    assert e.value.code == EXIT_MODEL and "nope" in str(e.value)
+
+
+# -- the command line ----------------------------------------------------------------------
+def run_cli(*args, env=None, timeout=60):
+    return subprocess.run([*AESYNTH, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+def test_cli_usage_errors_exit_2(tmp_path):
+    assert run_cli("play", "--help").returncode == 0
+    r = run_cli("play", "--mode", "loud")
+    assert r.returncode == 2 and "invalid choice: 'loud'" in r.stderr
+    r = run_cli("play", "--config", str(tmp_path / "none.toml"))
+    assert r.returncode == 2 and "none.toml" in r.stderr and "does not exist" in r.stderr
+
+
+def test_cli_missing_model_exits_3(tmp_path):
+    r = run_cli("play", "--model", str(tmp_path / "nope"), "--no-midi", "--display", "none")
+    assert r.returncode == 3, r.stderr
+    assert "nope" in r.stderr
+
+
+def test_sigterm_stops_the_player_cleanly(tmp_path):
+    env = {"ALSA_CONFIG_PATH": str(alsa_config(tmp_path / "alsa"))}
+    p = subprocess.Popen([*AESYNTH, "-v", "play", "--model", str(FIXTURE), "--in", "none",
+                          "--output-device", "null", "--no-midi", "--display", "none"],
+                         cwd=ROOT, env={**os.environ, **env}, stderr=subprocess.PIPE, text=True)
+    lines = []
+    deadline = time.monotonic() + 60
+    for line in p.stderr:
+        lines.append(line)
+        if "first audio period written" in line or time.monotonic() > deadline:
+            break
+    p.send_signal(signal.SIGTERM)
+    rest, _ = p.communicate(timeout=30)
+    log = "".join(lines) + rest
+    assert p.returncode == 0, log
+    assert "audio stopped:" in log and "first audio period written" in log
