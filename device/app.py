@@ -138,9 +138,15 @@ class App:
                     raise
                 ModelLibrary = None  # noqa: N806 - the library is optional on this branch
             if ModelLibrary is not None:
+                from device.errors import LibraryError
+
                 self.library = ModelLibrary(shipped, expand(cfg.user_dir), expand(cfg.state_file))
-                entry = self.library.current()
-                if entry is not None:
+                try:
+                    entry = self.library.current()
+                except LibraryError as e:  # an empty library: try the fallbacks below
+                    log.warning("%s", e)
+                else:
+                    log.info("playing %s (%s)", entry.name, entry.path)
                     return self.library.load(entry)
             default = shipped / "default"
             if default.exists():
@@ -444,8 +450,11 @@ class App:
         if self.loop is not None:
             self.loop.stop()
             s = self.loop.stats
-            log.info("audio stopped: %d hops, %d xruns (%d under, %d over), %d reconnects",
-                     s.hops, s.xruns, s.underruns, s.overruns, s.reconnects)
+            pc = self.loop.hop_cost_percentiles()
+            log.info("audio stopped: %d hops, %d xruns (%d under, %d over), %d reconnects; "
+                     "engine per hop p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us",
+                     s.hops, s.xruns, s.underruns, s.overruns, s.reconnects, pc["p50"],
+                     pc["p99"], pc["p99.9"], s.max_hop_us)
         if self.recording:
             self._toggle_recording()
         for t in self._threads:

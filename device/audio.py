@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 SOURCES = ("line", "file", "none")
 SAMPLE_FORMATS = ("FLOAT_LE", "S16_LE")
 PACINGS = ("auto", "device", "clock")
-_COST_RING = 1 << 14  # per-hop costs kept for percentiles (~95 s at hop 128)
+_COST_RING = 1 << 14  # the most recent per-hop costs (~95 s at hop 128)
+_HIST_US = 50_000     # per-hop cost histogram over the whole run: 1 µs bins up to 50 ms
 _PUBLISH_EVERY_S = 0.05
 
 
@@ -315,6 +316,7 @@ class AudioLoop:
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
         self._costs = np.zeros(_COST_RING, dtype=np.int64)  # ns per hop, a ring
+        self._hist = np.zeros(_HIST_US, dtype=np.int64)     # hops by cost in whole µs
         self._counts = {"hops": 0, "underruns": 0, "overruns": 0, "reconnects": 0, "max_ns": 0}
         self.stats = AudioStats(playing=source.playing, source=source.kind)
         self.first_period_at: float | None = None  # time.monotonic() of the first write
@@ -362,6 +364,18 @@ class AudioLoop:
         """Engine cost of recent hops in µs (a copy; up to the last 16384 hops)."""
         n = min(self._counts["hops"], _COST_RING)
         return self._costs[:n].astype(np.float64) / 1000.0
+
+    def hop_cost_percentiles(self, percents: tuple[float, ...] = (50, 99, 99.9)
+                             ) -> dict[str, float]:
+        """Engine cost per hop in µs over the whole run, e.g. ``{"p99": 180.0}``
+        (1 µs resolution; costs over 50 ms count as 50 ms)."""
+        cum = np.cumsum(self._hist)
+        total = int(cum[-1])
+        out = {}
+        for p in percents:
+            key = f"p{p:g}"
+            out[key] = float(np.searchsorted(cum, total * p / 100.0)) if total else 0.0
+        return out
 
     def expected_latency(self) -> dict[str, float]:
         """Round-trip latency in ms, line-in to line-out, by where it comes from."""
@@ -504,7 +518,8 @@ class AudioLoop:
         src, engine, recorder = self.source, self.engine, self.recorder
         hops, cap_views, play_views = self._hops, self._cap_views, self._play_views
         hop_in, out, wire, scratch = self._hop_in, self._out, self._wire, self._scratch
-        costs, counts = self._costs, self._counts
+        costs, counts, hist = self._costs, self._counts, self._hist
+        top = _HIST_US - 1
         stopping, perf = self._stopping, time.perf_counter_ns
         is_float = self._dtype == np.float32
         clock = self.config.clock_paced()
@@ -532,6 +547,7 @@ class AudioLoop:
                 engine.process(hop_in, hop_out)
                 cost = perf() - t0
                 costs[counts["hops"] % _COST_RING] = cost
+                hist[min(cost // 1000, top)] += 1
                 counts["hops"] += 1
                 if cost > counts["max_ns"]:
                     counts["max_ns"] = cost

@@ -345,3 +345,19 @@ def test_paced_period_larger_than_hop(tmp_path, alsa, monkeypatch):
     np.testing.assert_array_equal(out[1024:1024 + 96 * 128], x[:96 * 128])
     lat = loop.expected_latency()
     assert lat["playback_buffer_ms"] == pytest.approx(2 * 512 / RATE * 1000)
+
+
+def test_hop_cost_percentiles_cover_the_whole_run(alsa):
+    class Slow(PassThrough):
+        def process(self, block, out):
+            if self.calls % 10 == 0:  # every tenth hop costs >= 2 ms
+                time.sleep(0.002)
+            return super().process(block, out)
+
+    loop, _, _ = make_loop(Slow(), SilentSource())
+    loop.start()
+    wait_for(lambda: loop.stats.hops >= 300)
+    loop.stop()
+    pc = loop.hop_cost_percentiles((50, 95))
+    assert pc["p50"] < 1000 <= 2000 <= pc["p95"]
+    assert loop.stats.max_hop_us >= 2000
