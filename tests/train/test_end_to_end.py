@@ -1,0 +1,143 @@
+"""A tiny end-to-end run on real music: dataset -> fit -> export -> evaluate -> check."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from device.bundle import read_bundle
+from device.check import run_check
+from device.features import LOW_LATENCY
+from device.runtime import Model
+
+pytestmark = pytest.mark.train
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, pushover_tracks) -> dict[str, Path]:
+    """One short run through the CLI, shared by the tests below."""
+    from train.cli import main
+
+    root = tmp_path_factory.mktemp("e2e")
+    data, run, bundle = root / "ds", root / "run", root / "bundle"
+    assert main(["dataset", "--out", str(data), "--sources", "pushover", "--max-tracks", "3",
+                 "--max-seconds", "5", "--train", "400", "--valid", "100", "--test", "100",
+                 "--seed", "2"]) == 0
+    assert main(["fit", "--data", str(data), "--recipe", "best", "--set", "epochs=1",
+                 "--set", "patience=0", "--out", str(run)]) == 0
+    assert main(["export", str(run), "--data", str(data), "--out", str(bundle),
+                 "--name", "e2e", "--quantization", "dynamic"]) == 0
+    return {"root": root, "data": data, "run": run, "bundle": bundle}
+
+
+def test_run_records_recipe_seed_curves_and_metrics(pipeline):
+    doc = json.loads((pipeline["run"] / "run.json").read_text())
+    assert doc["recipe"]["epochs"] == 1 and doc["seed"] == 0
+    assert len(doc["history"]["loss"]) == 1 and len(doc["history"]["val_loss"]) == 1
+    assert doc["metrics"]["test"]["mse_paper"] > 0
+    assert set(doc["data"]["tracks"]) == {"train", "valid", "test"}
+
+
+def test_bundle_passes_check_and_records_training(pipeline):
+    buf = io.StringIO()
+    assert run_check([str(pipeline["bundle"])], out=buf) == 0
+    assert ": OK  e2e: 8 units" in buf.getvalue()
+    b = read_bundle(pipeline["bundle"])
+    assert b.frame == LOW_LATENCY and b.units == 8
+    assert b.encoder.quantization == "dynamic"
+    tr = b.manifest["training"]
+    assert tr["data"]["tracks"]["train"] and tr["recipe"]["name"] == "best"
+    stats = b.unit_stats
+    assert stats is not None and np.all(stats.min <= stats.mean) and np.all(stats.mean <= stats.max)
+    # sigmoid units: the statistics are activations, inside (0, 1)
+    assert np.all(stats.min >= 0) and np.all(stats.max <= 1)
+
+
+def test_bundle_runs_in_device_runtime(pipeline):
+    b = read_bundle(pipeline["bundle"])
+    with Model(b.encoder.content) as enc, Model(b.decoder.content) as dec:
+        x = np.full((1, b.n_bins), 0.5, np.float32)
+        u = enc.run(x).copy()
+        y = dec.run(u)
+    assert u.shape == (1, 8) and y.shape == (1, b.n_bins) and np.all(np.isfinite(y))
+
+
+def test_export_parity_against_keras(pipeline):
+    tr = read_bundle(pipeline["bundle"]).manifest["training"]
+    par = tr["export"]["parity"]
+    assert par["encoder"]["snr_db"] > 30
+    assert par["decoder"]["snr_db"] > 15
+    assert abs(tr["export"]["quantization_sc_loss_db"]) < 3
+
+
+def test_float_exports_match_keras_closely(pipeline):
+    from train.data import load_dataset
+    from train.export import export_pair, parity, run_tflite
+    from train.fit import load_run
+
+    run = load_run(pipeline["run"])
+    ds = load_dataset(pipeline["data"])
+    enc, dec = export_pair(run, "float32", ds.train)
+    u_keras = run.encode(ds.test[:50])
+    p = parity(u_keras, run_tflite(enc, run.features(ds.test[:50])))
+    assert p["max_abs_error"] < 1e-4
+    y_keras = run.decoder.predict(u_keras, verbose=0)
+    assert parity(y_keras, run_tflite(dec, u_keras))["snr_db"] > 80
+
+
+def test_op_versions_load_in_tflite_runtime_214(pipeline):
+    from train.export import TFLITE_RUNTIME_214_MAX, op_versions
+
+    b = read_bundle(pipeline["bundle"])
+    for mf in (b.encoder, b.decoder):
+        for op, version in op_versions(mf.content).items():
+            assert op in TFLITE_RUNTIME_214_MAX, f"{mf.role}: op {op} not known to load there"
+            assert version <= TFLITE_RUNTIME_214_MAX[op], f"{mf.role}: {op} v{version}"
+
+
+def test_per_channel_dynamic_would_not_load_there(pipeline):
+    """The check above can fail: TF's default dynamic-range export is refused by it."""
+    import tensorflow as tf
+
+    from train.export import TFLITE_RUNTIME_214_MAX, export_models, op_versions
+    from train.fit import load_run
+
+    _, dec = export_models(load_run(pipeline["run"]))
+    conv = tf.lite.TFLiteConverter.from_keras_model(dec)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    v = op_versions(conv.convert())["FULLY_CONNECTED"]
+    assert v > TFLITE_RUNTIME_214_MAX["FULLY_CONNECTED"]
+
+
+def test_evaluate_cli_writes_json_report_and_pictures(pipeline, pushover_tracks):
+    from train.cli import main
+
+    out = pipeline["root"] / "eval"
+    js = out / "eval.json"
+    out.mkdir()
+    unseen = pushover_tracks[-1]  # only the first 3 tracks were used
+    assert main(["evaluate", str(pipeline["bundle"]), str(unseen), "--seconds", "3",
+                 "--json", str(js), "--report", str(out)]) == 0
+    res = json.loads(js.read_text())
+    m = res["files"][str(unseen)]
+    assert m["seen_in_training"] is False
+    assert np.isfinite([m["mse_paper"], m["sc_db"], m["lsd_db"], m["snr_db"]]).all()
+    assert m["seconds"] == pytest.approx(3.0)
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["spectrogram_0_" + unseen.stem + ".png", "training_curves.png"]
+    for p in out.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    report = (out / "report.md").read_text()
+    assert unseen.name in report and "training_curves.png" in report
+
+
+def test_cli_without_command_prints_help():
+    r = subprocess.run([sys.executable, "-m", "train.cli"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "dataset" in r.stdout and "reproduce" in r.stdout

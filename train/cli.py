@@ -1,0 +1,188 @@
+"""``aesynth-train``: build datasets, fit, reproduce the paper, export and evaluate.
+
+    aesynth-train dataset --frame low-latency --out cache/datasets/low_latency [--install]
+    aesynth-train fit --data DIR --recipe NAME [--set key=JSON ...] --out RUN_DIR
+    aesynth-train export RUN_DIR --data DIR --out BUNDLE --name NAME [--quantization Q]
+    aesynth-train evaluate BUNDLE AUDIO... --json OUT [--report DIR]
+    aesynth-train reproduce --data DIR --out DIR [--epochs N]
+
+TensorFlow is imported only by the subcommands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from device.features import LOW_LATENCY, PAPER
+
+FRAMES = {"low-latency": LOW_LATENCY, "paper": PAPER}
+log = logging.getLogger("aesynth-train")
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only when it is a terminal)."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, i: int, n: int, message: str) -> None:
+        width = 30
+        done = int(width * i / max(n, 1))
+        line = f"[{'#' * done}{'.' * (width - done)}] {i}/{n} {message}"
+        if self.tty:
+            self.stream.write("\r" + line[:100].ljust(100))
+            if i >= n:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _parse_set(items: list[str]) -> dict:
+    changes = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set wants key=JSON, got {item!r}")
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    return changes
+
+
+def cmd_dataset(a: argparse.Namespace) -> int:
+    from train.data import build_dataset
+
+    counts = {"train": a.train, "valid": a.valid, "test": a.test}
+    ds = build_dataset(a.out, frame=FRAMES[a.frame], sources=a.sources, counts=counts,
+                       seed=a.seed, install=a.install, max_tracks=a.max_tracks,
+                       max_seconds=a.max_seconds, progress=_Progress())
+    print(json.dumps({"out": str(a.out), **ds.manifest["counts"]}))
+    return 0
+
+
+def cmd_fit(a: argparse.Namespace) -> int:
+    from train.data import load_dataset
+    from train.fit import RECIPES, fit, save_run
+    from train.models import recipe_with
+
+    if a.recipe not in RECIPES:
+        raise SystemExit(f"--recipe must be one of {', '.join(RECIPES)}, got {a.recipe!r}")
+    recipe = recipe_with(RECIPES[a.recipe], **_parse_set(a.set))
+    run = fit(load_dataset(a.data), recipe, seed=a.seed, verbose=a.keras_verbose)
+    save_run(run, a.out)
+    print(json.dumps({"out": str(a.out), "valid": run.metrics["valid"],
+                      "test": run.metrics["test"], "seconds": round(run.seconds, 1)}))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from train.data import load_dataset
+    from train.export import export_bundle
+    from train.fit import load_run
+
+    run = load_run(a.run)
+    ds = load_dataset(a.data)
+    report = export_bundle(run, a.out, name=a.name, frame=ds.frame, quantization=a.quantization,
+                           train_mags=ds.train, test_mags=ds.test, description=a.description)
+    print(json.dumps({"out": str(a.out), **{k: report[k] for k in (
+        "quantization", "parity", "bytes", "quantization_sc_loss_db")},
+        "test": report[f"test_{a.quantization}"]}))
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from train.evaluate import evaluate, write_json
+
+    result = evaluate(a.bundle, a.audio, report_dir=a.report, seconds=a.seconds)
+    write_json(result, a.json)
+    print(json.dumps(result["mean"]))
+    return 0
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from train.reproduce import reproduce
+
+    reproduce(a.data, a.out, epochs=a.epochs, seed=a.seed, quick=a.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from train.data import DEFAULT_SOURCES, PAPER_COUNTS, SOURCES
+    from train.export import EXPORT_QUANTIZATIONS
+
+    p = argparse.ArgumentParser(prog="aesynth-train",
+                                description="Train autoencoders on music spectra for aesynth.")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("dataset", help="frames from real recordings, split by track")
+    d.add_argument("--frame", choices=FRAMES, default="low-latency")
+    d.add_argument("--out", type=Path, default=Path("cache/datasets/low_latency"))
+    d.add_argument("--sources", nargs="+", default=list(DEFAULT_SOURCES), choices=SOURCES)
+    for s, n in PAPER_COUNTS.items():
+        d.add_argument(f"--{s}", type=int, default=n, help=f"frames (default {n})")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--install", action="store_true",
+                   help="apt-get install missing music packages")
+    d.add_argument("--max-tracks", type=int, default=None)
+    d.add_argument("--max-seconds", type=float, default=None, help="per track")
+    d.set_defaults(func=cmd_dataset)
+
+    f = sub.add_parser("fit", help="train one recipe; writes run.json + weights")
+    f.add_argument("--data", type=Path, default=Path("cache/datasets/low_latency"))
+    f.add_argument("--recipe", default="best")
+    f.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="override a recipe field, e.g. --set epochs=5 --set hidden=[16]")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--keras-verbose", type=int, default=0)
+    f.set_defaults(func=cmd_fit)
+
+    e = sub.add_parser("export", help="TFLite encoder/decoder + bundle")
+    e.add_argument("run", type=Path)
+    e.add_argument("--data", type=Path, default=Path("cache/datasets/low_latency"))
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--name", required=True)
+    e.add_argument("--quantization", choices=EXPORT_QUANTIZATIONS, default="dynamic")
+    e.add_argument("--description", default="")
+    e.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("evaluate", help="metrics, spectrograms and a report on any audio")
+    v.add_argument("bundle")
+    v.add_argument("audio", nargs="+")
+    v.add_argument("--json", type=Path, required=True)
+    v.add_argument("--report", type=Path, default=None, help="directory for PNGs + report.md")
+    v.add_argument("--seconds", type=float, default=None, help="evaluate only the start")
+    v.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("reproduce", help="the paper's Tables 1-3 on our data (a report)")
+    r.add_argument("--data", type=Path, default=Path("cache/datasets/paper"))
+    r.add_argument("--out", type=Path, default=Path("cache/reproduce"))
+    r.add_argument("--epochs", type=int, default=20)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--quick", action="store_true", help="fewer models (a smoke run)")
+    r.set_defaults(func=cmd_reproduce)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(a.verbose, 2)]
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 2
+    return int(a.func(a) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

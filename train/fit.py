@@ -1,0 +1,237 @@
+"""Train autoencoders on a :class:`train.data.Dataset` and record every run.
+
+A run directory holds ``run.json`` (recipe, seed, normaliser, data, curves,
+metrics, wall time) and ``model.weights.h5`` (Keras weights; no pickles), so
+``export`` can rebuild the model from its recipe and load the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device.features import Normaliser
+from train import metrics as M
+from train.data import Dataset
+from train.models import PAPER_RECIPE, build, make_loss, make_optimizer, recipe_with
+
+log = logging.getLogger(__name__)
+PREDICT_BATCH = 2048
+
+
+@dataclass
+class Run:
+    """A trained model with everything needed to reproduce, judge and export it."""
+
+    recipe: dict[str, Any]
+    seed: int
+    normaliser: Normaliser
+    global_max: float
+    n_bins: int
+    autoencoder: Any
+    encoder: Any
+    decoder: Any
+    history: dict[str, list[float]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def units(self) -> int:
+        return int(self.recipe["hidden"][-1])
+
+    def features(self, mags: np.ndarray) -> np.ndarray:
+        return self.normaliser.forward(mags).astype(np.float32)
+
+    def encode(self, mags: np.ndarray) -> np.ndarray:
+        return self.encoder.predict(self.features(mags), batch_size=PREDICT_BATCH, verbose=0)
+
+    def reconstruct(self, mags: np.ndarray) -> np.ndarray:
+        """Linear magnitudes in, linear magnitudes out (normaliser applied both ways)."""
+        y = self.autoencoder.predict(self.features(mags), batch_size=PREDICT_BATCH, verbose=0)
+        return self.normaliser.inverse(y)
+
+    def evaluate(self, mags: np.ndarray) -> dict[str, float]:
+        return M.spectral_metrics(mags, self.reconstruct(mags), self.global_max)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-able training record (goes into run.json and bundle manifests)."""
+        return {"recipe": self.recipe, "seed": self.seed, "global_max": self.global_max,
+                "data": self.data, "history": self.history, "metrics": self.metrics,
+                "seconds": round(self.seconds, 1)}
+
+
+def set_threads(n: int = 2) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # already initialised: keep what is there
+        pass
+
+
+def data_record(ds: Dataset) -> dict[str, Any]:
+    return {"counts": ds.manifest.get("counts"), "seed": ds.manifest.get("seed"),
+            "frame": ds.manifest.get("frame"), "sources": ds.manifest.get("sources"),
+            "tracks": {s: ds.tracks(s) for s in ("train", "valid", "test")},
+            "paths": {s: [t["path"] for t in ds.manifest["tracks"] if t["split"] == s]
+                      for s in ("train", "valid", "test")}}
+
+
+def _fit_keras(model, x, y, xv, yv, recipe, loss, verbose: int) -> dict[str, list[float]]:
+    import keras
+
+    model.compile(optimizer=make_optimizer(recipe), loss=loss)
+    callbacks = []
+    if recipe.get("patience"):
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=int(recipe["patience"]), restore_best_weights=True))
+    h = model.fit(x, y, validation_data=(xv, yv), batch_size=int(recipe["batch_size"]),
+                  epochs=int(recipe["epochs"]), shuffle=True, callbacks=callbacks,
+                  verbose=verbose)
+    return {k: [float(v) for v in vals] for k, vals in h.history.items()}
+
+
+def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0) -> Run:
+    """Train ``recipe`` on ``ds``; greedy layer-wise when ``recipe['greedy']``."""
+    import keras
+
+    set_threads()
+    keras.utils.set_random_seed(seed)
+    t0 = time.monotonic()
+    normaliser = Normaliser.fit(ds.train, kind=recipe["features"])
+    global_max = float(ds.train.max())
+    n_bins = ds.frame.n_bins
+    x = normaliser.forward(ds.train).astype(np.float32)
+    xv = normaliser.forward(ds.valid).astype(np.float32)
+    auto, enc, dec = build(recipe, n_bins)
+    history: dict[str, list[float]] = {}
+    extra: dict[str, Any] = {}
+    if recipe.get("greedy") and len(recipe["hidden"]) == 2:
+        history, extra = _greedy_pretrain(auto, recipe, x, xv, normaliser, global_max, n_bins,
+                                          verbose)
+        extra["composed_valid"] = _quick(auto, ds.valid, normaliser, global_max)
+    loss = make_loss(recipe, normaliser, global_max)
+    h = _fit_keras(auto, x, x, xv, xv, recipe, loss, verbose)
+    history.update({("finetune_" + k if recipe.get("greedy") else k): v for k, v in h.items()})
+    run = Run(recipe, seed, normaliser, global_max, n_bins, auto, enc, dec, history=history,
+              data=data_record(ds))
+    run.metrics = {"valid": run.evaluate(ds.valid), "test": run.evaluate(ds.test), **extra,
+                   "epochs_run": len(h.get("loss", []))}
+    run.seconds = time.monotonic() - t0
+    log.info("fit %s: valid mse %.3g, test mse %.3g (%.0f s)", recipe.get("name"),
+             run.metrics["valid"]["mse_paper"], run.metrics["test"]["mse_paper"], run.seconds)
+    return run
+
+
+def _quick(auto, mags, normaliser, global_max) -> dict[str, float]:
+    y = auto.predict(normaliser.forward(mags).astype(np.float32), batch_size=PREDICT_BATCH,
+                     verbose=0)
+    return M.spectral_metrics(mags, normaliser.inverse(y), global_max)
+
+
+def _greedy_pretrain(auto, recipe, x, xv, normaliser, global_max, n_bins, verbose):
+    """The paper's stacking: a shallow AE, then a second AE on its hidden layer.
+
+    Stage 1 is ``hidden[0]`` units (sigmoid) with a linear output; stage 2
+    maps those activations through ``hidden[1]`` units back to themselves,
+    sigmoid on both sides.  Their layers are copied into ``auto`` (the
+    composed deep model), which the caller then finetunes.
+    """
+    h1, h2 = (int(v) for v in recipe["hidden"])
+    r1 = recipe_with(recipe, hidden=[h1], bottleneck=recipe["activation"])
+    a1, e1, _ = build(r1, n_bins)
+    curves = {}
+    hist = _fit_keras(a1, x, x, xv, xv, r1, make_loss(r1, normaliser, global_max), verbose)
+    curves.update({"stage1_" + k: v for k, v in hist.items()})
+    act = e1.predict(x, batch_size=PREDICT_BATCH, verbose=0)
+    actv = e1.predict(xv, batch_size=PREDICT_BATCH, verbose=0)
+    # the second AE: sigmoid encoder and (unlike stage 1) sigmoid output
+    r2 = recipe_with(recipe, hidden=[h2], noise=recipe.get("noise", 0.0))
+    a2, _, _ = _build_second(r2, h1)
+    hist = _fit_keras(a2, act, act, actv, actv, r2, "mse", verbose)
+    curves.update({"stage2_" + k: v for k, v in hist.items()})
+    stage2_mse = float(np.mean((a2.predict(actv, batch_size=PREDICT_BATCH, verbose=0)
+                                - actv) ** 2))
+    # copy into the composed model: enc1, enc2 | dec2, dec1
+    by_name = {layer.name: layer for layer in _dense_layers(auto)}
+    s1 = {layer.name: layer for layer in _dense_layers(a1)}
+    s2 = {layer.name: layer for layer in _dense_layers(a2)}
+    by_name["enc1"].set_weights(s1["enc1"].get_weights())
+    by_name["dec1"].set_weights(s1["dec1"].get_weights())
+    by_name["enc2"].set_weights(s2["enc1"].get_weights())
+    by_name["dec2"].set_weights(s2["dec1"].get_weights())
+    return curves, {"stage2_valid_mse": stage2_mse,
+                    "stage2_valid_mse_adjusted": stage2_mse * n_bins / h1}
+
+
+def _build_second(recipe, n_in):
+    keras = __import__("keras")
+    x_in = keras.Input((n_in,))
+    z = x_in
+    if recipe.get("noise"):
+        z = keras.layers.GaussianNoise(float(recipe["noise"]))(z)
+    h = keras.layers.Dense(int(recipe["hidden"][0]), activation=recipe["bottleneck"],
+                           name="enc1")(z)
+    y = keras.layers.Dense(n_in, activation=recipe["activation"], name="dec1")(h)
+    return keras.Model(x_in, y), None, None
+
+
+def _dense_layers(model):
+    out = []
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            out.extend(_dense_layers(layer))
+        elif layer.weights:
+            out.append(layer)
+    return out
+
+
+# -- run directories ------------------------------------------------------------------
+def save_run(run: Run, directory: str | os.PathLike) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    run.autoencoder.save_weights(d / "model.weights.h5")
+    doc = run.record()
+    doc["normaliser"] = run.normaliser.to_dict()
+    doc["n_bins"] = run.n_bins
+    (d / "run.json").write_text(json.dumps(doc, indent=1) + "\n")
+    return d
+
+
+def load_run(directory: str | os.PathLike) -> Run:
+    d = Path(directory)
+    doc = json.loads((d / "run.json").read_text())
+    auto, enc, dec = build(doc["recipe"], int(doc["n_bins"]))
+    auto.load_weights(d / "model.weights.h5")
+    return Run(doc["recipe"], doc["seed"], Normaliser.from_dict(doc["normaliser"]),
+               float(doc["global_max"]), int(doc["n_bins"]), auto, enc, dec,
+               history=doc["history"], metrics=doc["metrics"], data=doc["data"],
+               seconds=float(doc.get("seconds", 0.0)))
+
+
+# Recipes beyond the paper, named for the CLI.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": PAPER_RECIPE,
+    "paper-deep": recipe_with(PAPER_RECIPE, name="paper-deep", hidden=[256, 8], greedy=True),
+    "adam-max": recipe_with(PAPER_RECIPE, name="adam-max", optimizer="adam",
+                            learning_rate=1e-3, epochs=60, patience=6, batch_size=64),
+    "adam-log-paperloss": recipe_with(PAPER_RECIPE, name="adam-log-paperloss",
+                                      features="standard", optimizer="adam",
+                                      learning_rate=1e-3, epochs=60, patience=6,
+                                      batch_size=64, loss="paper"),
+    "deep-relu": recipe_with(PAPER_RECIPE, name="deep-relu", hidden=[256, 8],
+                             activation="relu", optimizer="adam", learning_rate=1e-3,
+                             epochs=60, patience=6, batch_size=64),
+}
+# The recipe models/default ships (chosen on validation MSE in the paper's
+# units among the recipes above; see docs/training.md).
+RECIPES["best"] = recipe_with(RECIPES["adam-log-paperloss"], name="best")

@@ -1,0 +1,189 @@
+"""Keras autoencoders: the paper's shallow and stacked models and our variants.
+
+A recipe (a plain dict, recorded in every run and bundle) says what to build:
+
+* ``hidden``: layer sizes from the input inwards, e.g. ``[8]`` or ``[256, 8]``;
+  the last is the innermost layer, the units the player exposes.
+* ``activation`` (hidden layers) and ``bottleneck`` (innermost layer):
+  ``sigmoid`` (the paper), ``relu``, ``elu``, ``tanh``...; the output is linear.
+* ``tied``: decoder kernels are the encoder kernels transposed.
+* ``nonneg``: penalise negative weights (asymmetric decay, Lemme et al. 2012),
+  strength ``nonneg``; makes units add energy rather than take it away.
+* ``noise``: standard deviation of Gaussian input corruption (denoising).
+
+The TensorFlow inverse normaliser here mirrors ``device.features.Normaliser``
+so a loss can be taken in the paper's linear units; a test proves they agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from device.features import Normaliser
+
+PAPER_RECIPE: dict[str, Any] = {
+    "name": "paper", "features": "max", "hidden": [8], "activation": "sigmoid",
+    "bottleneck": "sigmoid", "tied": False, "nonneg": 0.0, "noise": 0.0,
+    "optimizer": "sgd", "learning_rate": 0.005, "momentum": 0.5, "batch_size": 100,
+    "epochs": 20, "patience": 0, "loss": "features", "greedy": False,
+}
+
+
+def recipe_with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A copy of ``base`` with ``changes``; unknown keys are refused."""
+    unknown = set(changes) - set(PAPER_RECIPE) - {"feature_weight"}
+    if unknown:
+        raise KeyError(f"unknown recipe keys {sorted(unknown)}; known: {sorted(PAPER_RECIPE)}")
+    r = dict(base)
+    r.update(changes)
+    return r
+
+
+def _keras():
+    import keras
+
+    return keras
+
+
+def make_layers(recipe: dict[str, Any], n_bins: int):
+    """Encoder and decoder layer lists (decoder from the innermost layer outwards)."""
+    keras = _keras()
+    hidden = list(recipe["hidden"])
+    reg = _NonNegDecay(float(recipe["nonneg"])) if recipe.get("nonneg") else None
+    enc = []
+    for i, h in enumerate(hidden):
+        act = recipe["bottleneck"] if i == len(hidden) - 1 else recipe["activation"]
+        enc.append(keras.layers.Dense(h, activation=act, kernel_regularizer=reg,
+                                      name=f"enc{i + 1}"))
+    outs = [n_bins] + hidden[:-1]  # decoder layer i maps hidden[i] -> outs[i]
+    dec = []
+    for i in reversed(range(len(hidden))):
+        act = "linear" if i == 0 else recipe["activation"]
+        if recipe.get("tied"):
+            dec.append(TiedDense(enc[i], outs[i], activation=act, name=f"dec{i + 1}"))
+        else:
+            dec.append(keras.layers.Dense(outs[i], activation=act, kernel_regularizer=reg,
+                                          name=f"dec{i + 1}"))
+    return enc, dec
+
+
+def build(recipe: dict[str, Any], n_bins: int, *, batch_size: int | None = None):
+    """(autoencoder, encoder, decoder) Keras models sharing their layers."""
+    keras = _keras()
+    enc_layers, dec_layers = make_layers(recipe, n_bins)
+    units = int(recipe["hidden"][-1])
+    x_in = keras.Input((n_bins,), batch_size=batch_size, name="features")
+    h = x_in
+    for layer in enc_layers:
+        h = layer(h)
+    encoder = keras.Model(x_in, h, name="encoder")
+    u_in = keras.Input((units,), batch_size=batch_size, name="units")
+    y = u_in
+    for layer in dec_layers:
+        y = layer(y)
+    decoder = keras.Model(u_in, y, name="decoder")
+    a_in = keras.Input((n_bins,), batch_size=batch_size, name="features")
+    z = a_in
+    if recipe.get("noise"):
+        z = keras.layers.GaussianNoise(float(recipe["noise"]), name="corrupt")(z)
+    auto = keras.Model(a_in, decoder(encoder(z)), name="autoencoder")
+    return auto, encoder, decoder
+
+
+def TiedDense(source, units: int, *, activation: str = "linear", name: str | None = None):
+    """A dense layer whose kernel is ``source``'s kernel transposed (own bias)."""
+    keras = _keras()
+    from keras import ops
+
+    class _Tied(keras.layers.Layer):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.source = source
+            self.units = units
+            self.activation = keras.activations.get(activation)
+
+        def build(self, input_shape):
+            self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
+
+        def call(self, x):
+            return self.activation(ops.matmul(x, ops.transpose(self.source.kernel)) + self.bias)
+
+    return _Tied(name=name)
+
+
+def _nonneg_decay_class():
+    keras = _keras()
+    from keras import ops
+
+    class NonNegDecay(keras.regularizers.Regularizer):
+        """Asymmetric weight decay: ``strength * sum(min(w, 0)^2)`` (Lemme et al.)."""
+
+        def __init__(self, strength: float):
+            self.strength = strength
+
+        def __call__(self, w):
+            return self.strength * ops.sum(ops.square(ops.minimum(w, 0.0)))
+
+        def get_config(self):
+            return {"strength": self.strength}
+
+    return NonNegDecay
+
+
+def _NonNegDecay(strength: float):
+    return _nonneg_decay_class()(strength)
+
+
+# -- losses ---------------------------------------------------------------------
+def tf_inverse(normaliser: Normaliser, y):
+    """``Normaliser.inverse`` in TensorFlow ops (float32): features -> magnitudes."""
+    import tensorflow as tf
+
+    scale = tf.constant(np.asarray(normaliser.scale, np.float32))
+    offset = tf.constant(np.asarray(normaliser.offset, np.float32))
+    m = y * scale + offset
+    if normaliser.amplitude == "log":
+        m = tf.exp(tf.minimum(m, 30.0)) - normaliser.floor
+    return tf.maximum(m, 0.0)
+
+
+def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float):
+    """The training loss named by ``recipe['loss']``.
+
+    ``features``: MSE on the model's (normalised) features — the paper's loss
+    when the features are the paper's max-scaled magnitudes.  ``paper``: MSE
+    of the magnitudes divided by the training set's global maximum (the
+    paper's units) whatever the features are.  ``mixed``: ``paper`` plus
+    ``feature_weight`` times ``features``, which keeps quiet bins from being
+    ignored entirely.
+    """
+    import tensorflow as tf
+
+    kind = recipe.get("loss", "features")
+    if kind == "features":
+        return "mse"
+    g = float(global_max)
+    w = float(recipe.get("feature_weight", 0.0)) if kind == "mixed" else 0.0
+    if kind not in ("paper", "mixed"):
+        raise ValueError(f"loss must be 'features', 'paper' or 'mixed', got {kind!r}")
+
+    def loss(y_true, y_pred):
+        d = (tf_inverse(normaliser, y_pred) - tf_inverse(normaliser, y_true)) / g
+        out = tf.reduce_mean(tf.square(d), axis=-1)
+        if w:
+            out = out + w * tf.reduce_mean(tf.square(y_pred - y_true), axis=-1)
+        return out
+
+    return loss
+
+
+def make_optimizer(recipe: dict[str, Any]):
+    keras = _keras()
+    if recipe["optimizer"] == "sgd":
+        return keras.optimizers.SGD(learning_rate=recipe["learning_rate"],
+                                    momentum=recipe.get("momentum", 0.0))
+    if recipe["optimizer"] == "adam":
+        return keras.optimizers.Adam(learning_rate=recipe["learning_rate"])
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {recipe['optimizer']!r}")
