@@ -227,7 +227,7 @@ class App:
             from device.display import Display, open_display
 
             device = self._display_device or open_display(
-                kind, port=d.i2c_port, address=d.i2c_address, rotate=d.rotate)
+                kind, i2c_port=d.i2c_port, i2c_address=d.i2c_address, rotate=d.rotate)
             self.display = Display(device, max_fps=d.max_fps)
             self._closers.append(self.display)
         except ModuleNotFoundError as e:
@@ -523,8 +523,9 @@ def add_parser(subparsers: Any) -> None:
                    help="playback PCM, e.g. plughw:CARD=Device, null, or out.wav to record "
                         "into a WAV file")
     p.add_argument("--capture-device", metavar="ALSA_PCM", help="capture PCM for line-in")
-    p.add_argument("--display", choices=("ssd1306", "sh1106", "terminal", "emulator", "none"),
-                   help="where the unit table is drawn")
+    p.add_argument("--display", choices=("ssd1306", "sh1106", "terminal", "emulator", "dummy",
+                                         "none"),
+                   help="where the unit table is drawn (dummy: rendered, not shown)")
     p.add_argument("--no-midi", action="store_true", help="do not look for a controller")
     p.add_argument("--duration", type=float, metavar="SECONDS",
                    help="stop after this long (exit 0)")

@@ -19,7 +19,7 @@ from device.commands import MODES
 from device.errors import ConfigError
 
 INSTALL_DIR = Path(__file__).resolve().parents[1]  # the checkout (or /opt/aesynth on the box)
-DISPLAYS = ("auto", "ssd1306", "sh1106", "terminal", "emulator", "none")
+DISPLAYS = ("auto", "ssd1306", "sh1106", "terminal", "emulator", "dummy", "none")
 BUTTONS = ("auto", "gpio", "keyboard", "none")
 FALLBACKS = ("null", "fail")
 

@@ -1,0 +1,180 @@
+"""Benchmarks of `aesynth play`, printed as JSON (never part of the test run).
+
+first-period: time from process start to the first audio period written by
+    `aesynth play` with the default model (median and worst of N runs), with
+    no arguments (no sound card here: ALSA null, clock-paced) and through
+    JACK's dummy driver.
+paced: `aesynth play` through JACK's dummy driver for N minutes (default 10)
+    with a nanoKONTROL2 MIDI storm (>= 500 CC/s, over JACK MIDI) and the unit
+    table redrawn continuously; reports xruns and per-hop engine cost
+    percentiles (from the app's own whole-run histogram).
+
+    .venv/bin/python bench/play_bench.py first-period --runs 5
+    .venv/bin/python bench/play_bench.py paced --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.device.audio_rig import JackServer, alsa_config  # noqa: E402
+
+AESYNTH = [str(ROOT / ".venv" / "bin" / "aesynth")]
+FIRST = re.compile(r"first audio period written at ([0-9.]+)")
+STOPPED = re.compile(r"audio stopped: (\d+) hops, (\d+) xruns \((\d+) under, (\d+) over\), "
+                     r"(\d+) reconnects; engine per hop p50 (\d+) us, p99 (\d+) us, "
+                     r"p99.9 (\d+) us, max (\d+) us")
+
+
+def default_model() -> Path:
+    d = ROOT / "models" / "default"
+    return d if d.exists() else ROOT / "tests" / "fixtures" / "tiny_bundle"
+
+
+def hop_of(model: Path) -> tuple[int, int]:
+    from device.bundle import read_bundle
+
+    f = read_bundle(model, check_models=False).frame
+    return f.sample_rate, f.hop_length
+
+
+def time_to_first_period(args: list[str], env: dict[str, str], timeout: float = 30) -> float:
+    """Seconds from just before exec to the first period the app wrote."""
+    t0 = time.time()
+    p = subprocess.Popen([*AESYNTH, "-v", "play", *args], cwd=ROOT, env={**os.environ, **env},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    found = None
+    deadline = time.monotonic() + timeout
+    for line in p.stderr:
+        m = FIRST.search(line)
+        if m:
+            found = float(m.group(1)) - t0
+            break
+        if time.monotonic() > deadline:
+            break
+    p.terminate()
+    p.communicate(timeout=30)
+    if found is None:
+        raise RuntimeError(f"no first period from aesynth play {' '.join(args)}")
+    return found
+
+
+def bench_first_period(runs: int) -> dict:
+    model = default_model()
+    rate, hop = hop_of(model)
+    out: dict = {"model": str(model.relative_to(ROOT)), "runs": runs}
+    with tempfile.TemporaryDirectory(prefix="aesynth-bench-") as tmp:
+        env = {"ALSA_CONFIG_PATH": str(alsa_config(Path(tmp)))}
+        # The README's command: no arguments (this machine has no sound card).
+        plain = [time_to_first_period(["--duration", "5"], env) for _ in range(runs)]
+        with JackServer(rate=rate, period=hop, log_dir=Path(tmp)) as jack:
+            jenv = {**env, **jack.env}
+            jk = ["--output-device", "plug:jk", "--capture-device", "plug:jk", "--no-midi",
+                  "--display", "none", "--duration", "5"]
+            paced = [time_to_first_period(jk, jenv) for _ in range(runs)]
+    for name, xs in (("no_arguments_null_device", plain), ("jack_dummy", paced)):
+        out[name] = {"median_s": round(statistics.median(xs), 3), "max_s": round(max(xs), 3),
+                     "all_s": [round(x, 3) for x in xs]}
+    return out
+
+
+def midi_storm(stop: threading.Event, rate_cc: int, sent: list[int]) -> None:
+    """A virtual nanoKONTROL2 on JACK: faders and knobs at ``rate_cc`` CC/s, with a page
+    change and a mute toggle now and then."""
+    import random
+
+    import mido
+
+    rng = random.Random(1)
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK")
+    with backend.open_output("nanoKONTROL2", virtual=True) as port:
+        time.sleep(2.0)  # let the app find and open the port
+        batch = max(1, rate_cc // 100)
+        t = time.monotonic()
+        n = 0
+        while not stop.is_set():
+            for _ in range(batch):
+                cc = rng.choice(range(0, 8)) if rng.random() < 0.5 else rng.choice(range(16, 24))
+                port.send(mido.Message("control_change", control=cc, value=rng.randrange(128)))
+                n += 1
+            if n % 2000 < batch:  # every ~3 s: next page; and a mute pressed and released
+                port.send(mido.Message("control_change", control=59, value=127))
+                port.send(mido.Message("control_change", control=59, value=0))
+                port.send(mido.Message("control_change", control=48, value=127))
+                port.send(mido.Message("control_change", control=48, value=0))
+                n += 4
+            t += 0.01
+            time.sleep(max(0.0, t - time.monotonic()))
+    sent.append(n)
+
+
+def bench_paced(minutes: float, rate_cc: int, display: str) -> dict:
+    model = default_model()
+    rate, hop = hop_of(model)
+    from tests.music import track
+
+    with tempfile.TemporaryDirectory(prefix="aesynth-bench-") as tmp:
+        env = {"ALSA_CONFIG_PATH": str(alsa_config(Path(tmp))),
+               "MIDO_BACKEND": "mido.backends.rtmidi/UNIX_JACK"}
+        with JackServer(rate=rate, period=hop, log_dir=Path(tmp)) as jack:
+            env.update(jack.env)
+            args = ["-v", "play", "--model", str(model), "--in", str(track("aztec")),
+                    "--output-device", "plug:jk", "--display", display,
+                    "--duration", str(minutes * 60)]
+            stop, sent = threading.Event(), []
+            storm = threading.Thread(target=midi_storm, args=(stop, rate_cc, sent))
+            p = subprocess.Popen([*AESYNTH, *args], cwd=ROOT, env={**os.environ, **env},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            storm.start()
+            t0 = time.monotonic()
+            _, err = p.communicate(timeout=minutes * 60 + 120)
+            stop.set()
+            storm.join()
+            elapsed = time.monotonic() - t0
+    m = STOPPED.search(err)
+    if not m or p.returncode != 0:
+        raise RuntimeError(f"aesynth play exited {p.returncode}:\n{err[-4000:]}")
+    hops, xruns, under, over, reconnects, p50, p99, p999, mx = map(int, m.groups())
+    return {"model": str(model.relative_to(ROOT)), "sample_rate": rate, "hop": hop,
+            "hop_ms": round(1000 * hop / rate, 2), "minutes": minutes, "display": display,
+            "midi_cc_sent": sent[0] if sent else 0,
+            "midi_cc_per_s": round((sent[0] if sent else 0) / max(elapsed, 1e-9), 1),
+            "hops": hops, "xruns": xruns, "underruns": under, "overruns": over,
+            "reconnects": reconnects, "hop_cost_us": {"p50": p50, "p99": p99, "p99.9": p999,
+                                                       "max": mx},
+            "midi_warnings": len(re.findall(r"WARNING .*midi", err, re.I))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    fp = sub.add_parser("first-period")
+    fp.add_argument("--runs", type=int, default=5)
+    pc = sub.add_parser("paced")
+    pc.add_argument("--minutes", type=float, default=10.0)
+    pc.add_argument("--cc-rate", type=int, default=600, help="MIDI CC messages per second")
+    pc.add_argument("--display", default="dummy", help="dummy: luma renders every frame")
+    a = ap.parse_args()
+    if a.what == "first-period":
+        result = bench_first_period(a.runs)
+    else:
+        result = bench_paced(a.minutes, a.cc_rate, a.display)
+    print(json.dumps({"bench": f"play_{a.what}", **result}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
