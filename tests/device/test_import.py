@@ -1,0 +1,324 @@
+"""USB import: good bundles go in whole, hostile ones are refused with their reason,
+and nothing (a kill -9, a pulled stick) leaves a partial model behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from device.bundle import read_bundle
+from device.cli import main as cli_main
+from device.library import (
+    ImportProgress,
+    ModelLibrary,
+    find_bundles,
+    import_bundles,
+)
+from device.validate_child import validate_in_child
+from tests.device.stick import (
+    bomb_zip,
+    good_bundle,
+    good_zip,
+    hostile_model_bundle,
+    huge_manifest_bundle,
+    manifest_of,
+    nan_manifest_bundle,
+    symlinked_model_bundle,
+    traversal_zip,
+    truncated_model_bundle,
+    zip_bundle,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+# Short limits keep the hostile cases quick; the defaults are for a Pi.
+FAST = {"timeout_s": 6.0, "cpu_s": 2, "memory_mib": 512}
+
+
+def installed(models_dir: Path) -> list[str]:
+    return sorted(p.name for p in models_dir.iterdir() if p.name != ".import.lock")
+
+
+def reasons(report) -> dict[str, str]:
+    return {Path(r.source).name: r.reason for r in report.rejected}
+
+
+def test_a_good_bundle_is_copied_and_plays(tmp_path):
+    stick = tmp_path / "stick"
+    good_bundle(stick / "mine", "mine")
+    report = import_bundles(stick, tmp_path / "models", **FAST)
+    assert [(i.name, i.status) for i in report.imported] == [("mine", "new")]
+    assert report.rejected == [] and report.ok
+    assert installed(tmp_path / "models") == ["mine"]
+    b = read_bundle(tmp_path / "models" / "mine", check_models=True)
+    assert b.name == "mine"
+    assert sorted(os.listdir(tmp_path / "models" / "mine")) == [
+        "decoder.tflite", "encoder.tflite", "manifest.json"]
+
+
+def test_a_zip_is_copied_out_as_a_directory_of_our_own_files(tmp_path):
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    good_zip(stick / "zipped.zip", "zipped", tmp_path)
+    report = import_bundles(stick, tmp_path / "models", **FAST)
+    assert [i.name for i in report.imported] == ["zipped"]
+    target = tmp_path / "models" / "zipped"
+    assert target.is_dir() and not target.is_symlink()
+    assert read_bundle(target).name == "zipped"
+
+
+def test_ten_bundles_three_broken_imports_seven_and_names_the_three(tmp_path):
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for i in range(5):
+        good_bundle(stick / f"good{i}", f"good{i}")
+    good_zip(stick / "good5.zip", "good5", scratch)
+    good_zip(stick / "good6.zip", "good6", scratch)
+    truncated_model_bundle(stick / "broken-truncated", "truncated")
+    traversal_zip(stick / "broken-traversal.zip", scratch)
+    hostile_model_bundle(stick / "broken-nan", "nan", "nan")
+    (stick / "notes.txt").write_text("not a bundle")
+
+    seen: list[ImportProgress] = []
+    report = import_bundles(stick, tmp_path / "models", progress=seen.append, **FAST)
+
+    assert sorted(i.name for i in report.imported) == [f"good{i}" for i in range(7)]
+    why = reasons(report)
+    assert sorted(why) == ["broken-nan", "broken-traversal.zip", "broken-truncated"]
+    assert "not finite" in why["broken-nan"]
+    assert "leaves the bundle" in why["broken-traversal.zip"]
+    assert "could not load" in why["broken-truncated"] or "failed" in why["broken-truncated"]
+    assert installed(tmp_path / "models") == [f"good{i}" for i in range(7)]
+    assert not (tmp_path / "evil.tflite").exists()
+    # progress: every bundle ends imported or rejected, in order, with the total
+    ends = [(p.index, p.stage) for p in seen if p.stage in ("imported", "rejected")]
+    assert [i for i, _ in ends] == list(range(10)) and {p.total for p in seen} == {10}
+    assert sum(s == "rejected" for _, s in ends) == 3
+
+
+@pytest.mark.parametrize(("make", "expect"), [
+    (lambda d, t: truncated_model_bundle(d / "b", "trunc"), "could not load"),
+    (lambda d, t: hostile_model_bundle(d / "b", "narrow", "narrow"), "output tensor is [1, 4]"),
+    (lambda d, t: hostile_model_bundle(d / "b", "nan", "nan"), "not finite"),
+    (lambda d, t: nan_manifest_bundle(d / "b", "nanjson"), "non-finite number NaN"),
+    (lambda d, t: huge_manifest_bundle(d / "b", "huge"), "limit 1048576"),
+    (lambda d, t: symlinked_model_bundle(d / "b", "link"), "symbolic link"),
+    (lambda d, t: traversal_zip(d / "b.zip", t), "leaves the bundle"),
+    (lambda d, t: bomb_zip(d / "b.zip", t), "limit 33554432"),
+], ids=["truncated", "wrong-shape", "nan-weights", "nan-in-manifest", "huge-manifest",
+        "symlink", "traversal", "zip-bomb"])
+def test_each_broken_bundle_is_rejected_with_its_reason(tmp_path, make, expect):
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    src = make(stick, scratch)
+    report = import_bundles(src, tmp_path / "models", **FAST)
+    assert report.imported == []
+    assert len(report.rejected) == 1
+    assert expect in report.rejected[0].reason
+    assert installed(tmp_path / "models") == []
+
+
+def test_a_symlinked_bundle_directory_is_refused(tmp_path):
+    real = good_bundle(tmp_path / "elsewhere", "linked")
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    os.symlink(real, stick / "linked")
+    report = import_bundles(stick, tmp_path / "models", **FAST)
+    assert [Path(r.source).name for r in report.rejected] == ["linked"]
+    assert "must be a directory or a .zip" in report.rejected[0].reason
+    assert installed(tmp_path / "models") == []
+
+
+def test_hanging_and_memory_eating_models_are_killed_while_the_player_plays(tmp_path):
+    """A stand-in audio loop ticks on its own thread while the import runs on another;
+    it must keep ticking during the hang and the memory hog (the child is killed,
+    not us)."""
+    stick = tmp_path / "stick"
+    hostile_model_bundle(stick / "a-hang", "hang", "hang")
+    hostile_model_bundle(stick / "b-hog", "hog", "hog")
+    good_bundle(stick / "c-fine", "fine")
+
+    ticks = 0
+    stop = threading.Event()
+
+    def audio_loop() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.005)
+
+    marks: dict[tuple[str, str], int] = {}
+
+    def progress(p: ImportProgress) -> None:
+        marks[(Path(p.source).name, p.stage)] = ticks
+
+    player = threading.Thread(target=audio_loop)
+    player.start()
+    result = {}
+    importer = threading.Thread(target=lambda: result.update(report=import_bundles(
+        stick, tmp_path / "models", progress=progress, **FAST)))
+    importer.start()
+    importer.join()
+    stop.set()
+    player.join()
+
+    report = result["report"]
+    assert [i.name for i in report.imported] == ["fine"]
+    why = reasons(report)
+    assert "CPU limit 2 s" in why["a-hang"] or "did not finish within" in why["a-hang"]
+    assert "memory limit 512 MiB" in why["b-hog"]
+    # the player ticked all through the hang's validation
+    assert marks[("a-hang", "rejected")] - marks[("a-hang", "validating")] > 20
+    assert player.is_alive() is False and ticks > 20
+
+
+def test_wall_clock_timeout_kills_a_hanging_check(tmp_path):
+    b = hostile_model_bundle(tmp_path / "hang", "hang", "hang")
+    verdict = validate_in_child(b, timeout_s=1.0, cpu_s=60)
+    assert not verdict.ok
+    assert "did not finish within 1 s" in str(verdict.problems[0])
+
+
+def test_same_name_identical_is_unchanged_and_different_replaces(tmp_path):
+    models = tmp_path / "models"
+    good_bundle(tmp_path / "v1", "tiny", description="version one")
+    good_bundle(tmp_path / "v2", "tiny", description="version two")
+    assert import_bundles(tmp_path / "v1", models, **FAST).imported[0].status == "new"
+    assert import_bundles(tmp_path / "v1", models, **FAST).imported[0].status == "unchanged"
+    assert import_bundles(tmp_path / "v2", models, **FAST).imported[0].status == "replaced"
+    assert manifest_of(models / "tiny")["description"] == "version two"
+    assert installed(models) == ["tiny"]
+
+
+def test_two_bundles_with_one_name_on_a_stick_the_second_is_refused(tmp_path):
+    stick = tmp_path / "stick"
+    good_bundle(stick / "a", "same")
+    good_bundle(stick / "b", "same", description="other")
+    report = import_bundles(stick, tmp_path / "models", **FAST)
+    assert [i.source for i in report.imported] == [str(stick / "a")]
+    assert "also the name of" in reasons(report)["b"]
+
+
+def test_stick_pulled_mid_import_leaves_no_partial_model(tmp_path):
+    stick = tmp_path / "stick"
+    for i in range(5):
+        good_bundle(stick / f"m{i}", f"m{i}")
+
+    def pull(p: ImportProgress) -> None:
+        if p.index == 2 and p.stage == "checking":
+            shutil.rmtree(stick)  # the stick is gone before bundle 2 is read
+
+    report = import_bundles(stick, tmp_path / "models", progress=pull, **FAST)
+    assert [i.name for i in report.imported] == ["m0", "m1"]
+    assert sorted(reasons(report)) == ["m2", "m3", "m4"]
+    assert all("cannot open" in r for r in reasons(report).values())
+    assert installed(tmp_path / "models") == ["m0", "m1"]
+
+
+def test_a_file_vanishing_mid_bundle_leaves_no_partial_model(tmp_path):
+    stick = tmp_path / "stick"
+    good_bundle(stick / "m0", "m0")
+
+    def yank(p: ImportProgress) -> None:
+        if p.stage == "checking":
+            os.unlink(stick / "m0" / "decoder.tflite")
+
+    report = import_bundles(stick, tmp_path / "models", progress=yank, **FAST)
+    assert report.imported == [] and "missing file 'decoder.tflite'" in reasons(report)["m0"]
+    assert installed(tmp_path / "models") == []
+
+
+# -- kill -9 during import --------------------------------------------------------
+_IMPORT = ("import sys; from device.library import import_bundles; "
+           "import_bundles(sys.argv[1], sys.argv[2], timeout_s=20, cpu_s=10)")
+
+
+def run_import_killed_at(point: str, src: Path, models: Path) -> int:
+    env = dict(os.environ, AESYNTH_CRASH_AT=point)
+    proc = subprocess.run([sys.executable, "-c", _IMPORT, str(src), str(models)], env=env,
+                          cwd=REPO, capture_output=True, timeout=120)
+    return proc.returncode
+
+
+@pytest.mark.parametrize("point", ["import-after-copy", "import-after-validate",
+                                   "import-between-renames"])
+def test_kill_9_during_a_replace_leaves_the_previous_model_whole(tmp_path, point):
+    models = tmp_path / "models"
+    good_bundle(tmp_path / "v1", "tiny", description="version one")
+    good_bundle(tmp_path / "v2", "tiny", description="version two")
+    import_bundles(tmp_path / "v1", models, **FAST)
+
+    assert run_import_killed_at(point, tmp_path / "v2", models) == -signal.SIGKILL
+    leftovers = [n for n in installed(models) if n.startswith(".")]
+    assert leftovers, "the kill should have left something to clean up"
+
+    lib = ModelLibrary(None, models, tmp_path / "state.json")  # the next boot
+    assert installed(models) == ["tiny"]
+    assert manifest_of(models / "tiny")["description"] == "version one"
+    assert lib.load(lib.current(), check_models=True).name == "tiny"
+
+
+def test_kill_9_during_a_first_import_leaves_nothing(tmp_path):
+    models = tmp_path / "models"
+    good_bundle(tmp_path / "new", "new")
+    assert run_import_killed_at("import-after-copy", tmp_path / "new", models) == -9
+    ModelLibrary(None, models, tmp_path / "state.json")
+    assert installed(models) == []
+
+
+# -- discovery and the CLI -----------------------------------------------------------
+def test_find_bundles_on_a_stick_root_and_its_aesynth_folder(tmp_path):
+    stick = tmp_path / "stick"
+    good_bundle(stick / "b-root", "root")
+    good_bundle(stick / "aesynth" / "a-inner", "inner")
+    (stick / "photos").mkdir()
+    zip_bundle(stick / "b-root", stick / "z.zip")
+    (stick / ".hidden.zip").write_bytes(b"")
+    names = [p.name for p in find_bundles(stick)]
+    assert names == ["b-root", "z.zip", "a-inner"]
+    assert find_bundles(stick / "b-root") == [stick / "b-root"]
+
+
+def test_cli_import_prints_a_line_per_bundle_and_exits_1_on_rejects(tmp_path, capsys):
+    stick = tmp_path / "stick"
+    good_bundle(stick / "ok", "ok")
+    truncated_model_bundle(stick / "bad", "bad")
+    rc = cli_main(["import", str(stick), "--models-dir", str(tmp_path / "models")])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 1
+    assert out[0] == f"{stick / 'ok'}: imported as 'ok'"
+    assert out[1].startswith(f"{stick / 'bad'}: rejected: ") and len(out) == 2
+    rc = cli_main(["import", str(stick / "ok"), "--models-dir", str(tmp_path / "models")])
+    assert rc == 0 and "unchanged" in capsys.readouterr().out
+
+
+def test_cli_import_of_nothing_is_an_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["import", str(tmp_path / "empty"), "--models-dir",
+                     str(tmp_path / "m")]) == 1
+    assert "no bundles found" in capsys.readouterr().out
+    assert cli_main(["import", str(tmp_path / "nope"), "--models-dir",
+                     str(tmp_path / "m")]) == 1
+
+
+def test_aesynth_import_smoke(tmp_path):
+    """The installed command, as a user runs it (default limits, env models dir)."""
+    good_bundle(tmp_path / "stick" / "smoke", "smoke")
+    env = dict(os.environ, AESYNTH_MODELS_DIR=str(tmp_path / "models"))
+    proc = subprocess.run([sys.executable, "-m", "device.cli", "import",
+                           str(tmp_path / "stick")], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == f"{tmp_path / 'stick' / 'smoke'}: imported as 'smoke'"
+    assert installed(tmp_path / "models") == ["smoke"]
