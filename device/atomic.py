@@ -105,15 +105,19 @@ def read_json(path: str | os.PathLike, *, max_bytes: int = 1 << 20) -> tuple[Any
         return None, f"{str(path)!r} is not valid JSON: {e}"
 
 
-def remove_leftovers(directory: str | os.PathLike) -> list[str]:
-    """Delete temporary files left by interrupted atomic writes; return their names."""
+def remove_leftovers(directory: str | os.PathLike, *, for_name: str | None = None) -> list[str]:
+    """Delete temporary files left by interrupted atomic writes; return their names.
+
+    ``for_name`` limits this to the temporaries of that one file.
+    """
+    prefix = TMP_PREFIX + (f"{for_name}-" if for_name else "")
     removed = []
     try:
         entries = list(os.scandir(directory))
     except FileNotFoundError:
         return removed
     for e in entries:
-        if e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False):
+        if e.name.startswith(prefix) and e.is_file(follow_symlinks=False):
             try:
                 os.unlink(e.path)
                 removed.append(e.name)

@@ -110,6 +110,7 @@ class ModelLibrary:
         self._state_read = False
         if self.user_dir is not None and self.user_dir.is_dir():
             recover_models_dir(self.user_dir)
+        remove_leftovers(self.state_file.parent, for_name=self.state_file.name)
 
     def entries(self) -> list[ModelEntry]:
         """Every model, in the stable library order (re-read from disk each call)."""
