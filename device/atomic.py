@@ -83,7 +83,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike, *, max_bytes: int = 1 << 20) -> tuple[Any, str | None]:
     """(object, None), or (None, why) for a missing, oversized or corrupt file.
 
-    ``why`` is None with a None object when the file simply does not exist.
+    ``why`` is None with a None object only when the file does not exist.
     """
     path = Path(path)
     try:
@@ -100,9 +100,12 @@ def read_json(path: str | os.PathLike, *, max_bytes: int = 1 << 20) -> tuple[Any
         raise ValueError(f"non-finite number {token} is not JSON")
 
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=no_constants), None
+        obj = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         return None, f"{str(path)!r} is not valid JSON: {e}"
+    if obj is None:  # keeps (None, None) meaning "no file"; we never store a bare null
+        return None, f"{str(path)!r} holds JSON null"
+    return obj, None
 
 
 def remove_leftovers(directory: str | os.PathLike, *, for_name: str | None = None) -> list[str]:

@@ -1,0 +1,231 @@
+"""Presets and the last state: the unit controls of each model, kept on disk.
+
+The gesture on the nanoKONTROL2 (the MIDI mapping sends the commands):
+
+- **Marker Set held + S n**: save the current unit state of this model as
+  preset n (:class:`~device.commands.SavePreset`, slot n = 1..8).
+- **S n alone**: recall preset n (:class:`~device.commands.RecallPreset`);
+  an empty slot changes nothing and says so.
+- **Marker Set pressed and released alone**: the paper's Set (every unit's
+  output to 0).  It fires on release, and only when no S button was pressed
+  while Set was held, so that saving a preset never also zeroes the units.
+
+Each preset is its own small JSON file, ``DIR/MODEL/preset-N.json``, and the
+state at the last change is ``DIR/MODEL/last.json`` (restored at boot).
+Every file is written atomically (temporary file, fsync, rename, fsync of
+the directory), so a power cut leaves the old preset or the new one.  A file
+that is corrupt, for the wrong unit count, or holds values out of range is
+reported (log and the ``report`` callback, e.g. the OLED) and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from device import commands as c
+from device.atomic import read_json, remove_leftovers, write_json_atomic
+from device.controls import GAIN_RANGE, SCALE_RANGE, ControlsSnapshot
+from device.errors import ControlError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SLOTS = range(0, 128)  # the gesture uses 1..8; a config may map more buttons
+MAX_UNITS = 4096
+_MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
+_MAX_BYTES = 256 << 10  # 4096 units of three values fit with room to spare
+
+
+class PresetStore:
+    """Per-model presets and last state under ``directory``.
+
+    ``report(message)`` is called (besides logging) when a file is refused,
+    so the app can show it; it must not block.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *,
+                 report: Callable[[str], None] | None = None):
+        self.directory = Path(directory)
+        self.report = report
+
+    def save(self, model: str, slot: int, snap: ControlsSnapshot) -> Path:
+        """Save ``snap`` as preset ``slot`` of ``model``; returns the file."""
+        return self._write(self._path(model, _slot(slot)), model, snap, slot)
+
+    def load(self, model: str, slot: int, *, units: int | None = None) -> ControlsSnapshot | None:
+        """Preset ``slot`` of ``model``; None when empty or refused (then reported)."""
+        return self._read(self._path(model, _slot(slot)), units)
+
+    def save_last(self, model: str, snap: ControlsSnapshot) -> Path:
+        """Remember ``snap`` as the state to restore at boot for ``model``."""
+        return self._write(self._path(model, None), model, snap, None)
+
+    def load_last(self, model: str, *, units: int | None = None) -> ControlsSnapshot | None:
+        return self._read(self._path(model, None), units)
+
+    def slots(self, model: str) -> list[int]:
+        """The saved preset slots of ``model``, ascending."""
+        try:
+            names = os.listdir(self._model_dir(model))
+        except FileNotFoundError:
+            return []
+        found = (re.fullmatch(r"preset-(\d{1,3})\.json", n) for n in names)
+        return sorted(int(m.group(1)) for m in found if m and int(m.group(1)) in SLOTS)
+
+    # -- internals -------------------------------------------------------------
+    def _model_dir(self, model: str) -> Path:
+        if not isinstance(model, str) or not _MODEL_RE.match(model):
+            raise ControlError(f"model name must be 1..64 characters [A-Za-z0-9._-] "
+                               f"(optionally 'origin:name'), got {model!r}")
+        return self.directory / model
+
+    def _path(self, model: str, slot: int | None) -> Path:
+        d = self._model_dir(model)
+        return d / ("last.json" if slot is None else f"preset-{slot}.json")
+
+    def _write(self, path: Path, model: str, snap: ControlsSnapshot, slot: int | None) -> Path:
+        _check_snapshot(snap)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path.parent, for_name=path.name)
+        doc = {"format_version": FORMAT_VERSION, "model": model, "slot": slot,
+               "units": snap.units, "page": snap.page, "gain": list(snap.gain),
+               "scale": list(snap.scale), "muted": list(snap.muted)}
+        write_json_atomic(path, doc)
+        return path
+
+    def _read(self, path: Path, units: int | None) -> ControlsSnapshot | None:
+        doc, why = read_json(path, max_bytes=_MAX_BYTES)
+        if why is None and doc is None:
+            return None  # never saved
+        if why is None:
+            try:
+                snap = snapshot_from_dict(doc)
+                if units is not None and snap.units != units:
+                    raise ControlError(f"is for {snap.units} units, this model has {units}")
+                return snap
+            except ControlError as e:
+                why = f"{str(path)!r} {e}"
+        self._report(f"ignoring preset file: {why}")
+        return None
+
+    def _report(self, message: str) -> None:
+        log.warning("%s", message)
+        if self.report is not None:
+            try:
+                self.report(message)
+            except Exception:  # noqa: BLE001 -- a broken display must not lose the preset
+                log.exception("preset report callback failed")
+
+    def __repr__(self) -> str:
+        return f"<PresetStore {str(self.directory)!r}>"
+
+
+def _slot(slot: int) -> int:
+    if isinstance(slot, bool) or not isinstance(slot, int) or slot not in SLOTS:
+        raise ControlError(f"preset slot must be in {SLOTS.start}..{SLOTS.stop - 1}, "
+                           f"got {slot!r}")
+    return slot
+
+
+def _check_snapshot(snap: ControlsSnapshot) -> None:
+    snapshot_from_dict({"units": snap.units, "page": snap.page, "gain": list(snap.gain),
+                        "scale": list(snap.scale), "muted": list(snap.muted)})
+
+
+def snapshot_from_dict(doc: object) -> ControlsSnapshot:
+    """A ControlsSnapshot from a preset's JSON; ControlError naming the bad field."""
+    if not isinstance(doc, dict):
+        raise ControlError(f"must hold a JSON object, got {type(doc).__name__}")
+    units = doc.get("units")
+    if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= MAX_UNITS:
+        raise ControlError(f"units must be an integer in 1..{MAX_UNITS}, got {units!r}")
+
+    def values(key: str, lo: float, hi: float) -> tuple[float, ...]:
+        v = doc.get(key)
+        if not isinstance(v, list) or len(v) != units:
+            raise ControlError(f"{key} must be a list of {units} numbers, got "
+                               f"{type(v).__name__} of {len(v) if isinstance(v, list) else 0}")
+        for x in v:
+            if (isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x)
+                    or not lo <= x <= hi):
+                raise ControlError(f"{key} values must be in {lo}..{hi}, got {x!r}")
+        return tuple(float(x) for x in v)
+
+    gain = values("gain", *GAIN_RANGE)
+    scale = values("scale", *SCALE_RANGE)
+    muted = doc.get("muted")
+    if not isinstance(muted, list) or len(muted) != units or not all(
+            isinstance(m, bool) for m in muted):
+        raise ControlError(f"muted must be a list of {units} true/false values")
+    pages = -(-units // c.UNITS_PER_PAGE)
+    page = doc.get("page", 0)
+    if isinstance(page, bool) or not isinstance(page, int) or not 0 <= page < pages:
+        page = 0  # the view is not worth refusing a preset for
+    return ControlsSnapshot(units, page, pages, gain, scale, tuple(muted))
+
+
+def commands_for(snap: ControlsSnapshot, current: ControlsSnapshot | None = None) -> list:
+    """The unit commands that turn ``current`` (or any state) into ``snap``.
+
+    Recalling a preset posts these on the command queue like any controller
+    move, so the audio thread applies them at a hop boundary.
+    """
+    if current is not None and current.units != snap.units:
+        raise ControlError(f"preset is for {snap.units} units, this model has {current.units}")
+    cmds: list = []
+    for u in range(snap.units):
+        if current is None or current.gain[u] != snap.gain[u]:
+            cmds.append(c.SetGain(u, snap.gain[u]))
+        if current is None or current.scale[u] != snap.scale[u]:
+            cmds.append(c.SetScale(u, snap.scale[u]))
+        if current is None or current.muted[u] != snap.muted[u]:
+            cmds.append(c.SetMute(u, snap.muted[u]))
+    return cmds
+
+
+class LastStateKeeper:
+    """Saves the last state off the caller's thread, at most every ``interval_s``.
+
+    ``offer(model, snap)`` only stores a reference (safe to call from any
+    thread, cheap, no I/O); a background thread writes the newest offer when
+    it differs from what is on disk.  ``close()`` writes what is pending.
+    """
+
+    def __init__(self, store: PresetStore, *, interval_s: float = 2.0):
+        self.store = store
+        self.interval_s = interval_s
+        self._pending: tuple[str, ControlsSnapshot] | None = None
+        self._written: tuple[str, ControlsSnapshot] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="last-state", daemon=True)
+        self._thread.start()
+
+    def offer(self, model: str, snap: ControlsSnapshot) -> None:
+        self._pending = (model, snap)  # one reference store: atomic, no lock
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending is not None and pending != self._written:
+            try:
+                self.store.save_last(*pending)
+                self._written = pending
+            except (OSError, ControlError) as e:
+                log.warning("cannot save the last state of %s: %s", pending[0], e)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+
+    def __repr__(self) -> str:
+        return f"<LastStateKeeper {self.store!r} every {self.interval_s} s>"
