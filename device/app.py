@@ -84,6 +84,7 @@ class App:
         self.buttons: Any = None
         self.first_period_logged = False
         self.display_state: Any = None  # the last DisplayState shown
+        self.last_state: Any = None     # saves the controls across restarts
 
     # -- senses call this ----------------------------------------------------------
     def post(self, cmd: object) -> None:
@@ -112,13 +113,13 @@ class App:
                                  num_threads=cfg.model.num_threads)
         if cfg.play.mode != self.engine.mode:
             self.engine.apply(c.SetMode(cfg.play.mode))  # before the audio thread owns it
+        self._start_storage(bundle)
         self._start_audio(bundle)
         self._spawn("control", self._control_loop)
         self._start_display()
         self._spawn("ui", self._ui_loop)
         self._start_midi()
         self._start_buttons()
-        self._start_storage(bundle)
         return self
 
     def _load_model(self) -> Any:
@@ -191,7 +192,6 @@ class App:
             pacing=a.pacing, realtime=a.realtime, priority=a.priority, retry_s=a.retry_s,
             retry_max_s=a.retry_max_s)
         source = self._make_source(bundle.frame.sample_rate)
-        self.recorder = _Tap()
         for _attempt in range(3):
             self.loop = AudioLoop(self.engine, source, sample_rate=bundle.frame.sample_rate,
                                   commands=self.commands, to_control=self._control.put,
@@ -289,10 +289,19 @@ class App:
         from device.config import expand
 
         s = self.config.storage
+        self.recorder = _Tap()
         try:
-            from device.presets import PresetStore
+            from device.presets import LastStateKeeper, PresetStore, commands_for
 
             self.presets = PresetStore(expand(s.presets_dir))
+            snap = self.engine.snapshot
+            last = self.presets.load_last(snap.model, units=snap.controls.units)
+            if last is not None:  # the audio thread is not running yet: apply here
+                for cmd in commands_for(last, snap.controls):
+                    self.engine.apply(cmd)
+                log.info("restored the last controls of %s", snap.model)
+            self.last_state = LastStateKeeper(self.presets)
+            self._closers.append(self.last_state)
         except ModuleNotFoundError as e:
             log.warning("no presets: %s", e)
         try:
@@ -347,10 +356,16 @@ class App:
                     self.message = f"saved preset {slot}"
             case c.RecallPreset(slot):
                 if self.presets is not None:
-                    controls = self.presets.load(self.engine.snapshot.model, slot)
-                    if controls is not None:
-                        self.post(_restore_command(controls))
-                        self.message = f"preset {slot}"
+                    from device.presets import commands_for
+
+                    snap = self.engine.snapshot
+                    controls = self.presets.load(snap.model, slot, units=snap.controls.units)
+                    if controls is None:
+                        self.message = f"no preset {slot}"
+                        return
+                    for unit_cmd in commands_for(controls, snap.controls):
+                        self.post(unit_cmd)
+                    self.message = f"preset {slot}"
             case c.ToggleRecording():
                 self._toggle_recording()
             case _:
@@ -409,6 +424,8 @@ class App:
             if key == last:
                 continue
             last = key
+            if self.last_state is not None:
+                self.last_state.offer(snap.model, snap.controls)
             state = self._display_state(snap, stats)
             if state is None:
                 continue
@@ -496,10 +513,6 @@ def _replace(cfg: Any, **changes: Any) -> Any:
 
 def _swap_command(prepared: Any) -> object:
     return c.SwapModel(prepared)
-
-
-def _restore_command(controls: Any) -> object:
-    return c.RestoreControls(controls)
 
 
 # -- the CLI ---------------------------------------------------------------------------------
