@@ -396,15 +396,10 @@ class App:
         if target is None:
             self.message = "no recorder"
             return
-        if self.recording:
-            self.recording = False
-            path = target.stop()
-            self.message = "recording saved"
-            log.info("recording stopped: %s", path)
-        else:
-            target.start()
-            self.recording = True
-            self.message = "recording"
+        path = target.toggle()
+        self.recording = target.recording
+        self.message = "recording" if self.recording else "recording saved"
+        log.info("%s %s", "recording to" if self.recording else "recorded", path)
 
     # -- the ui thread: display and LEDs follow the snapshots ------------------------------------
     def _ui_loop(self) -> None:
@@ -472,8 +467,9 @@ class App:
                      "engine per hop p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us",
                      s.hops, s.xruns, s.underruns, s.overruns, s.reconnects, pc["p50"],
                      pc["p99"], pc["p99.9"], s.max_hop_us)
-        if self.recording:
-            self._toggle_recording()
+        target = getattr(self.recorder, "target", None)
+        if target is not None:
+            target.close()  # finishes a recording in progress
         for t in self._threads:
             t.join(2.0)
         return self.exit_code
