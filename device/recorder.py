@@ -1,0 +1,215 @@
+"""Record the instrument's output to a WAV file without disturbing the audio thread.
+
+The audio thread calls :meth:`Recorder.push` once per hop.  It copies the
+block into a preallocated ring buffer and returns: no lock, no I/O, no
+array allocation.  A writer thread drains the ring into the file with
+soundfile every ``poll_s``.  If the writer falls behind by more than the
+ring holds (``buffer_s`` seconds: a very slow stick), the newest samples are
+dropped and counted in :attr:`Recorder.dropped`; the audio thread never waits.
+
+The ring is single-producer (the audio thread advances ``_written``) and
+single-consumer (the writer advances ``_read``); each index is a Python int
+replaced by one assignment, which the GIL makes atomic, and the producer
+publishes its index only after the samples are in place.
+
+Files go to :func:`recording_dir`: a folder on the USB stick when one is
+mounted, else the data partition.  ``start``/``stop`` are for the control
+thread (they open and close files), never the audio thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from device.atomic import fsync_dir
+from device.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+STICK_FOLDER = "aesynth-recordings"
+
+
+def recording_dir(stick: str | os.PathLike | None, fallback: str | os.PathLike) -> Path:
+    """Where to record: ``STICK/aesynth-recordings`` if a writable stick is given,
+    else ``fallback`` (on the data partition)."""
+    if stick is not None and os.access(stick, os.W_OK):
+        return Path(stick) / STICK_FOLDER
+    return Path(fallback).expanduser()
+
+
+class Recorder:
+    """Records blocks pushed by the audio thread into WAV files in ``directory``.
+
+    ``directory`` may be a callable returning the folder, asked at each
+    :meth:`start` (so a stick plugged in later is used).  ``subtype`` is the
+    WAV sample format (soundfile's name: PCM_16, PCM_24, FLOAT).
+    """
+
+    def __init__(self, directory: str | os.PathLike | Callable[[], str | os.PathLike],
+                 sample_rate: int, *, channels: int = 1, buffer_s: float = 10.0,
+                 subtype: str = "PCM_16", poll_s: float = 0.05,
+                 on_error: Callable[[str], None] | None = None):
+        if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
+            raise ValueError(f"sample_rate must be an integer in 1000..384000 Hz, "
+                             f"got {sample_rate!r}")
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {channels!r}")
+        self.directory = directory
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.subtype = subtype
+        self.poll_s = poll_s
+        self.on_error = on_error
+        self.capacity = max(1, int(buffer_s * sample_rate))
+        shape = (self.capacity,) if channels == 1 else (self.capacity, channels)
+        self._ring = np.zeros(shape, dtype=np.float32)
+        self._written = 0  # samples ever pushed (producer's index)
+        self._read = 0     # samples ever taken by the writer (consumer's index)
+        self._recording = False
+        self.dropped = 0
+        self.path: Path | None = None
+        self.error: str | None = None
+        self._file = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def recording(self) -> bool:
+        return self._recording
+
+    # -- the audio thread ----------------------------------------------------------
+    def push(self, block: np.ndarray) -> None:
+        """Append one hop of output (float32, (n,) or (n, channels)).
+
+        Real-time safe: no lock, no I/O, no array allocation; drops the block
+        (counting it) when the ring is full rather than wait.
+        """
+        if not self._recording:
+            return
+        n = block.shape[0]
+        w = self._written
+        if n > self.capacity - (w - self._read):
+            self.dropped += n
+            return
+        pos = w % self.capacity
+        first = min(n, self.capacity - pos)
+        self._ring[pos:pos + first] = block[:first]
+        if first < n:
+            self._ring[:n - first] = block[first:]
+        self._written = w + n  # publish only after the samples are in place
+
+    # -- the control thread ----------------------------------------------------------
+    def start(self) -> Path:
+        """Open a new WAV file and start recording; returns its path."""
+        if self._recording:
+            return self.path
+        import soundfile as sf  # only when someone records
+
+        folder = Path(self.directory() if callable(self.directory) else self.directory)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = _new_file_name(folder)
+            self._file = sf.SoundFile(path, "w", samplerate=self.sample_rate,
+                                      channels=self.channels, subtype=self.subtype,
+                                      format="WAV")
+        except (OSError, RuntimeError) as e:
+            raise DeviceError(f"cannot record into {str(folder)!r}: {e}") from None
+        self.path = path
+        self.error = None
+        self.dropped = 0
+        self._read = self._written  # nothing from before this moment
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._drain_loop, name="recorder", daemon=True)
+        self._thread.start()
+        self._recording = True
+        log.info("recording to %s", path)
+        return path
+
+    def stop(self) -> Path | None:
+        """Stop, write what is buffered, close and sync the file; returns its path."""
+        if self._thread is None:
+            return None
+        self._recording = False
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        path = self.path
+        try:
+            self._file.close()
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fsync_dir(path.parent)
+        except (OSError, RuntimeError) as e:
+            self._fail(f"cannot finish {str(path)!r}: {e}")
+        self._file = None
+        if self.dropped:
+            log.warning("recording %s: %d samples dropped (the disk was too slow)", path,
+                        self.dropped)
+        log.info("recording stopped: %s", path)
+        return path
+
+    def toggle(self) -> Path | None:
+        """Start when stopped, stop when recording (ToggleRecording)."""
+        return self.stop() if self._recording else self.start()
+
+    def close(self) -> None:
+        self.stop()
+
+    def _drain_loop(self) -> None:
+        # wait first: a burst pushed right after start is drained a poll later
+        while not self._stop.wait(self.poll_s):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        w, r = self._written, self._read
+        if w == r:
+            return
+        if self.error is None:
+            pos, n = r % self.capacity, w - r
+            first = min(n, self.capacity - pos)
+            try:
+                self._file.write(self._ring[pos:pos + first])
+                if first < n:
+                    self._file.write(self._ring[:n - first])
+            except (OSError, RuntimeError) as e:  # a stick pulled out, a full disk
+                self._fail(f"cannot write {str(self.path)!r}: {e}")
+        self._read = w  # after an error the ring is emptied so the audio side never fills
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        log.error("recording failed: %s", message)
+        if self.on_error is not None:
+            try:
+                self.on_error(message)
+            except Exception:  # noqa: BLE001 -- reporting must not kill the writer
+                log.exception("recorder error callback failed")
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = f"recording to {str(self.path)!r}" if self._recording else "stopped"
+        return f"<Recorder {self.sample_rate} Hz {state} dropped={self.dropped}>"
+
+
+def _new_file_name(folder: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        path = folder / (f"aesynth-{stamp}.wav" if i == 0 else f"aesynth-{stamp}-{i}.wav")
+        if not os.path.lexists(path):
+            return path
+    raise DeviceError(f"cannot find a free file name in {str(folder)!r}")
