@@ -34,12 +34,12 @@ log = logging.getLogger(__name__)
 
 EXPORT_QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 CALIBRATION_FRAMES = 500
-# Highest builtin operator versions tflite-runtime 2.14 loads, for the ops our
-# models contain (measured: models at these versions loaded and ran there;
-# FULLY_CONNECTED 12, TF 2.21's per-channel dynamic default, did not).
-TFLITE_RUNTIME_214_MAX = {"FULLY_CONNECTED": 11, "LOGISTIC": 3, "RELU": 3, "ELU": 1,
-                          "TANH": 3, "QUANTIZE": 3, "DEQUANTIZE": 5, "ADD": 4, "MUL": 7,
-                          "TRANSPOSE": 6, "BATCH_MATMUL": 4}
+# Builtin operator versions that tflite-runtime 2.14 was seen to load and run
+# (every quantisation of our 1025-8 and 1025-256-8 models, exported here and
+# run in a throwaway numpy<2 venv); FULLY_CONNECTED 12, TF 2.21's per-channel
+# dynamic-range default, was refused there.  An op not listed is unverified.
+TFLITE_RUNTIME_214_MAX = {"FULLY_CONNECTED": 9, "LOGISTIC": 2, "QUANTIZE": 1,
+                          "DEQUANTIZE": 3}
 
 
 def export_models(run: Run) -> tuple[Any, Any]:
