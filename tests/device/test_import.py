@@ -8,11 +8,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from device.bundle import read_bundle
 from device.cli import main as cli_main
@@ -23,6 +27,7 @@ from device.library import (
     import_bundles,
 )
 from device.validate_child import validate_in_child
+from tests.device.bundles import edit_manifest, rewrite_model
 from tests.device.stick import (
     bomb_zip,
     good_bundle,
@@ -322,3 +327,90 @@ def test_aesynth_import_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == f"{tmp_path / 'stick' / 'smoke'}: imported as 'smoke'"
     assert installed(tmp_path / "models") == ["smoke"]
+
+
+# -- hypothesis: whatever the stick holds, import never raises or leaves debris --------
+_json = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**12)
+                     | st.floats(allow_nan=False) | st.text(max_size=8),
+                     lambda kids: st.lists(kids, max_size=4)
+                     | st.dictionaries(st.text(max_size=6), kids, max_size=4), max_leaves=12)
+_FIELDS = ["format_version", "name", "description", "sample_rate", "n_fft", "win_length",
+           "hop_length", "window", "synthesis_length", "normaliser", "units", "encoder",
+           "decoder", "unit_stats", "training", ("encoder", "file"), ("encoder", "sha256"),
+           ("encoder", "input"), ("decoder", "output"), ("decoder", "quantization"),
+           ("normaliser", "kind"), ("normaliser", "scale"), ("unit_stats", "min")]
+
+
+def check_outcome(report, models: Path, total: int) -> None:
+    assert len(report.imported) + len(report.rejected) == total
+    for r in report.rejected:
+        assert r.problems and all(p.field and p.message for p in r.problems)
+    assert installed(models) == sorted(i.name for i in report.imported)
+    for i in report.imported:
+        read_bundle(models / i.name, check_models=False)
+
+
+@settings(max_examples=30, deadline=None)
+@given(edits=st.lists(st.tuples(st.sampled_from(_FIELDS), st.none() | _json),
+                      min_size=1, max_size=3))
+def test_any_manifest_damage_is_imported_whole_or_rejected_with_reasons(edits):
+    with tempfile.TemporaryDirectory(prefix="aesynth-hyp-") as tmp:
+        tmp = Path(tmp)
+        b = good_bundle(tmp / "stick" / "b", "b")
+
+        def damage(m: dict) -> None:
+            for where, value in edits:
+                d, key = (m, where) if isinstance(where, str) else (m.get(where[0]), where[1])
+                if not isinstance(d, dict):
+                    continue
+                if value is None:
+                    d.pop(key, None)
+                else:
+                    d[key] = value
+
+        edit_manifest(b, damage)
+        report = import_bundles(tmp / "stick", tmp / "models", **FAST)
+        check_outcome(report, tmp / "models", 1)
+
+
+@settings(max_examples=12, deadline=None)
+@given(cut=st.integers(0, 33000), flips=st.lists(st.tuples(st.integers(0, 33000),
+                                                           st.integers(1, 255)), max_size=8),
+       role=st.sampled_from(["encoder", "decoder"]))
+def test_any_model_byte_damage_is_caught_by_tflite_in_the_child(cut, flips, role):
+    """The checksum is updated, so only loading and running the model can tell."""
+    with tempfile.TemporaryDirectory(prefix="aesynth-hyp-") as tmp:
+        tmp = Path(tmp)
+        b = good_bundle(tmp / "stick" / "b", "b")
+        data = bytearray((b / f"{role}.tflite").read_bytes())
+        for pos, x in flips:
+            data[pos % len(data)] ^= x
+        data = bytes(data[:cut]) if cut < len(data) else bytes(data)
+        rewrite_model(b, role, data)
+        report = import_bundles(tmp / "stick", tmp / "models", **FAST)
+        check_outcome(report, tmp / "models", 1)
+        if cut < 1000:
+            assert report.rejected, "a model of under 1000 bytes cannot be valid"
+
+
+@settings(max_examples=25, deadline=None)
+@given(names=st.lists(st.text(st.sampled_from("ab./\\:-_ "), min_size=1, max_size=12),
+                      min_size=1, max_size=5, unique=True))
+def test_zip_member_names_never_write_outside_the_models_dir(names):
+    with tempfile.TemporaryDirectory(prefix="aesynth-hyp-") as tmp:
+        tmp = Path(tmp)
+        src = good_bundle(tmp / "src", "zipped")
+        (tmp / "stick").mkdir()
+        z = zip_bundle(src, tmp / "stick" / "z.zip")
+        with zipfile.ZipFile(z, "a") as zf:
+            for n in names:
+                zf.writestr(n, b"x" * 10)
+        before = sorted(str(p) for p in tmp.rglob("*"))
+        report = import_bundles(tmp / "stick", tmp / "models", **FAST)
+        check_outcome(report, tmp / "models", 1)
+        after = sorted(str(p) for p in tmp.rglob("*") if not str(p).startswith(
+            str(tmp / "models")))
+        assert after == [p for p in before if not p.startswith(str(tmp / "models"))]
+        if report.imported:
+            assert sorted(os.listdir(tmp / "models" / "zipped")) == [
+                "decoder.tflite", "encoder.tflite", "manifest.json"]
