@@ -37,6 +37,7 @@ from device import commands as c
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_MODEL, EXIT_AUDIO = 0, 1, 2, 3, 4
+CONFIRM_S = 3.0  # a second Shutdown (Cycle, q) within this many seconds quits
 FIXTURE = "tests/fixtures/tiny_bundle"
 
 
@@ -85,6 +86,7 @@ class App:
         self.first_period_logged = False
         self.display_state: Any = None  # the last DisplayState shown
         self.last_state: Any = None     # saves the controls across restarts
+        self._shutdown_asked = -1e9
 
     # -- senses call this ----------------------------------------------------------
     def post(self, cmd: object) -> None:
@@ -345,8 +347,15 @@ class App:
             case rejected():
                 log.warning("refused %r: %s", cmd.command, cmd.error)
             case c.Shutdown():
-                log.info("shutdown requested from the controller")
-                self.request_stop(EXIT_OK)
+                # A live instrument must not quit on one stray press: ask, then quit on a
+                # second Shutdown within CONFIRM_S.
+                now = time.monotonic()
+                if now - self._shutdown_asked <= CONFIRM_S:
+                    log.info("shutdown confirmed")
+                    self.request_stop(EXIT_OK)
+                else:
+                    self._shutdown_asked = now
+                    self.message = "again to quit"
             case c.StepModel(delta):
                 self._step_model(delta)
             case c.SavePreset(slot):

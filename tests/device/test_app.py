@@ -161,8 +161,14 @@ def test_app_plays_a_file_into_a_wav_and_applies_commands(tmp_path):
         app.post(c.SetMode("generate"))
         while app.engine.snapshot.mode != "generate" and time.monotonic() < deadline:
             time.sleep(0.01)
-        app.post(c.Shutdown())  # goes to the control thread, which stops the app
-        assert app.wait(20) == EXIT_OK
+        app.post(c.Shutdown())  # goes to the control thread, which asks first
+        deadline2 = time.monotonic() + 10
+        while app.message != "again to quit" and time.monotonic() < deadline2:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert app.message == "again to quit" and not app._stopping.is_set()
+        app.post(c.Shutdown())
+        assert app.wait(20) == EXIT_OK and app._stopping.is_set()
     finally:
         app.close()
     assert app.engine.controls.gain[0] == 0.5
