@@ -4,6 +4,7 @@ and nothing (a kill -9, a pulled stick) leaves a partial model behind."""
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from device.cli import main as cli_main
 from device.library import (
     ImportProgress,
     ModelLibrary,
+    UsbWatcher,
     find_bundles,
     import_bundles,
 )
@@ -414,3 +416,55 @@ def test_zip_member_names_never_write_outside_the_models_dir(names):
         if report.imported:
             assert sorted(os.listdir(tmp / "models" / "zipped")) == [
                 "decoder.tflite", "encoder.tflite", "manifest.json"]
+
+
+# -- the USB watcher ------------------------------------------------------------------
+def test_watcher_imports_a_stick_once_per_insertion(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    reports: queue.Queue = queue.Queue()
+    stages: list[str] = []
+    watcher = UsbWatcher(media, reports.put, tmp_path / "models", poll_s=0.02,
+                         require_mount=False, on_progress=lambda p: stages.append(p.stage),
+                         **FAST)
+    with watcher:
+        assert watcher.current_stick is None
+        stick = media / "STICK"
+        good_bundle(tmp_path / "staging" / "one", "one")
+        hostile_model_bundle(tmp_path / "staging" / "two", "two", "narrow")
+        os.rename(tmp_path / "staging", stick)  # "inserted": appears whole
+        report = reports.get(timeout=120)
+        assert [i.name for i in report.imported] == ["one"]
+        assert [Path(r.source).name for r in report.rejected] == ["two"]
+        assert watcher.current_stick == stick
+        time.sleep(0.2)
+        assert reports.empty(), "the same stick must not be imported twice"
+        os.rename(stick, tmp_path / "pulled")
+        while watcher.current_stick is not None:
+            time.sleep(0.02)
+        os.rename(tmp_path / "pulled", stick)
+        again = reports.get(timeout=120)
+        assert [(i.name, i.status) for i in again.imported] == [("one", "unchanged")]
+    assert stages[:2] == ["checking", "installing"] and "rejected" in stages
+    assert installed(tmp_path / "models") == ["one"]
+
+
+def test_watcher_without_a_mount_root_or_mounts_finds_nothing(tmp_path):
+    seen: list = []
+    with UsbWatcher(tmp_path / "missing", seen.append, tmp_path / "models",
+                    poll_s=0.01) as w:
+        assert w.poll() == [] and w.current_stick is None
+    (tmp_path / "media" / "notamount").mkdir(parents=True)
+    w = UsbWatcher(tmp_path / "media", seen.append, tmp_path / "models")
+    assert w.poll() == [] and seen == []  # a plain folder is not a mounted stick
+
+
+def test_watcher_survives_a_failing_report_callback(tmp_path):
+    media = tmp_path / "media"
+    good_bundle(media / "s" / "one", "one")
+
+    def broken(report):
+        raise RuntimeError("display gone")
+
+    w = UsbWatcher(media, broken, tmp_path / "models", require_mount=False, **FAST)
+    assert [i.name for r in w.poll() for i in r.imported] == ["one"]
