@@ -272,6 +272,15 @@ class ImportReport:
     def ok(self) -> bool:
         return not self.rejected
 
+    def summary(self) -> str:
+        """One short line for the OLED (25 characters), e.g. "USB: 7 new, 3 rejected"."""
+        if not self.imported and not self.rejected:
+            return "USB: no models found"
+        parts = [f"{len(self.imported)} ok"] if self.imported else []
+        if self.rejected:
+            parts.append(f"{len(self.rejected)} rejected")
+        return "USB: " + ", ".join(parts)
+
     def lines(self) -> list[str]:
         return [r.line() for r in self.imported] + [r.line() for r in self.rejected]
 
@@ -286,6 +295,10 @@ class ImportProgress:
     source: str
     stage: str
     detail: str = ""
+
+    def short(self) -> str:
+        """One short line for the OLED, e.g. "USB 3/10 validating"."""
+        return f"USB {self.index + 1}/{self.total} {self.stage}"
 
 
 class _ImportLock:

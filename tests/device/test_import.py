@@ -110,6 +110,8 @@ def test_ten_bundles_three_broken_imports_seven_and_names_the_three(tmp_path):
     ends = [(p.index, p.stage) for p in seen if p.stage in ("imported", "rejected")]
     assert [i for i, _ in ends] == list(range(10)) and {p.total for p in seen} == {10}
     assert sum(s == "rejected" for _, s in ends) == 3
+    assert report.summary() == "USB: 7 ok, 3 rejected"
+    assert seen[-1].short() == "USB 10/10 imported" and len(report.summary()) <= 25
 
 
 @pytest.mark.parametrize(("make", "expect"), [
@@ -315,6 +317,7 @@ def test_cli_import_of_nothing_is_an_error(tmp_path, capsys):
     assert cli_main(["import", str(tmp_path / "empty"), "--models-dir",
                      str(tmp_path / "m")]) == 1
     assert "no bundles found" in capsys.readouterr().out
+    assert import_bundles(tmp_path / "empty", tmp_path / "m").summary() == "USB: no models found"
     assert cli_main(["import", str(tmp_path / "nope"), "--models-dir",
                      str(tmp_path / "m")]) == 1
 
@@ -468,3 +471,69 @@ def test_watcher_survives_a_failing_report_callback(tmp_path):
 
     w = UsbWatcher(media, broken, tmp_path / "models", require_mount=False, **FAST)
     assert [i.name for r in w.poll() for i in r.imported] == ["one"]
+
+
+# -- a real mounted stick (an ext4 image on a loop device) -----------------------------
+@pytest.fixture
+def mount_stick(tmp_path):
+    """mount(content_dir, at) loop-mounts an ext4 image of ``content_dir`` read-only.
+
+    Needs root and loop devices (as on our CI containers); skips itself elsewhere.
+    """
+    mounted: list[Path] = []
+
+    def mount(content: Path, at: Path) -> Path:
+        img = tmp_path / f"{at.name}.img"
+        subprocess.run(["truncate", "-s", "8M", str(img)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-d", str(content), str(img)], check=True)
+        at.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["mount", "-o", "loop,ro", str(img), str(at)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot loop-mount here (needs root and /dev/loop*): "
+                        f"{proc.stderr.strip()}")
+        mounted.append(at)
+        return at
+
+    yield mount
+    for at in mounted:
+        subprocess.run(["umount", "-l", str(at)], capture_output=True)
+
+
+def umount(at: Path) -> None:
+    subprocess.run(["umount", "-l", str(at)], check=True)
+
+
+def test_watcher_imports_a_really_mounted_stick_and_notices_its_removal(tmp_path,
+                                                                         mount_stick):
+    content = tmp_path / "content"
+    good_bundle(content / "aesynth" / "mounted", "mounted")
+    media = tmp_path / "media"
+    (media / "not-mounted").mkdir(parents=True)
+    good_bundle(media / "not-mounted" / "ignored", "ignored")
+    reports: queue.Queue = queue.Queue()
+    with UsbWatcher(media, reports.put, tmp_path / "models", poll_s=0.02, **FAST) as w:
+        stick = mount_stick(content, media / "STICK")
+        report = reports.get(timeout=120)
+        assert [i.name for i in report.imported] == ["mounted"] and report.ok
+        assert w.current_stick == stick
+        umount(stick)
+        while w.current_stick is not None:
+            time.sleep(0.02)
+    assert installed(tmp_path / "models") == ["mounted"]
+
+
+def test_a_mounted_stick_pulled_mid_import_leaves_no_partial_model(tmp_path, mount_stick):
+    content = tmp_path / "content"
+    for i in range(4):
+        good_bundle(content / f"m{i}", f"m{i}")
+    stick = mount_stick(content, tmp_path / "media" / "STICK")
+
+    def pull(p: ImportProgress) -> None:
+        if p.index == 1 and p.stage == "validating":
+            umount(stick)  # gone while bundle 1 is being validated
+
+    report = import_bundles(stick, tmp_path / "models", progress=pull, **FAST)
+    assert [i.name for i in report.imported] == ["m0", "m1"]  # m1 was already in memory
+    assert sorted(reasons(report)) == ["m2", "m3"]
+    assert installed(tmp_path / "models") == ["m0", "m1"]
