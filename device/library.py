@@ -207,7 +207,9 @@ def find_bundles(source: str | os.PathLike) -> list[Path]:
     source = Path(source)
     if source.suffix.lower() == ".zip" or (source / MANIFEST).exists():
         return [source]
-    folders = [source] + ([source / STICK_FOLDER] if (source / STICK_FOLDER).is_dir() else [])
+    inner = source / STICK_FOLDER
+    # a link named aesynth/ could lead anywhere on the box: only a real folder counts
+    folders = [source] + ([inner] if inner.is_dir() and not inner.is_symlink() else [])
     found: list[Path] = []
     for folder in folders:
         try:

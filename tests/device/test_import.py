@@ -138,6 +138,26 @@ def test_each_broken_bundle_is_rejected_with_its_reason(tmp_path, make, expect):
     assert installed(tmp_path / "models") == []
 
 
+def test_a_deeply_nested_or_giant_number_manifest_is_rejected_not_raised(tmp_path):
+    stick = tmp_path / "stick"
+    good_bundle(stick / "nested", "nested")
+    (stick / "nested" / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)
+    good_bundle(stick / "number", "number")
+    (stick / "number" / "manifest.json").write_text('{"units": ' + "9" * 100_000 + "}")
+    report = import_bundles(stick, tmp_path / "models", **FAST)
+    assert sorted(reasons(report)) == ["nested", "number"]
+    assert installed(tmp_path / "models") == []
+
+
+def test_a_symlinked_aesynth_folder_on_a_stick_is_not_followed(tmp_path):
+    elsewhere = tmp_path / "box-private"
+    good_bundle(elsewhere / "private", "private")
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    os.symlink(elsewhere, stick / "aesynth")
+    assert find_bundles(stick) == []
+
+
 def test_a_symlinked_bundle_directory_is_refused(tmp_path):
     real = good_bundle(tmp_path / "elsewhere", "linked")
     stick = tmp_path / "stick"
