@@ -341,7 +341,7 @@ def _read_manifest(src: _Source, problems: list[Problem]) -> dict | None:
 
     try:
         m = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # nesting bombs too
         problems.append(Problem(MANIFEST, f"not valid JSON: {e}"))
         return None
     if not isinstance(m, dict):

@@ -145,7 +145,10 @@ def test_a_deeply_nested_or_giant_number_manifest_is_rejected_not_raised(tmp_pat
     good_bundle(stick / "number", "number")
     (stick / "number" / "manifest.json").write_text('{"units": ' + "9" * 100_000 + "}")
     report = import_bundles(stick, tmp_path / "models", **FAST)
-    assert sorted(reasons(report)) == ["nested", "number"]
+    why = reasons(report)
+    assert sorted(why) == ["nested", "number"]
+    assert why["nested"].startswith("manifest.json: not valid JSON")
+    assert why["number"].startswith("manifest.json: not valid JSON")
     assert installed(tmp_path / "models") == []
 
 
