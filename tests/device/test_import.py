@@ -309,6 +309,27 @@ def test_kill_9_during_a_first_import_leaves_nothing(tmp_path):
     assert installed(models) == []
 
 
+_FULL_DISK = """
+import resource, signal, sys
+from device.library import import_bundles
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))  # the models are 33 KB each
+report = import_bundles(sys.argv[1], sys.argv[2])
+print(report.lines()[0])
+"""
+
+
+def test_a_full_disk_rejects_the_bundle_and_leaves_no_partial_copy(tmp_path):
+    good_bundle(tmp_path / "stick" / "big", "big")
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path / "stick"),
+                           str(tmp_path / "models")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "rejected: models directory: cannot install into" in proc.stdout
+    assert "File too large" in proc.stdout
+    assert installed(tmp_path / "models") == []
+
+
 # -- discovery and the CLI -----------------------------------------------------------
 def test_find_bundles_on_a_stick_root_and_its_aesynth_folder(tmp_path):
     stick = tmp_path / "stick"
