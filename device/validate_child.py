@@ -114,6 +114,8 @@ def _tail(err: bytes, limit: int = 300) -> str:
 def _limit_self(memory_mib: int, cpu_s: int) -> None:
     import resource
 
+    os.nice(10)  # a model burning CPU must yield to the player on the same cores
+
     mem = memory_mib << 20
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))  # SIGXCPU, then SIGKILL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import tracemalloc
@@ -166,3 +167,46 @@ def test_bad_arguments_are_refused(tmp_path):
         Recorder(tmp_path, 22050.0)
     with pytest.raises(ValueError, match="channels must be 1 or 2, got 3"):
         Recorder(tmp_path, SR, channels=3)
+
+
+def test_recording_from_the_real_audio_thread_while_a_hostile_stick_imports(
+        tmp_path, monkeypatch):
+    """device.audio's AudioLoop (ALSA file plugin, paced to the sample clock) plays a
+    file and feeds the recorder, while hanging and memory-eating models are validated
+    and killed on another thread: the loop keeps going and the WAV holds a gapless,
+    exact run of what was played."""
+    from device.audio import AudioConfig, AudioLoop, FileSource
+    from device.library import import_bundles
+    from tests.device.audio_rig import alsa_config
+    from tests.device.stick import good_bundle, hostile_model_bundle
+    from tests.device.test_audio import PassThrough
+
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(alsa_config(tmp_path / "alsa")))
+    period = 20000
+    samples = (np.arange(period) / period * 1.8 - 0.9).astype(np.float32)  # unique values
+    rec = Recorder(tmp_path / "rec", SR, subtype="FLOAT")
+    loop = AudioLoop(PassThrough(HOP), FileSource(samples), sample_rate=SR,
+                     commands=queue.SimpleQueue(), to_control=lambda cmd: None,
+                     config=AudioConfig(playback_device="play_file", realtime=False,
+                                        pacing="clock"),
+                     recorder=rec)
+    stick = tmp_path / "stick"
+    hostile_model_bundle(stick / "a-hang", "hang", "hang")
+    hostile_model_bundle(stick / "b-hog", "hog", "hog")
+    good_bundle(stick / "c-fine", "fine")
+    with loop:
+        path = rec.start()
+        hops_before = loop.stats.hops
+        report = import_bundles(stick, tmp_path / "models", timeout_s=6.0, cpu_s=2)
+        time.sleep(0.1)  # let the loop publish its counters
+        hops_during = loop.stats.hops - hops_before
+        rec.stop()
+    assert loop.failure is None
+    assert [i.name for i in report.imported] == ["fine"] and len(report.rejected) == 2
+    assert hops_during > 100  # the hang alone burns 2 s of CPU: ~340 hops at real time
+    assert rec.dropped == 0
+    y, _ = sf.read(path, dtype="float32")
+    assert len(y) >= hops_during * HOP // 2
+    start = int(np.argmin(np.abs(samples - y[0])))
+    expected = np.tile(samples, len(y) // period + 2)[start:start + len(y)]
+    np.testing.assert_array_equal(y, expected)
