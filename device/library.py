@@ -381,6 +381,7 @@ def _remove(path: Path) -> None:
 def import_bundles(source: str | os.PathLike | Iterable[str | os.PathLike],
                    models_dir: str | os.PathLike, *,
                    progress: Callable[[ImportProgress], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None,
                    timeout_s: float = DEFAULT_TIMEOUT_S, memory_mib: int = DEFAULT_MEMORY_MIB,
                    cpu_s: int = DEFAULT_CPU_S) -> ImportReport:
     """Import every bundle at ``source`` (a stick, a folder, a bundle, or a list of
@@ -388,6 +389,8 @@ def import_bundles(source: str | os.PathLike | Iterable[str | os.PathLike],
 
     Runs on the caller's thread and takes seconds per bundle: call it off the
     audio thread.  ``progress`` is called from this thread; keep it short.
+    ``should_stop`` is asked between bundles (the player is shutting down):
+    the rest are then reported as not imported.
     """
     models_dir = Path(models_dir)
     if isinstance(source, (str, os.PathLike)):
@@ -417,6 +420,10 @@ def import_bundles(source: str | os.PathLike | Iterable[str | os.PathLike],
         _recover_locked(models_dir)
         names: dict[str, str] = {}
         for i, src in enumerate(candidates):
+            if should_stop is not None and should_stop():
+                report.rejected.append(Rejected(str(src), [Problem(
+                    "import", "stopped before this bundle (the player is shutting down)")]))
+                continue
             outcome = _import_one(src, models_dir, names, lambda s, d="", i=i, src=src:
                                   tell(i, src, s, d),
                                   timeout_s=timeout_s, memory_mib=memory_mib, cpu_s=cpu_s)
@@ -574,7 +581,7 @@ class UsbWatcher:
             self._seen.add(ident)
             log.info("USB stick at %s: importing bundles into %s", path, self.models_dir)
             report = import_bundles(path, self.models_dir, progress=self.on_progress,
-                                    **self._limits)
+                                    should_stop=self._stop.is_set, **self._limits)
             reports.append(report)
             for line in report.lines():
                 log.warning("USB import: %s", line)
@@ -613,9 +620,10 @@ class UsbWatcher:
             self._stop.wait(self.poll_s)
 
     def close(self) -> None:
-        """Stop watching; waits for an import in progress to finish its current bundle."""
+        """Stop watching; an import in progress finishes only its current bundle."""
         self._stop.set()
-        if self._thread is not None:
+        # from a callback on the watcher's own thread: stopping is all we can do
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
             self._thread = None
 

@@ -506,6 +506,29 @@ def test_watcher_without_a_mount_root_or_mounts_finds_nothing(tmp_path):
     assert w.poll() == [] and seen == []  # a plain folder is not a mounted stick
 
 
+def test_closing_the_watcher_stops_an_import_between_bundles(tmp_path):
+    media = tmp_path / "media"
+    for i in range(4):
+        good_bundle(media / "s" / f"m{i}", f"m{i}")
+    reports: queue.Queue = queue.Queue()
+    box: dict = {}
+
+    def progress(p: ImportProgress) -> None:
+        if p.index == 1 and p.stage == "imported":
+            box["w"].close()  # shutdown mid-import, from the watcher's own thread
+
+    w = UsbWatcher(media, reports.put, tmp_path / "models", require_mount=False,
+                   on_progress=progress, poll_s=0.02, **FAST)
+    box["w"] = w
+    w.start()
+    report = reports.get(timeout=120)
+    assert [i.name for i in report.imported] == ["m0", "m1"]
+    assert all("shutting down" in r.reason for r in report.rejected)
+    assert len(report.rejected) == 2
+    w.close()  # now from outside: joins the finished thread
+    assert "stopped" in repr(w)
+
+
 def test_watcher_survives_a_failing_report_callback(tmp_path):
     media = tmp_path / "media"
     good_bundle(media / "s" / "one", "one")
