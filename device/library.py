@@ -650,7 +650,12 @@ def run_import(paths: list[str], models_dir: str | os.PathLike, *, out=None,
             print(f"{path}: no such file or directory", file=out)
             rejected += 1
             continue
-        report = import_bundles(path, models_dir, timeout_s=timeout_s, memory_mib=memory_mib)
+        try:
+            report = import_bundles(path, models_dir, timeout_s=timeout_s,
+                                    memory_mib=memory_mib)
+        except OSError as e:  # the models directory itself, not a bundle
+            print(f"cannot import into {os.fspath(models_dir)!r}: {e.strerror or e}", file=out)
+            return 1
         if not report.imported and not report.rejected:
             print(f"{path}: no bundles found (directories with {MANIFEST}, or .zip files)",
                   file=out)

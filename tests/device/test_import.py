@@ -366,6 +366,14 @@ def test_cli_import_of_nothing_is_an_error(tmp_path, capsys):
                      str(tmp_path / "m")]) == 1
 
 
+def test_cli_import_into_an_unusable_models_dir_names_it(tmp_path, capsys):
+    good_bundle(tmp_path / "stick" / "x", "x")
+    (tmp_path / "afile").write_text("")
+    assert cli_main(["import", str(tmp_path / "stick"), "--models-dir",
+                     str(tmp_path / "afile" / "models")]) == 1
+    assert f"cannot import into '{tmp_path / 'afile' / 'models'}'" in capsys.readouterr().out
+
+
 def test_aesynth_import_smoke(tmp_path):
     """The installed command, as a user runs it (default limits, env models dir)."""
     good_bundle(tmp_path / "stick" / "smoke", "smoke")
