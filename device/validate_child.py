@@ -13,7 +13,8 @@ no pickling, no shared memory.  The limits are set by the child on itself
 rather than through ``preexec_fn``, which is unsafe in a threaded parent
 (the import runs on a thread beside the audio thread).
 
-Child usage (internal): ``python -I -B -m device.validate_child --memory-mib N --cpu-s S PATH``.
+Child usage (internal): ``python -I -B -m device.validate_child --memory-mib N --cpu-s S PATH``
+(the parent runs the same through ``-c`` so that it works from an uninstalled checkout).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MEMORY_MIB = 512  # the interpreter with two 32 MB models needs ~250 MiB of address space
 DEFAULT_CPU_S = 20
 _VERDICT_MAX_BYTES = 1 << 20
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,11 @@ def validate_in_child(path: str | os.PathLike, *, timeout_s: float = DEFAULT_TIM
     Never raises for anything the bundle does: a hang, a crash or running
     out of memory comes back as a :class:`Verdict` naming the limit.
     """
-    cmd = [sys.executable, "-I", "-B", "-m", "device.validate_child", "--memory-mib",
+    # -I: no user site, no PYTHON* variables, no current directory on the path; the
+    # folder holding our package is added explicitly so an uninstalled checkout works too.
+    boot = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
+            f"from device.validate_child import _child_main; sys.exit(_child_main(sys.argv[1:]))")
+    cmd = [sys.executable, "-I", "-B", "-c", boot, "--memory-mib",
            str(int(memory_mib)), "--cpu-s", str(int(cpu_s)), os.path.abspath(path)]
     try:
         child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
