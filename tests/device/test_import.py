@@ -222,6 +222,13 @@ def test_wall_clock_timeout_kills_a_hanging_check(tmp_path):
     assert "did not finish within 1 s" in str(verdict.problems[0])
 
 
+def test_cpu_limit_kills_a_hanging_check(tmp_path):
+    b = hostile_model_bundle(tmp_path / "hang", "hang", "hang")
+    verdict = validate_in_child(b, timeout_s=120, cpu_s=1)
+    assert not verdict.ok
+    assert "killed by SIGXCPU (CPU limit 1 s" in str(verdict.problems[0])
+
+
 def test_same_name_identical_is_unchanged_and_different_replaces(tmp_path):
     models = tmp_path / "models"
     good_bundle(tmp_path / "v1", "tiny", description="version one")
