@@ -60,6 +60,7 @@ from device.errors import LibraryError, Problem
 from device.validate_child import (
     DEFAULT_CPU_S,
     DEFAULT_MEMORY_MIB,
+    DEFAULT_NICE,
     DEFAULT_TIMEOUT_S,
     validate_in_child,
 )
@@ -383,7 +384,7 @@ def import_bundles(source: str | os.PathLike | Iterable[str | os.PathLike],
                    progress: Callable[[ImportProgress], None] | None = None,
                    should_stop: Callable[[], bool] | None = None,
                    timeout_s: float = DEFAULT_TIMEOUT_S, memory_mib: int = DEFAULT_MEMORY_MIB,
-                   cpu_s: int = DEFAULT_CPU_S) -> ImportReport:
+                   cpu_s: int = DEFAULT_CPU_S, nice: int = DEFAULT_NICE) -> ImportReport:
     """Import every bundle at ``source`` (a stick, a folder, a bundle, or a list of
     bundles) into ``models_dir``; never raises for a bad bundle.
 
@@ -425,8 +426,8 @@ def import_bundles(source: str | os.PathLike | Iterable[str | os.PathLike],
                     "import", "stopped before this bundle (the player is shutting down)")]))
                 continue
             outcome = _import_one(src, models_dir, names, lambda s, d="", i=i, src=src:
-                                  tell(i, src, s, d),
-                                  timeout_s=timeout_s, memory_mib=memory_mib, cpu_s=cpu_s)
+                                  tell(i, src, s, d), timeout_s=timeout_s,
+                                  memory_mib=memory_mib, cpu_s=cpu_s, nice=nice)
             if isinstance(outcome, Imported):
                 report.imported.append(outcome)
                 names[outcome.name] = outcome.source
@@ -441,7 +442,7 @@ def import_bundles(source: str | os.PathLike | Iterable[str | os.PathLike],
 
 def _import_one(src: Path, models_dir: Path, names: dict[str, str],
                 tell: Callable[..., None], *, timeout_s: float, memory_mib: int,
-                cpu_s: int) -> Imported | Rejected:
+                cpu_s: int, nice: int) -> Imported | Rejected:
     tell("checking")
     try:
         bundle, problems = check_bundle(src, check_models=False)
@@ -464,7 +465,7 @@ def _import_one(src: Path, models_dir: Path, names: dict[str, str],
         crash_point("import-after-copy")
         tell("validating")
         verdict = validate_in_child(incoming, timeout_s=timeout_s, memory_mib=memory_mib,
-                                    cpu_s=cpu_s)
+                                    cpu_s=cpu_s, nice=nice)
         if not verdict.ok:
             return Rejected(str(src), verdict.problems)
         if verdict.name != bundle.name:  # the copy is not what we read: refuse it
@@ -543,14 +544,15 @@ class UsbWatcher:
                  on_progress: Callable[[ImportProgress], None] | None = None,
                  poll_s: float = 1.0, require_mount: bool = True,
                  timeout_s: float = DEFAULT_TIMEOUT_S, memory_mib: int = DEFAULT_MEMORY_MIB,
-                 cpu_s: int = DEFAULT_CPU_S):
+                 cpu_s: int = DEFAULT_CPU_S, nice: int = DEFAULT_NICE):
         self.mount_root = Path(mount_root)
         self.models_dir = Path(models_dir)
         self.on_import_report = on_import_report
         self.on_progress = on_progress
         self.poll_s = poll_s
         self.require_mount = require_mount
-        self._limits = {"timeout_s": timeout_s, "memory_mib": memory_mib, "cpu_s": cpu_s}
+        self._limits = {"timeout_s": timeout_s, "memory_mib": memory_mib, "cpu_s": cpu_s,
+                        "nice": nice}
         self._seen: set[tuple[str, int, int]] = set()
         self._sticks: list[Path] = []
         self._stop = threading.Event()

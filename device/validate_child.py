@@ -32,6 +32,7 @@ from device.errors import Problem
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MEMORY_MIB = 512  # the interpreter with two 32 MB models needs ~250 MiB of address space
 DEFAULT_CPU_S = 20
+DEFAULT_NICE = 10  # a model burning CPU yields to the player's threads on the same cores
 _VERDICT_MAX_BYTES = 1 << 20
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,8 +48,8 @@ class Verdict:
 
 
 def validate_in_child(path: str | os.PathLike, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                      memory_mib: int = DEFAULT_MEMORY_MIB,
-                      cpu_s: int = DEFAULT_CPU_S) -> Verdict:
+                      memory_mib: int = DEFAULT_MEMORY_MIB, cpu_s: int = DEFAULT_CPU_S,
+                      nice: int = DEFAULT_NICE) -> Verdict:
     """Fully check the bundle at ``path`` in a limited child process.
 
     Never raises for anything the bundle does: a hang, a crash or running
@@ -58,8 +59,8 @@ def validate_in_child(path: str | os.PathLike, *, timeout_s: float = DEFAULT_TIM
     # folder holding our package is added explicitly so an uninstalled checkout works too.
     boot = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
             f"from device.validate_child import _child_main; sys.exit(_child_main(sys.argv[1:]))")
-    cmd = [sys.executable, "-I", "-B", "-c", boot, "--memory-mib",
-           str(int(memory_mib)), "--cpu-s", str(int(cpu_s)), os.path.abspath(path)]
+    cmd = [sys.executable, "-I", "-B", "-c", boot, "--memory-mib", str(int(memory_mib)),
+           "--cpu-s", str(int(cpu_s)), "--nice", str(int(nice)), os.path.abspath(path)]
     try:
         child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, cwd="/", start_new_session=True)
@@ -117,10 +118,11 @@ def _tail(err: bytes, limit: int = 300) -> str:
 
 
 # -- the child ------------------------------------------------------------------
-def _limit_self(memory_mib: int, cpu_s: int) -> None:
+def _limit_self(memory_mib: int, cpu_s: int, nice: int) -> None:
     import resource
 
-    os.nice(10)  # a model burning CPU must yield to the player on the same cores
+    if nice > 0:
+        os.nice(nice)
 
     mem = memory_mib << 20
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
@@ -135,13 +137,14 @@ def _child_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="device.validate_child")
     parser.add_argument("--memory-mib", type=int, required=True)
     parser.add_argument("--cpu-s", type=int, required=True)
+    parser.add_argument("--nice", type=int, default=DEFAULT_NICE)
     parser.add_argument("path")
     args = parser.parse_args(argv)
     # The verdict gets its own copy of stdout; anything native code prints
     # (TFLite's INFO lines) goes to stderr so it cannot corrupt the JSON.
     verdict_fd = os.dup(1)
     os.dup2(2, 1)
-    _limit_self(args.memory_mib, args.cpu_s)
+    _limit_self(args.memory_mib, args.cpu_s, args.nice)
     try:
         from device.bundle import check_bundle
 
