@@ -103,7 +103,12 @@ class App:
 
     # -- start -------------------------------------------------------------------------
     def start(self) -> App:
-        """Model, engine, audio thread, then the senses; raises StartError on failure."""
+        """Model, engine, senses, then the audio thread; raises StartError on failure.
+
+        The senses start first so that their imports and threads do not compete
+        with the first periods of audio (a startup xrun); it costs a few
+        hundred ms before the first period.
+        """
         cfg = self.config
         bundle = self._load_model()
         if self._engine_factory is not None:
@@ -116,12 +121,12 @@ class App:
         if cfg.play.mode != self.engine.mode:
             self.engine.apply(c.SetMode(cfg.play.mode))  # before the audio thread owns it
         self._start_storage(bundle)
-        self._start_audio(bundle)
-        self._spawn("control", self._control_loop)
         self._start_display()
-        self._spawn("ui", self._ui_loop)
         self._start_midi()
         self._start_buttons()
+        self._start_audio(bundle)
+        self._spawn("control", self._control_loop)
+        self._spawn("ui", self._ui_loop)
         return self
 
     def _load_model(self) -> Any:
@@ -424,8 +429,9 @@ class App:
                 self.request_stop(EXIT_FAILURE)
                 return
             snap, stats = self.engine.snapshot, self.loop.stats
-            key = (id(snap), stats.playing, stats.xruns, self.message, stats.connected)
-            if key == last:
+            # The snapshot itself, not its id(): a freed snapshot's id can be reused.
+            key = (snap, stats.playing, stats.xruns, self.message, stats.connected)
+            if len(last) == len(key) and key[0] is last[0] and key[1:] == last[1:]:
                 continue
             last = key
             if self.last_state is not None:
