@@ -87,6 +87,7 @@ class App:
         self.display_state: Any = None  # the last DisplayState shown
         self.last_state: Any = None     # saves the controls across restarts
         self._shutdown_asked = -1e9
+        self._switch_interval: float | None = None
 
     # -- senses call this ----------------------------------------------------------
     def post(self, cmd: object) -> None:
@@ -120,6 +121,8 @@ class App:
                                  num_threads=cfg.model.num_threads)
         if cfg.play.mode != self.engine.mode:
             self.engine.apply(c.SetMode(cfg.play.mode))  # before the audio thread owns it
+        self._switch_interval = sys.getswitchinterval()  # restored by close()
+        sys.setswitchinterval(cfg.audio.switch_interval_ms / 1000.0)
         self._start_storage(bundle)
         self._start_display()
         self._start_midi()
@@ -487,6 +490,9 @@ class App:
             target.close()  # finishes a recording in progress
         for t in self._threads:
             t.join(2.0)
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         return self.exit_code
 
     def __enter__(self) -> App:

@@ -56,6 +56,9 @@ class AudioSection:
     # into ALSA's null device paced by the clock (a desktop without a sound
     # card), "fail" exits with EXIT_AUDIO so a supervisor retries.
     fallback: str = "null"
+    # Python's GIL switch interval while playing: the audio thread, back from a
+    # blocking ALSA write, waits at most this long for a busy thread to let go.
+    switch_interval_ms: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ class Config:
                               f"{self.display.i2c_address:#x}")
         if not 1 <= self.display.max_fps <= 60:
             raise ConfigError(f"display.max_fps must be in 1..60, got {self.display.max_fps}")
+        if not 0.1 <= self.audio.switch_interval_ms <= 10.0:
+            raise ConfigError(f"audio.switch_interval_ms must be in 0.1..10 ms, got "
+                              f"{self.audio.switch_interval_ms}")
         if not 1 <= self.model.num_threads <= 8:
             raise ConfigError(f"model.num_threads must be in 1..8, got {self.model.num_threads}")
         if self.buttons.bounce_time < 0 or self.buttons.hold_time <= 0:
