@@ -116,9 +116,13 @@ class App:
             self.engine = self._engine_factory(bundle)
         else:
             from device.engine import Engine
+            from device.errors import AesynthError
 
-            self.engine = Engine(bundle, phase=cfg.model.phase,
-                                 num_threads=cfg.model.num_threads)
+            try:
+                self.engine = Engine(bundle, phase=cfg.model.phase,
+                                     num_threads=cfg.model.num_threads, mode=cfg.play.mode)
+            except AesynthError as e:  # a model the interpreter refuses, a bad phase name
+                raise StartError(EXIT_MODEL, f"cannot play {bundle.name}: {e}") from None
         if cfg.play.mode != self.engine.mode:
             self.engine.apply(c.SetMode(cfg.play.mode))  # before the audio thread owns it
         self._switch_interval = sys.getswitchinterval()  # restored by close()
@@ -340,6 +344,9 @@ class App:
         from device.audio import Rejected
 
         while not self._stopping.is_set():
+            release = getattr(self.engine, "release_retired", None)
+            if release is not None:
+                release()  # close models swapped out, here rather than on the audio thread
             try:
                 cmd = self._control.get(timeout=0.1)
             except queue.Empty:

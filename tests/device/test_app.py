@@ -238,7 +238,16 @@ def test_sigterm_stops_the_player_cleanly(tmp_path):
         if "first audio period written" in line or time.monotonic() > deadline:
             break
     p.send_signal(signal.SIGTERM)
-    rest, _ = p.communicate(timeout=30)
+    _, rest = p.communicate(timeout=30)
     log = "".join(lines) + rest
     assert p.returncode == 0, log
     assert "audio stopped:" in log and "first audio period written" in log
+
+
+def test_play_with_no_arguments_runs_on_a_machine_without_sound_card(tmp_path):
+    """The README's command, as on a fresh desktop: no card, no OLED, no GPIO, no MIDI."""
+    env = {"ALSA_CONFIG_PATH": str(alsa_config(tmp_path / "alsa")), "HOME": str(tmp_path)}
+    r = run_cli("-v", "play", "--duration", "2", env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "null device" in r.stderr and "first audio period written" in r.stderr
+    assert "audio stopped:" in r.stderr
