@@ -54,6 +54,10 @@ class JackServer:
         """Environment for a client process: this server, mido on JACK."""
         return {**os.environ, "JACK_DEFAULT_SERVER": self.name, "MIDO_BACKEND": MIDI_BACKEND}
 
+    @property
+    def log_path(self) -> str:
+        return self._log.name
+
     def log_text(self) -> str:
         with open(self._log.name, errors="replace") as f:
             return f.read()
@@ -91,6 +95,8 @@ class JackServer:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self.process = None
+        if os.environ.get("AESYNTH_KEEP_JACK_LOG"):
+            return  # for debugging a run: the path is in repr()/log_path
         try:
             os.unlink(self._log.name)
         except OSError:

@@ -1,0 +1,361 @@
+"""The MIDI controller: ports, threads and LEDs around the pure map in nanokontrol2.py.
+
+Threads (none of them the audio thread):
+- the backend's input callback only queues each parsed message, so that a
+  slow handler never stalls rtmidi (on JACK it runs in the process thread);
+- ``midi-events`` takes every queued message in order and posts its commands:
+  no event is dropped or coalesced, press and release in one read both count;
+- ``midi-watch`` finds the port (substring match), opens it, sets the
+  nanoKONTROL2's external LED mode by SysEx, and re-scans with backoff after
+  the controller is unplugged, re-opening it when it comes back.
+
+LEDs follow :meth:`MidiController.update_leds`; only changed LEDs are sent.
+On close the controller's original scene (its LED mode) is sent back, never
+written to its flash.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import mido
+
+from device.controls import ControlsSnapshot
+from device.errors import DeviceError
+from device.nanokontrol2 import (
+    DEFAULT_MAP,
+    ControllerMap,
+    Surface,
+    load_mapping,
+    parse_korg,
+    scene_dump,
+    scene_request,
+    with_led_mode,
+)
+
+__all__ = ["DEFAULT_MAP", "ControllerMap", "MidiController", "find_port", "load_mapping"]
+
+log = logging.getLogger(__name__)
+
+_STOP = object()  # sentinel for the event thread
+
+
+def find_port(names: list[str], match: str) -> str | None:
+    """The first of ``names`` containing ``match`` (case-insensitive), or None."""
+    hits = [n for n in names if match.lower() in n.lower()]
+    if len(hits) > 1:
+        log.info("MIDI ports matching %r: %s; using %r", match, hits, hits[0])
+    return hits[0] if hits else None
+
+
+class _Scanner:
+    """Lists port names.  For rtmidi it keeps one client per direction, because
+    mido's get_*_names opens (and on JACK registers) two new clients per call."""
+
+    def __init__(self, backend: Any):
+        self._backend = backend
+        self._rt_in = self._rt_out = None
+        if backend.name == "mido.backends.rtmidi":
+            import rtmidi
+
+            api = getattr(rtmidi, f"API_{backend.api}") if backend.api else rtmidi.API_UNSPECIFIED
+            self._rt_in = rtmidi.MidiIn(rtapi=api, name="aesynth-scan")
+            self._rt_out = rtmidi.MidiOut(rtapi=api, name="aesynth-scan")
+
+    def inputs(self) -> list[str]:
+        if self._rt_in is not None:
+            return self._rt_in.get_ports()
+        return self._backend.get_input_names()
+
+    def outputs(self) -> list[str]:
+        if self._rt_out is not None:
+            return self._rt_out.get_ports()
+        return self._backend.get_output_names()
+
+    def close(self) -> None:
+        for rt in (self._rt_in, self._rt_out):
+            if rt is not None:
+                rt.delete()
+        self._rt_in = self._rt_out = None
+
+
+class MidiController:
+    """A MIDI control surface posting commands; reconnects when unplugged and plugged back.
+
+    ``post(cmd)`` must not block (a SimpleQueue's put); ``current()`` returns
+    the ControlsSnapshot the audio thread last published (for soft takeover).
+    ``backend`` is a mido backend name (``"mido.backends.rtmidi/UNIX_JACK"``),
+    a ``mido.Backend``, or None for mido's default (``MIDO_BACKEND``).
+    """
+
+    def __init__(self, post: Callable[[object], None], current: Callable[[], ControlsSnapshot],
+                 *, port_match: str | None = None, mapping: ControllerMap = DEFAULT_MAP,
+                 backend: str | Any = None, scan_interval: float = 1.0,
+                 max_backoff: float = 5.0, sysex_timeout: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        if not 0 < scan_interval <= max_backoff:
+            raise DeviceError(f"MIDI scan_interval must be in (0, max_backoff={max_backoff}] s, "
+                              f"got {scan_interval}")
+        self._post = post
+        self._current = current
+        self.mapping = mapping
+        self.port_match = port_match or mapping.port
+        if backend is None or isinstance(backend, str):
+            backend = mido.Backend(backend, load=True)  # None: MIDO_BACKEND, read now
+        self._backend = backend
+        self._scan_interval = scan_interval
+        self._max_backoff = max_backoff
+        self._sysex_timeout = sysex_timeout
+        self._clock = clock
+        self._surface = Surface(mapping)
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()        # surface, ports, LED cache; never the audio thread
+        self._stopping = threading.Event()
+        self._input: Any = None
+        self._output: Any = None
+        self.port_name: str | None = None
+        self._connected = threading.Event()
+        self._leds_sent: dict[int, bool] = {}
+        self._led_state: Any = None
+        self._model: str | None = None
+        self._sysex_reply: queue.SimpleQueue[tuple[str, bytes | None]] = queue.SimpleQueue()
+        self._original_scene: bytes | None = None
+        self.led_mode: str = "unknown"       # "external" once the controller ACKed our scene
+        self.received = 0                    # messages taken from the queue
+        self.errors = 0
+        self.connects = 0
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> MidiController:
+        """Start the event and watcher threads; returns at once (the port may come later)."""
+        if self._started:
+            return self
+        self._started = True
+        self._scanner = _Scanner(self._backend)
+        for name, target in (("midi-events", self._event_loop), ("midi-watch", self._watch)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def wait_connected(self, timeout: float = 5.0) -> bool:
+        """Block until a port is open (for tests and the CLI)."""
+        return self._connected.wait(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def close(self) -> None:
+        """Restore the controller's LED mode, close the ports, stop the threads.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        watcher = self._threads[1:] if self._started else []
+        for t in watcher:
+            t.join(timeout=3.0)
+        # The event thread still runs here: it delivers the controller's ACK.
+        self._disconnect("closing", restore=True)
+        self._events.put(_STOP)
+        for t in self._threads[:1]:
+            t.join(timeout=3.0)
+        if self._started:
+            self._scanner.close()
+
+    def __enter__(self) -> MidiController:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else (f"on {self.port_name!r}" if self.connected
+                                               else f"waiting for {self.port_match!r}")
+        return f"<MidiController {state} received={self.received} leds={self.led_mode}>"
+
+    # -- events ---------------------------------------------------------------------------------
+    def _callback(self, msg: Any) -> None:
+        # Runs on the backend's thread (JACK's process thread for rtmidi/JACK): queue only.
+        self._events.put(msg)
+
+    def _event_loop(self) -> None:
+        while True:
+            msg = self._events.get()
+            if msg is _STOP:
+                return
+            self.received += 1
+            try:
+                self.handle(msg)
+            except Exception:
+                self.errors += 1
+                if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
+                    log.exception("MIDI message %r not handled (%d errors)", msg, self.errors)
+
+    def handle(self, msg: Any) -> None:
+        """Post the commands for one message (the event thread calls this)."""
+        if msg.type == "sysex":
+            kind, scene = parse_korg(msg.data)
+            if kind != "other":
+                self._sysex_reply.put((kind, scene))
+            return
+        with self._lock:
+            cmds = self._surface.handle(msg, self._current(), self._clock())
+        for cmd in cmds:
+            self._post(cmd)
+
+    # -- LEDs -----------------------------------------------------------------------------------
+    def update_leds(self, state: Any) -> None:
+        """Light mutes, play and mode for ``state`` (a DisplayState); sends only changes."""
+        with self._lock:
+            if self._model is not None and state.model != self._model:
+                self._surface.release()  # another model: the units moved under the faders
+            self._model = state.model
+            self._led_state = state
+            self._send_leds_locked()
+
+    def _send_leds_locked(self) -> None:
+        state, out = self._led_state, self._output
+        if state is None or out is None:
+            return
+        lit = self._surface.leds(state.controls, state.mode, state.playing)
+        channel = max(self.mapping.channel - 1, 0)
+        try:
+            for cc, on in lit.items():
+                if self._leds_sent.get(cc) != on:
+                    out.send(mido.Message("control_change", channel=channel, control=cc,
+                                          value=127 if on else 0))
+                    self._leds_sent[cc] = on
+        except Exception as exc:  # unplugged mid-send: the watcher will notice
+            log.warning("MIDI LEDs not sent to %r: %s", self.port_name, exc)
+
+    # -- ports ----------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        backoff = self._scan_interval
+        waiting_logged = False
+        while not self._stopping.is_set():
+            try:
+                inputs = self._scanner.inputs()
+            except Exception as exc:
+                log.warning("MIDI port scan failed: %s", exc)
+                inputs = []
+            if self.connected:
+                if self.port_name not in inputs:
+                    log.warning("MIDI controller %r gone; waiting for it to come back",
+                                self.port_name)
+                    self._disconnect("unplugged")
+                    backoff = self._scan_interval
+                    continue
+                wait = self._scan_interval
+            else:
+                name = find_port(inputs, self.port_match)
+                if name is not None:
+                    try:
+                        self._connect(name)
+                        backoff = self._scan_interval
+                        waiting_logged = False
+                        continue
+                    except Exception as exc:
+                        log.warning("MIDI port %r did not open: %s", name, exc)
+                elif not waiting_logged:
+                    log.info("no MIDI input matching %r among %s; retrying", self.port_match,
+                             inputs)
+                    waiting_logged = True
+                wait = backoff
+                backoff = min(backoff * 2, self._max_backoff)
+            self._stopping.wait(wait)
+
+    def _connect(self, name: str) -> None:
+        inp = self._backend.open_input(name, callback=self._callback)
+        out = None
+        out_name = find_port(self._scanner.outputs(), self.port_match)
+        if out_name is not None:
+            try:
+                out = self._backend.open_output(out_name)
+            except Exception as exc:
+                log.warning("MIDI output %r did not open (no LEDs): %s", out_name, exc)
+        with self._lock:
+            self._input, self._output, self.port_name = inp, out, name
+            self._leds_sent.clear()
+            self._surface.release()
+        self.connects += 1
+        log.info("MIDI controller on %r (LEDs via %r)", name, out_name)
+        if out is not None and self.mapping.korg_led_sysex:
+            self._set_external_leds()
+        with self._lock:
+            self._send_leds_locked()
+        self._connected.set()
+
+    def _exchange(self, data: list[int], want: tuple[str, ...]) -> tuple[str, bytes | None]:
+        """Send SysEx ``data`` and wait for a reply of a kind in ``want``."""
+        while True:  # drop stale replies
+            try:
+                self._sysex_reply.get_nowait()
+            except queue.Empty:
+                break
+        self._output.send(mido.Message("sysex", data=data))
+        deadline = time.monotonic() + self._sysex_timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                kind, scene = self._sysex_reply.get(timeout=left)
+            except queue.Empty:
+                break
+            if kind in want:
+                return kind, scene
+        return "timeout", None
+
+    def _set_external_leds(self) -> None:
+        channel = max(self.mapping.channel - 1, 0)
+        kind, scene = self._exchange(scene_request(channel), ("scene",))
+        if scene is None:
+            log.info("no scene reply from %r (%s): LEDs stay in the controller's mode",
+                     self.port_name, kind)
+            self.led_mode = "unknown"
+            return
+        self._original_scene = scene
+        kind, _ = self._exchange(scene_dump(with_led_mode(scene, True), channel), ("ack", "nak"))
+        self.led_mode = "external" if kind == "ack" else "unknown"
+        if kind != "ack":
+            log.warning("%r answered %s to external LED mode", self.port_name, kind)
+
+    def _disconnect(self, reason: str, *, restore: bool = False) -> None:
+        self._connected.clear()
+        with self._lock:
+            inp, out = self._input, self._output
+            self._input = self._output = None
+        if out is not None and restore:
+            try:
+                self._output = out  # _exchange sends on it
+                self._leds_off(out)
+                if self._original_scene is not None and self._original_scene[2] != 1:
+                    channel = max(self.mapping.channel - 1, 0)
+                    kind, _ = self._exchange(scene_dump(self._original_scene, channel),
+                                             ("ack", "nak"))
+                    log.info("restored the LED mode of %r: %s", self.port_name, kind)
+            except Exception as exc:
+                log.warning("could not restore %r: %s", self.port_name, exc)
+            finally:
+                self._output = None
+        for port in (inp, out):
+            if port is not None:
+                try:
+                    port.close()
+                except Exception as exc:
+                    log.debug("closing MIDI port after %s: %s", reason, exc)
+        self._original_scene = None if not restore else self._original_scene
+        self.led_mode = "unknown"
+
+    def _leds_off(self, out: Any) -> None:
+        channel = max(self.mapping.channel - 1, 0)
+        for cc, on in self._leds_sent.items():
+            if on:
+                out.send(mido.Message("control_change", channel=channel, control=cc, value=0))
+        self._leds_sent.clear()

@@ -1,0 +1,87 @@
+"""A stand-in nanoKONTROL2 on JACK MIDI: two virtual ports named like the real one.
+
+It plays the controller's side of the protocol the way Korg documents it:
+sends control changes, answers the scene dump request with its scene
+(7-bit packed), ACKs a scene dump it receives (or NAKs a wrong size), and
+records the LED control changes the host sends back.  The MIDI transport is
+the real one (python-rtmidi over JACK); only the controller is played.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import mido
+
+from device.nanokontrol2 import KORG, SCENE_BYTES, pack7, parse_korg, unpack7
+
+HEADER = [KORG, 0x40, 0x00, 0x01, 0x13, 0x00]
+SCENE_HEADER = [0x7F, 0x7F, 0x02, 0x03, 0x05, 0x40]
+
+
+class FakeNanoKontrol2:
+    def __init__(self, name: str = "nanoKONTROL2", *, answer_sysex: bool = True):
+        # A scene with a recognisable pattern; byte 2 = LED mode 0 (internal).
+        self.scene = bytearray((i * 37) & 0xFF for i in range(SCENE_BYTES))
+        self.scene[2] = 0
+        self.answer_sysex = answer_sysex
+        self.leds: dict[int, int] = {}
+        self.led_log: list[tuple[int, int]] = []
+        self.sysex_in: list[list[int]] = []
+        self.scene_writes: list[bytes] = []
+        self._cond = threading.Condition()
+        backend = mido.Backend(load=True)  # MIDO_BACKEND as set by the jack_server fixture
+        self.to_host = backend.open_output(name, virtual=True)
+        self.from_host = backend.open_input(name, virtual=True, callback=self._on_host)
+
+    def _on_host(self, msg: mido.Message) -> None:
+        with self._cond:
+            if msg.type == "control_change":
+                self.leds[msg.control] = msg.value
+                self.led_log.append((msg.control, msg.value))
+            elif msg.type == "sysex":
+                data = list(msg.data)
+                self.sysex_in.append(data)
+                if self.answer_sysex:
+                    self._answer(data)
+            self._cond.notify_all()
+
+    def _answer(self, data: list[int]) -> None:
+        if data[6:9] == [0x1F, 0x10, 0x00]:         # scene dump request
+            self.to_host.send(mido.Message(
+                "sysex", data=HEADER + SCENE_HEADER + pack7(bytes(self.scene))))
+        elif data[6:12] == SCENE_HEADER:            # scene dump from the host
+            kind, scene = parse_korg(data)
+            if kind == "scene":
+                self.scene[:] = scene
+                self.scene_writes.append(bytes(scene))
+                reply = [0x5F, 0x23, 0x00]
+            else:
+                reply = [0x5F, 0x24, 0x00]
+            self.to_host.send(mido.Message("sysex", data=HEADER + reply))
+
+    @property
+    def led_mode(self) -> int:
+        return self.scene[2]
+
+    def cc(self, control: int, value: int, channel: int = 0) -> None:
+        self.to_host.send(mido.Message("control_change", channel=channel, control=control,
+                                       value=value))
+
+    def press(self, control: int, hold: float = 0.0) -> None:
+        self.cc(control, 127)
+        if hold:
+            time.sleep(hold)
+        self.cc(control, 0)
+
+    def wait_for(self, predicate, timeout: float = 10.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+    def close(self) -> None:
+        self.from_host.close()
+        self.to_host.close()
+
+
+__all__ = ["FakeNanoKontrol2", "unpack7"]
