@@ -5,6 +5,7 @@
     aesynth-train export RUN_DIR --data DIR --out BUNDLE --name NAME [--quantization Q]
     aesynth-train evaluate BUNDLE AUDIO... --json OUT [--report DIR]
     aesynth-train reproduce --data DIR --out DIR [--epochs N]
+    aesynth-train runs RUN_DIR...
 
 TensorFlow is imported only by the subcommands that need it.
 """
@@ -89,6 +90,10 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     run = load_run(a.run)
     ds = load_dataset(a.data)
+    if a.compare_quantizations:
+        from train.export import compare_quantizations
+
+        print(json.dumps(compare_quantizations(run, ds.train, ds.test)))
     report = export_bundle(run, a.out, name=a.name, frame=ds.frame, quantization=a.quantization,
                            train_mags=ds.train, test_mags=ds.test, description=a.description)
     print(json.dumps({"out": str(a.out), **{k: report[k] for k in (
@@ -110,6 +115,13 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     from train.reproduce import reproduce
 
     reproduce(a.data, a.out, epochs=a.epochs, seed=a.seed, quick=a.quick)
+    return 0
+
+
+def cmd_runs(a: argparse.Namespace) -> int:
+    from train.reproduce import runs_table
+
+    print(runs_table(sorted(a.runs)), end="")
     return 0
 
 
@@ -152,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", required=True)
     e.add_argument("--quantization", choices=EXPORT_QUANTIZATIONS, default="dynamic")
     e.add_argument("--description", default="")
+    e.add_argument("--compare-quantizations", action="store_true",
+                   help="first print test metrics of every quantisation (JSON)")
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("evaluate", help="metrics, spectrograms and a report on any audio")
@@ -169,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--quick", action="store_true", help="fewer models (a smoke run)")
     r.set_defaults(func=cmd_reproduce)
+
+    t = sub.add_parser("runs", help="compare saved runs (Markdown table, paper units)")
+    t.add_argument("runs", nargs="+", type=Path, help="run directories")
+    t.set_defaults(func=cmd_runs)
     return p
 
 

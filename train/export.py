@@ -178,3 +178,20 @@ def export_bundle(run: Run, directory: str | os.PathLike, *, name: str, frame: F
              quantization, report[f"test_{quantization}"]["sc_db"],
              report["quantization_sc_loss_db"])
     return report
+
+
+def compare_quantizations(run: Run, train_mags: np.ndarray, test_mags: np.ndarray,
+                          quantizations: tuple[str, ...] = EXPORT_QUANTIZATIONS
+                          ) -> dict[str, dict[str, Any]]:
+    """Test metrics through TFLite, sizes and SC loss vs float32 for each quantisation."""
+    out: dict[str, dict[str, Any]] = {}
+    for q in quantizations:
+        enc, dec = export_pair(run, q, train_mags)
+        m = M.spectral_metrics(test_mags, tflite_reconstruct(run, enc, dec, test_mags),
+                               run.global_max)
+        out[q] = {**m, "bytes": len(enc) + len(dec),
+                  "op_versions": {"encoder": op_versions(enc), "decoder": op_versions(dec)}}
+    if "float32" in out:
+        for q in out:
+            out[q]["sc_loss_db"] = out[q]["sc_db"] - out["float32"]["sc_db"]
+    return out

@@ -232,6 +232,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                              activation="relu", optimizer="adam", learning_rate=1e-3,
                              epochs=60, patience=6, batch_size=64),
 }
-# The recipe models/default ships (chosen on validation MSE in the paper's
-# units among the recipes above; see docs/training.md).
-RECIPES["best"] = recipe_with(RECIPES["adam-log-paperloss"], name="best")
+# The recipe models/default ships: among the 8-unit runs of docs/training.md it
+# has nearly the lowest validation MSE in the paper's units (within 8% of the
+# pure-MSE winner) and half the log-spectral distance, so quiet partials survive.
+RECIPES["best"] = recipe_with(RECIPES["deep-relu"], name="best", features="standard",
+                              loss="mixed", feature_weight=3e-5, epochs=100, patience=8)

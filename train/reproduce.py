@@ -124,3 +124,27 @@ def tables_markdown(res: dict[str, Any]) -> str:
                      f"{_f(r['test']['mse_paper'])} | {r['test']['sc_db']:.2f} | "
                      f"{r['test']['lsd_db']:.2f} | {r['epochs_run']} |")
     return "\n".join(L) + "\n"
+
+
+def runs_table(run_dirs: list[Path]) -> str:
+    """A Markdown table comparing saved runs (``run.json`` files) in the paper's units."""
+    L = ["| run | features | hidden | act | loss | opt | epochs run | valid MSE | test MSE "
+         "| test SC dB | test LSD dB | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    docs = []
+    for d in run_dirs:
+        p = Path(d) / "run.json"
+        if p.exists():
+            docs.append((Path(d).name, json.loads(p.read_text())))
+    docs.sort(key=lambda kv: kv[1]["metrics"]["valid"]["mse_paper"])
+    for name, doc in docs:
+        r, m = doc["recipe"], doc["metrics"]
+        extra = "".join(f", {k}" for k in ("tied", "greedy") if r.get(k))
+        extra += f", nonneg {r['nonneg']}" if r.get("nonneg") else ""
+        loss = r.get("loss", "features") + (f" ({r['feature_weight']:g})" if r.get(
+            "loss") == "mixed" else "")
+        L.append(f"| {r.get('name', name)} | {r['features']} | {r['hidden']}{extra} | "
+                 f"{r['activation']}/{r['bottleneck']} | {loss} | {r['optimizer']} | "
+                 f"{m.get('epochs_run', '?')} | {_f(m['valid']['mse_paper'])} | "
+                 f"{_f(m['test']['mse_paper'])} | {m['test']['sc_db']:.2f} | "
+                 f"{m['test']['lsd_db']:.2f} | {doc.get('seconds', '?')} |")
+    return "\n".join(L) + "\n"
