@@ -311,6 +311,22 @@ def jack_env(jack128, alsa, monkeypatch):
     return alsa
 
 
+def assert_copy_with_gaps(out: np.ndarray, x: np.ndarray, *, prefill: int) -> tuple[int, int]:
+    """``out`` is silence for ``prefill`` samples, then ``x`` exactly up to the first gap
+    an xrun left (a paced run on a busy machine may have more than the one we cause), and
+    ends with ``x`` exactly again.  Returns (gap, index in x where the end resumes)."""
+    assert not out[:prefill].any(), "the prefill is silence"
+    body = out[prefill:]
+    zeros = np.flatnonzero(body == 0)  # the random input never holds an exact 0
+    gap = int(zeros[0]) if len(zeros) else len(body)
+    assert gap >= 128
+    np.testing.assert_array_equal(body[:gap], x[:gap])
+    tail = out[-4096:-2048]
+    (k,) = np.flatnonzero(x == tail[0])
+    np.testing.assert_array_equal(tail, x[k:k + 2048])
+    return gap, int(k)
+
+
 def test_paced_run_counts_an_xrun_recovers_and_stays_byte_exact(jack_env):
     x = ramp(RATE * 20, seed=3)
     write_raw(jack_env / "in.raw", x)
@@ -322,11 +338,8 @@ def test_paced_run_counts_an_xrun_recovers_and_stays_byte_exact(jack_env):
     s = loop.stats
     assert s.xruns >= 1 and s.underruns >= 1, s
     assert s.hops >= 600 and loop.failure is None
-    out = read_raw(jack_env / "jk_out.raw")
-    # Until the stall the copy is exact: input delayed by the prefill.
-    np.testing.assert_array_equal(out[256:256 + 290 * 128], x[:290 * 128])
-    # After it, the loop carries on with (delayed) input again, never silence forever.
-    assert np.abs(out[-128 * 50:]).max() > 0.1
+    gap, resumed_at = assert_copy_with_gaps(read_raw(jack_env / "jk_out.raw"), x, prefill=256)
+    assert resumed_at > gap
 
 
 def test_paced_period_larger_than_hop(tmp_path, alsa, monkeypatch):
@@ -341,8 +354,7 @@ def test_paced_period_larger_than_hop(tmp_path, alsa, monkeypatch):
         wait_for(lambda: loop.stats.hops >= 100)
         loop.stop()
     assert loop._granted == {"playback": 512, "capture": 512}
-    out = read_raw(alsa / "jk_out.raw")
-    np.testing.assert_array_equal(out[1024:1024 + 96 * 128], x[:96 * 128])
+    assert_copy_with_gaps(read_raw(alsa / "jk_out.raw"), x, prefill=1024)
     lat = loop.expected_latency()
     assert lat["playback_buffer_ms"] == pytest.approx(2 * 512 / RATE * 1000)
 
