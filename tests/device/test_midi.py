@@ -278,6 +278,7 @@ def test_sysex_flood_and_garbage_do_not_stop_it(controller, fake, box):
         fake.to_host.send(mido.Message("sysex", data=data))
         fake.to_host.send(mido.Message("pitchwheel", pitch=rng.randrange(-8192, 8192)))
         sent += 2
+        time.sleep(0.005)  # the sender's JACK ring buffer holds 16 KiB
     fake.press(50)
     sent += 2
     settle(controller, sent, timeout=30)
