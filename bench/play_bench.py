@@ -34,6 +34,7 @@ from tests.device.audio_rig import JackServer, alsa_config  # noqa: E402
 
 AESYNTH = [str(ROOT / ".venv" / "bin" / "aesynth")]
 FIRST = re.compile(r"first audio period written at ([0-9.]+)")
+SENSES = re.compile(r"midi received (\d+) messages \((\d+) errors\); display drew (\d+) frames")
 STOPPED = re.compile(r"audio stopped: (\d+) hops, (\d+) xruns \((\d+) under, (\d+) over\), "
                      r"(\d+) reconnects; engine per hop p50 (\d+) us, p99 (\d+) us, "
                      r"p99.9 (\d+) us, max (\d+) us")
@@ -131,6 +132,7 @@ def bench_paced(minutes: float, rate_cc: int, display: str) -> dict:
                "MIDO_BACKEND": "mido.backends.rtmidi/UNIX_JACK"}
         with JackServer(rate=rate, period=hop, log_dir=Path(tmp)) as jack:
             env.update(jack.env)
+            os.environ.update(jack.env)  # the storm's JACK client, in this process
             args = ["-v", "play", "--model", str(model), "--in", str(track("aztec")),
                     "--output-device", "plug:jk", "--display", display,
                     "--duration", str(minutes * 60)]
@@ -148,14 +150,19 @@ def bench_paced(minutes: float, rate_cc: int, display: str) -> dict:
     if not m or p.returncode != 0:
         raise RuntimeError(f"aesynth play exited {p.returncode}:\n{err[-4000:]}")
     hops, xruns, under, over, reconnects, p50, p99, p999, mx = map(int, m.groups())
+    senses = SENSES.search(err)
+    received, midi_errors, frames = map(int, senses.groups()) if senses else (0, 0, 0)
     return {"model": str(model.relative_to(ROOT)), "sample_rate": rate, "hop": hop,
+            "audio_seconds": round(hops * hop / rate, 1), "wall_seconds": round(elapsed, 1),
             "hop_ms": round(1000 * hop / rate, 2), "minutes": minutes, "display": display,
             "midi_cc_sent": sent[0] if sent else 0,
             "midi_cc_per_s": round((sent[0] if sent else 0) / max(elapsed, 1e-9), 1),
             "hops": hops, "xruns": xruns, "underruns": under, "overruns": over,
             "reconnects": reconnects, "hop_cost_us": {"p50": p50, "p99": p99, "p99.9": p999,
                                                        "max": mx},
-            "midi_warnings": len(re.findall(r"WARNING .*midi", err, re.I))}
+            "midi_cc_received_by_app": received, "midi_errors": midi_errors,
+            "display_frames": frames, "display_fps": round(frames / max(elapsed, 1e-9), 1),
+            "warnings": re.findall(r"WARNING .*", err)[:10]}
 
 
 def main() -> int:

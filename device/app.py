@@ -478,6 +478,10 @@ class App:
     def close(self) -> int:
         """Stop every thread and device, in reverse order of start; idempotent."""
         self._stopping.set()
+        if self.midi is not None or self.display is not None:
+            log.info("senses: midi received %d messages (%d errors); display drew %d frames",
+                     getattr(self.midi, "received", 0), getattr(self.midi, "errors", 0),
+                     getattr(self.display, "frames", 0))
         for closer in reversed(self._closers):
             try:
                 closer.close()
