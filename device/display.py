@@ -59,6 +59,11 @@ class DisplayState:
     message: str | None = None
 
 
+def _printable(text: str) -> str:
+    """``text`` in what the font has (printable ISO 8859-1); anything else becomes '?'."""
+    return "".join(ch if (" " <= ch <= "~" or "\xa0" <= ch <= "\xff") else "?" for ch in text)
+
+
 def _number(value: float) -> str:
     """Four characters, two decimals, like the paper's table (clipped to 0..9.99)."""
     return f"{min(max(value, 0.0), 9.99):4.2f}"
@@ -80,10 +85,10 @@ def panel_lines(state: DisplayState) -> list[str]:
     c = state.controls
     page = f"{c.page + 1}/{c.pages}"
     xruns = f"X{state.xruns}" if state.xruns < 10_000 else "X>9k"
-    model = state.model[:PANEL_CHARS * 4]
+    model = _printable(state.model[:PANEL_CHARS * 4])
     chunks = [model[i:i + PANEL_CHARS] for i in range(0, PANEL_CHARS * 4, PANEL_CHARS)]
     lines = [page.rjust(PANEL_CHARS),
-             MODE_LABELS.get(state.mode, state.mode.upper())[:PANEL_CHARS],
+             _printable(MODE_LABELS.get(state.mode, state.mode.upper())),
              "PLAY" if state.playing else "PAUSE",
              xruns, ""] + chunks
     return [s[:PANEL_CHARS].ljust(PANEL_CHARS) for s in lines]
@@ -119,22 +124,22 @@ def render(state: DisplayState) -> Image.Image:
     img = Image.new("1", (WIDTH, HEIGHT), 0)
     draw = ImageDraw.Draw(img)
     f = font()
-    draw.rectangle((0, 0, WIDTH - 1, HEADER_H - 1), fill=1)
+    draw.rectangle((0, 0, WIDTH - 1, HEADER_H - 1), fill=255)
     table, panel = table_lines(state), panel_lines(state)
     draw.text((0, 0), table[0], font=f, fill=0)
     draw.text((PANEL_X, 0), panel[0], font=f, fill=0)
-    draw.line((PANEL_X - 2, HEADER_H, PANEL_X - 2, HEIGHT - 1), fill=1)
+    draw.line((PANEL_X - 2, HEADER_H, PANEL_X - 2, HEIGHT - 1), fill=255)
     for i in range(UNITS_PER_PAGE):
         y = HEADER_H + i * ROW_H
-        draw.text((0, y), table[i + 1], font=f, fill=1)
-        draw.text((PANEL_X, y), panel[i + 1], font=f, fill=1)
+        draw.text((0, y), table[i + 1], font=f, fill=255)
+        draw.text((PANEL_X, y), panel[i + 1], font=f, fill=255)
     if state.message:
-        lines = _wrap(state.message, 23, 4)
+        lines = _wrap(_printable(state.message), 23, 4)
         top = (HEIGHT - (len(lines) * 8 + 5)) // 2
-        draw.rectangle((1, top, WIDTH - 2, top + len(lines) * 8 + 4), fill=0, outline=1)
+        draw.rectangle((1, top, WIDTH - 2, top + len(lines) * 8 + 4), fill=0, outline=255)
         for i, line in enumerate(lines):
             x = (WIDTH - CHAR_W * len(line)) // 2
-            draw.text((x, top + 3 + 8 * i), line, font=f, fill=1)
+            draw.text((x, top + 3 + 8 * i), line, font=f, fill=255)
     return img
 
 
@@ -143,7 +148,7 @@ def render_text(state: DisplayState) -> str:
     table, panel = table_lines(state), panel_lines(state)
     rows = [f"{t} | {p}".rstrip() for t, p in zip(table, panel, strict=True)]
     if state.message:
-        rows.append(f"** {state.message} **")
+        rows.append(f"** {_printable(state.message)} **")
     return "\n".join(rows) + "\n"
 
 
