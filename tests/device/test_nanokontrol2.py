@@ -126,11 +126,12 @@ def test_reset_and_page_change_release_pickup():
     r.press(45)  # Record: gain back to 1
     assert r.controls.gain[0] == 1.0
     assert r.send(cc(0, 40)) == []   # the fader at 40 must not pull unit 0 from 1.0
-    r.send(cc(0, 127))
+    r.send(cc(0, 127), cc(0, 30))      # engaged on unit 0, left at 30
+    assert r.controls.gain[0] == pytest.approx(30 / 127)
     r.press(59)
-    assert r.send(cc(0, 50)) == []     # unit 8 is at 1.0, the fader went down to 50
-    r.press(58)                        # back on page 1: unit 0 (1.0) must be met again
-    assert r.send(cc(0, 20)) == []
+    assert r.send(cc(0, 50)) == []     # unit 8 is at 1.0: not met
+    r.press(58)                        # back on page 1: unit 0 (at 30) must be met again
+    assert r.send(cc(0, 60)) == []
     r.surface.release()
     assert r.send(cc(0, 126)) == [c.SetGain(0, 126 / 127)]
 
