@@ -174,7 +174,8 @@ def _greedy_pretrain(auto, recipe, x, xv, normaliser, global_max, n_bins, verbos
 
 
 def _build_second(recipe, n_in):
-    keras = __import__("keras")
+    import keras
+
     x_in = keras.Input((n_in,))
     z = x_in
     if recipe.get("noise"):

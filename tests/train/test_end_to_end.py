@@ -141,3 +141,28 @@ def test_cli_without_command_prints_help():
     r = subprocess.run([sys.executable, "-m", "train.cli"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "dataset" in r.stdout and "reproduce" in r.stdout
+
+
+def test_reproduce_quick_writes_the_three_tables(pipeline):
+    from train.cli import main
+
+    out = pipeline["root"] / "repro"
+    assert main(["reproduce", "--data", str(pipeline["data"]), "--out", str(out),
+                 "--epochs", "1", "--quick"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [r["hl1"] for r in res["table1"]] == [8, 256]
+    assert res["table1"][0]["paper_valid"] == 0.0440
+    t3 = res["table3"][0]
+    assert (t3["hl1"], t3["hl2"]) == (256, 8) and t3["valid"]["mse_paper"] > 0
+    assert res["table2"][0]["adjusted"] == pytest.approx(
+        res["table2"][0]["stage2_valid_mse"] * 1025 / 256)
+    md = (out / "tables.md").read_text()
+    assert "Table 1" in md and "Table 3" in md and "| best |" in md
+
+
+def test_runs_table_lists_saved_runs(pipeline, capsys):
+    from train.cli import main
+
+    assert main(["runs", str(pipeline["run"])]) == 0
+    out = capsys.readouterr().out
+    assert "| best | standard | [256, 8] | relu/sigmoid | mixed (3e-05) |" in out
