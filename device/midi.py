@@ -170,6 +170,7 @@ class MidiController:
         self.garbage = 0                     # byte strings that were no MIDI message
         self.connects = 0
         self._threads: list[threading.Thread] = []
+        self._scanner: _Scanner | None = None  # made by the watcher: the MIDI system may be late
         self._started = False
         self._closed = False
 
@@ -179,7 +180,6 @@ class MidiController:
         if self._started:
             return self
         self._started = True
-        self._scanner = _Scanner(self._backend)
         for name, target in (("midi-events", self._event_loop), ("midi-watch", self._watch)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
@@ -209,7 +209,7 @@ class MidiController:
         self._events.put(_STOP)
         for t in self._threads[:1]:
             t.join(timeout=3.0)
-        if self._started:
+        if self._scanner is not None:
             self._scanner.close()
 
     def __enter__(self) -> MidiController:
@@ -299,13 +299,21 @@ class MidiController:
     # -- ports ----------------------------------------------------------------------------------
     def _watch(self) -> None:
         backoff = self._scan_interval
-        waiting_logged = False
+        waiting_logged = scan_failed = False
         while not self._stopping.is_set():
             try:
+                if self._scanner is None:
+                    self._scanner = _Scanner(self._backend)
                 inputs = self._scanner.inputs()
-            except Exception as exc:
-                log.warning("MIDI port scan failed: %s", exc)
-                inputs = []
+                scan_failed = False
+            except Exception as exc:  # no ALSA sequencer, no JACK server (yet)
+                if not scan_failed:
+                    log.warning("MIDI ports of %s cannot be listed (%s); retrying",
+                                self._backend.name, exc)
+                scan_failed = True
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
             if self.connected:
                 if self.port_name not in inputs:
                     log.warning("MIDI controller %r gone; waiting for it to come back",
@@ -318,7 +326,7 @@ class MidiController:
                 name = find_port(inputs, self.port_match)
                 if name is not None:
                     try:
-                        self._connect(name)
+                        self._connect(name, self._scanner)
                         backoff = self._scan_interval
                         waiting_logged = False
                         continue
@@ -332,13 +340,13 @@ class MidiController:
                 backoff = min(backoff * 2, self._max_backoff)
             self._stopping.wait(wait)
 
-    def _connect(self, name: str) -> None:
+    def _connect(self, name: str, scanner: _Scanner) -> None:
         if self._backend.name == "mido.backends.rtmidi":
             inp = _RtMidiInput(self._backend.api, name)
         else:
             inp = self._backend.open_input(name, callback=self._callback)
         out = None
-        out_name = find_port(self._scanner.outputs(), self.port_match)
+        out_name = find_port(scanner.outputs(), self.port_match)
         if out_name is not None:
             try:
                 out = self._backend.open_output(out_name)

@@ -30,6 +30,18 @@ from collections.abc import Iterator
 import pytest
 
 MIDI_BACKEND = "mido.backends.rtmidi/UNIX_JACK"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, so that a killed pytest run
+    (a CI timeout) leaves no jackd behind.  Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 class JackServer:
@@ -68,7 +80,7 @@ class JackServer:
         cmd = ["jackd", "-n", self.name, "--no-realtime", "-d", "dummy",
                "-r", str(self.sample_rate), "-p", str(self.period)]
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -339,3 +339,28 @@ def test_controller_map_is_accepted_by_name(box):
                          backend="mido.backends.rtmidi/UNIX_JACK")
     assert ctl.port_match == "X"
     ctl.close()
+
+
+def test_midi_system_that_comes_up_later(monkeypatch, box):
+    """No JACK server at start (no ALSA sequencer on a box is the same case): the
+    controller waits, then connects once the server and the controller appear."""
+    from tests.jack import JackServer
+
+    server = JackServer()
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", server.name)  # not running yet
+    ctl = MidiController(box.post, box.current, scan_interval=0.05, max_backoff=0.2,
+                         sysex_timeout=SYSEX_TIMEOUT).start()
+    try:
+        time.sleep(0.3)
+        assert not ctl.connected
+        with server:
+            late = FakeNanoKontrol2()
+            try:
+                assert ctl.wait_connected(10.0)
+                late.press(48)
+                assert box.wait_for(lambda: box.controls.muted[0])
+            finally:
+                ctl.close()
+                late.close()
+    finally:
+        ctl.close()
