@@ -284,6 +284,7 @@ class Display:
                     log.exception("display %r failed to draw (%d failures)", self._device,
                                   self.errors)
                 next_frame = time.monotonic() + 1.0  # back off; the bus may come back
+                self._wake.set()  # and retry this state even if no new one comes
                 continue
             next_frame = time.monotonic() + self._interval
             self.frames += 1

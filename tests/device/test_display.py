@@ -250,7 +250,8 @@ def test_a_failing_device_is_logged_and_retried(caplog):
             time.sleep(0.01)
         assert disp.errors >= 1
         assert "I2C bus error" in caplog.text
-        dev.fail = False
+        dev.fail = False  # the bus is back: the same state is drawn without a new show()
+        assert disp.wait_drawn(a, timeout=10)
         disp.show(b)
         assert disp.wait_drawn(b, timeout=10)
 
@@ -277,6 +278,15 @@ def test_open_display_kinds():
 def test_missing_i2c_bus_names_bus_and_address():
     with pytest.raises(DeviceError, match=r"bus 7 \(/dev/i2c-7\) at address 0x3d"):
         open_display("sh1106", i2c_port=7, i2c_address=0x3D)
+
+
+def test_emulator_without_its_extra_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "luma.emulator", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "luma.emulator.device", None)
+    with pytest.raises(DeviceError, match=r"aesynth\[emulator\]"):
+        open_display("emulator")
 
 
 def test_bad_max_fps():
