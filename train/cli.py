@@ -6,6 +6,7 @@
     aesynth-train evaluate BUNDLE AUDIO... --json OUT [--report DIR]
     aesynth-train reproduce --data DIR --out DIR [--epochs N]
     aesynth-train runs RUN_DIR...
+    aesynth-train baselines --data DIR
 
 TensorFlow is imported only by the subcommands that need it.
 """
@@ -125,6 +126,14 @@ def cmd_runs(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baselines(a: argparse.Namespace) -> int:
+    from train.data import load_dataset
+    from train.reproduce import baselines
+
+    print(json.dumps(baselines(load_dataset(a.data))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from train.data import DEFAULT_SOURCES, PAPER_COUNTS, SOURCES
     from train.export import EXPORT_QUANTIZATIONS
@@ -187,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("runs", help="compare saved runs (Markdown table, paper units)")
     t.add_argument("runs", nargs="+", type=Path, help="run directories")
     t.set_defaults(func=cmd_runs)
+
+    b = sub.add_parser("baselines", help="mean-spectrum and PCA errors (paper units)")
+    b.add_argument("--data", type=Path, default=Path("cache/datasets/low_latency"))
+    b.set_defaults(func=cmd_baselines)
     return p
 
 

@@ -150,3 +150,32 @@ def runs_table(run_dirs: list[Path]) -> str:
                  f"{_f(m['test']['mse_paper'])} | {m['test']['sc_db']:.2f} | "
                  f"{m['test']['lsd_db']:.2f} | {doc.get('seconds', '?')} |")
     return "\n".join(L) + "\n"
+
+
+def baselines(ds, *, components: tuple[int, ...] = (8, 32), fit_frames: int = 20_000
+              ) -> dict[str, dict[str, float]]:
+    """Reference errors in the paper's units: the mean spectrum, and linear PCA.
+
+    ``mean``: every frame predicted by the training set's mean spectrum.
+    ``pcaK``: projection on the first K principal components of max-scaled
+    training frames (the first ``fit_frames``), the best any linear K-unit
+    autoencoder can do on those frames.
+    """
+    import numpy as np
+
+    from train import metrics as M
+
+    g = float(ds.train.max())
+    x = ds.train[:fit_frames].astype(np.float64) / g
+    mu = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
+    out: dict[str, dict[str, float]] = {}
+    for split in ("valid", "test"):
+        mags = ds.split(split).astype(np.float64)
+        out.setdefault("mean", {})[split] = M.mse_paper(mags, np.broadcast_to(mu * g,
+                                                                             mags.shape), g)
+        for k in components:
+            p = vt[:k]
+            rec = ((mags / g - mu) @ p.T @ p + mu) * g
+            out.setdefault(f"pca{k}", {})[split] = M.mse_paper(mags, rec, g)
+    return out

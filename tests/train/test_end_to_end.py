@@ -166,3 +166,13 @@ def test_runs_table_lists_saved_runs(pipeline, capsys):
     assert main(["runs", str(pipeline["run"])]) == 0
     out = capsys.readouterr().out
     assert "| best | standard | [256, 8] | relu/sigmoid | mixed (3e-05) |" in out
+
+
+def test_baselines_pca_beats_the_mean_and_full_rank_is_exact(pipeline):
+    from train.data import load_dataset
+    from train.reproduce import baselines
+
+    ds = load_dataset(pipeline["data"])
+    b = baselines(ds, components=(8, 1025))
+    assert b["pca8"]["valid"] < b["mean"]["valid"]
+    assert b["pca1025"]["valid"] < 1e-12 * b["mean"]["valid"] + 1e-15
