@@ -46,7 +46,9 @@ __all__ = ["DEFAULT_MAP", "ControllerMap", "MidiController", "find_port", "load_
 log = logging.getLogger(__name__)
 
 _STOP = object()  # sentinel for the event thread
-POLL_S = 0.002    # idle wait of the event thread on rtmidi's queue: the added latency
+POLL_S = 0.002       # wait of the event thread on rtmidi's queue while the controller is in use
+POLL_IDLE_S = 0.010  # after IDLE_AFTER_S without a message: fewer wake-ups on a quiet box
+IDLE_AFTER_S = 1.0
 RTMIDI_QUEUE = 16384  # messages rtmidi may hold between drains (a storm is ~1000/s)
 
 
@@ -229,6 +231,7 @@ class MidiController:
         self._events.put(msg)
 
     def _event_loop(self) -> None:
+        last_message = time.monotonic()
         while not self._events_done.is_set():
             poll = self._poll
             if poll is None:
@@ -241,8 +244,10 @@ class MidiController:
                 continue
             data = poll.read()
             if data is None:
-                time.sleep(POLL_S)
+                idle = time.monotonic() - last_message > IDLE_AFTER_S
+                time.sleep(POLL_IDLE_S if idle else POLL_S)
                 continue
+            last_message = time.monotonic()
             try:
                 msg = mido.Message.from_bytes(data)
             except ValueError:  # not one whole MIDI message: a noisy cable, a bad device

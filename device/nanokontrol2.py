@@ -58,6 +58,10 @@ ACTIONS: dict[str, object] = {
 LED_STATES = ("playing", "paused", *MODES)
 # Commands after which the physical faders and knobs no longer match the units.
 _RELEASING = (c.ZeroAll, c.ResetAll, c.RecallPreset, c.StepModel)
+# A unit whose value differs from what its control last set, this long after, was
+# changed by someone else (keyboard, preset from the app): its control must pick up
+# again.  Longer than the audio thread takes to apply a command (one hop).
+SETTLE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,9 @@ class Pickup:
     def release(self) -> None:
         self._engaged.clear()
 
+    def release_unit(self, kind: str, unit: int) -> None:
+        self._engaged.discard((kind, unit))
+
     def engaged(self, kind: str, unit: int) -> bool:
         return (kind, unit) in self._engaged
 
@@ -245,6 +252,7 @@ class Surface:
         self._presets = {cc: i for i, cc in enumerate(mapping.presets)}
         self._buttons = mapping.button_actions()
         self._down: dict[int, float] = {}    # CC of a pressed button → press time
+        self._sent: dict[tuple[str, int], tuple[float, float]] = {}  # → (position, time)
         self._view: tuple[int, int] | None = None  # (units, page) last seen
 
     def release(self) -> None:
@@ -264,26 +272,34 @@ class Surface:
             self.pickup.release()
         out: list[object] = []
         if cc in self._faders:
-            strip = self._faders[cc]
-            unit = controls.page * UNITS_PER_PAGE + strip
-            if unit < controls.units:
-                gain = GAIN_RANGE[1] * value / 127
-                if self.pickup.move("gain", strip, unit, value / 127,
-                                    controls.gain[unit] / GAIN_RANGE[1]):
-                    out.append(c.SetGain(unit, gain))
+            unit = controls.page * UNITS_PER_PAGE + self._faders[cc]
+            if unit < controls.units and self._move(
+                    "gain", self._faders[cc], unit, value,
+                    controls.gain[unit] / GAIN_RANGE[1], now):
+                out.append(c.SetGain(unit, GAIN_RANGE[1] * value / 127))
         elif cc in self._knobs:
-            strip = self._knobs[cc]
-            unit = controls.page * UNITS_PER_PAGE + strip
-            if unit < controls.units:
-                scale = SCALE_RANGE[1] * value / 127
-                if self.pickup.move("scale", strip, unit, value / 127,
-                                    controls.scale[unit] / SCALE_RANGE[1]):
-                    out.append(c.SetScale(unit, scale))
+            unit = controls.page * UNITS_PER_PAGE + self._knobs[cc]
+            if unit < controls.units and self._move(
+                    "scale", self._knobs[cc], unit, value,
+                    controls.scale[unit] / SCALE_RANGE[1], now):
+                out.append(c.SetScale(unit, SCALE_RANGE[1] * value / 127))
         else:
             out = self._button(cc, value >= 64, controls, now)
         if any(isinstance(cmd, _RELEASING) for cmd in out):
             self.pickup.release()
         return out
+
+    def _move(self, kind: str, strip: int, unit: int, value: int, current: float,
+              now: float) -> bool:
+        key = (kind, unit)
+        sent = self._sent.get(key)
+        if (sent is not None and self.pickup.engaged(kind, unit)
+                and abs(sent[0] - current) > self.pickup.window and now - sent[1] > SETTLE_S):
+            self.pickup.release_unit(kind, unit)  # changed behind our back
+        if not self.pickup.move(kind, strip, unit, value / 127, current):
+            return False
+        self._sent[key] = (value / 127, now)
+        return True
 
     def _button(self, cc: int, pressed: bool, controls: ControlsSnapshot,
                 now: float) -> list[object]:

@@ -136,6 +136,27 @@ def test_reset_and_page_change_release_pickup():
     assert r.send(cc(0, 31)) == [c.SetGain(0, 31 / 127)]  # within the window of 30
 
 
+def test_a_unit_changed_elsewhere_must_be_picked_up_again():
+    r = Rig()
+    r.send(cc(0, 127), cc(0, 100))
+    r.now += 0.1
+    assert r.send(cc(0, 101)) == [c.SetGain(0, 101 / 127)]  # engaged, lagging snapshot or not
+    r.controls.apply(c.SetGain(0, 0.2))                      # a preset from the app, say
+    r.now += 1.0
+    assert r.send(cc(0, 102)) == []
+    assert r.controls.gain[0] == 0.2
+    assert r.send(cc(0, 26)) == [c.SetGain(0, 26 / 127)]     # crossed 0.2: takes over
+
+
+def test_a_lagging_snapshot_does_not_release_pickup():
+    r = Rig()
+    r.send(cc(0, 127))
+    snap = r.controls.snapshot()  # the audio thread has not applied anything since
+    for v in range(126, 60, -1):
+        r.now += 0.01
+        assert r.surface.handle(cc(0, v), snap, r.now) == [c.SetGain(0, v / 127)]
+
+
 def test_zero_all_then_faders_pick_up_from_zero():
     r = Rig()
     r.press(60)
