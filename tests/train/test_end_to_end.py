@@ -168,11 +168,11 @@ def test_runs_table_lists_saved_runs(pipeline, capsys):
     assert "| best | standard | [256, 8] | relu/sigmoid | mixed (3e-05) |" in out
 
 
-def test_baselines_pca_beats_the_mean_and_full_rank_is_exact(pipeline):
+def test_baselines_more_components_fit_better(pipeline):
     from train.data import load_dataset
     from train.reproduce import baselines
 
     ds = load_dataset(pipeline["data"])
-    b = baselines(ds, components=(8, 1025))
-    assert b["pca8"]["valid"] < b["mean"]["valid"]
-    assert b["pca1025"]["valid"] < 1e-12 * b["mean"]["valid"] + 1e-15
+    b = baselines(ds, components=(8, 64))
+    for split in ("valid", "test"):
+        assert b["pca64"][split] < b["pca8"][split] < b["mean"][split]
