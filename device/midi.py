@@ -166,6 +166,7 @@ class MidiController:
         self._model: str | None = None
         self._sysex_reply: queue.SimpleQueue[tuple[str, bytes | None]] = queue.SimpleQueue()
         self._original_scene: bytes | None = None
+        self._awaiting_sysex = False
         self.led_mode: str = "unknown"       # "external" once the controller ACKed our scene
         self.received = 0                    # messages taken from the queue
         self.errors = 0
@@ -268,7 +269,7 @@ class MidiController:
         """Post the commands for one message (the event thread calls this)."""
         if msg.type == "sysex":
             kind, scene = parse_korg(msg.data)
-            if kind != "other":
+            if kind != "other" and self._awaiting_sysex:  # else a flood would pile up
                 self._sysex_reply.put((kind, scene))
             return
         with self._lock:
@@ -377,16 +378,20 @@ class MidiController:
                 self._sysex_reply.get_nowait()
             except queue.Empty:
                 break
-        self._output.send(mido.Message("sysex", data=data))
-        deadline = time.monotonic() + self._sysex_timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                kind, scene = self._sysex_reply.get(timeout=left)
-            except queue.Empty:
-                break
-            if kind in want:
-                return kind, scene
-        return "timeout", None
+        self._awaiting_sysex = True
+        try:
+            self._output.send(mido.Message("sysex", data=data))
+            deadline = time.monotonic() + self._sysex_timeout
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    kind, scene = self._sysex_reply.get(timeout=left)
+                except queue.Empty:
+                    break
+                if kind in want:
+                    return kind, scene
+            return "timeout", None
+        finally:
+            self._awaiting_sysex = False
 
     def _set_external_leds(self) -> None:
         channel = max(self.mapping.channel - 1, 0)
