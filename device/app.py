@@ -22,6 +22,7 @@ could be opened (``fallback = "fail"``): worth retrying later.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import queue
@@ -83,11 +84,13 @@ class App:
         self.display: Any = None
         self.midi: Any = None
         self.buttons: Any = None
+        self.usb: Any = None
         self.first_period_logged = False
         self.display_state: Any = None  # the last DisplayState shown
         self.last_state: Any = None     # saves the controls across restarts
         self._shutdown_asked = -1e9
         self._switch_interval: float | None = None
+        self._closed = False
 
     # -- senses call this ----------------------------------------------------------
     def post(self, cmd: object) -> None:
@@ -108,8 +111,15 @@ class App:
 
         The senses start first so that their imports and threads do not compete
         with the first periods of audio (a startup xrun); it costs a few
-        hundred ms before the first period.
+        hundred ms before the first period.  On failure what was started is closed.
         """
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> App:
         cfg = self.config
         bundle = self._load_model()
         if self._engine_factory is not None:
@@ -131,6 +141,10 @@ class App:
         self._start_display()
         self._start_midi()
         self._start_buttons()
+        # Everything loaded so far lives until exit: take it out of the cyclic collector,
+        # so that a collection triggered on the audio thread has little to scan.
+        gc.collect()
+        gc.freeze()
         self._start_audio(bundle)
         self._spawn("control", self._control_loop)
         self._spawn("ui", self._ui_loop)
@@ -318,12 +332,26 @@ class App:
             self._closers.append(self.last_state)
         except ModuleNotFoundError as e:
             log.warning("no presets: %s", e)
+        if s.usb_mount_root and self.library is not None:
+            from device.library import UsbWatcher
+
+            self.usb = UsbWatcher(expand(s.usb_mount_root), self._imported,
+                                  expand(self.config.model.user_dir),
+                                  on_progress=self._import_progress).start()
+            self._closers.append(self.usb)
         try:
             from device.recorder import Recorder
 
             self.recorder.target = Recorder(expand(s.recordings_dir), bundle.frame.sample_rate)
         except ModuleNotFoundError as e:
             log.warning("no recorder: %s", e)
+
+    def _imported(self, report: Any) -> None:
+        """A stick was imported (the watcher's thread): tell the player."""
+        self.message = report.summary()
+
+    def _import_progress(self, progress: Any) -> None:
+        self.message = progress.short()
 
     def _spawn(self, name: str, target: Any) -> None:
         t = threading.Thread(target=self._guard(target), name=name, daemon=True)
@@ -477,6 +505,9 @@ class App:
 
     def close(self) -> int:
         """Stop every thread and device, in reverse order of start; idempotent."""
+        if self._closed:
+            return self.exit_code
+        self._closed = True
         self._stopping.set()
         if self.midi is not None or self.display is not None:
             log.info("senses: midi received %d messages (%d errors); display drew %d frames",

@@ -90,6 +90,9 @@ class ButtonsSection:
 class StorageSection:
     presets_dir: str = "~/.local/share/aesynth/presets"
     recordings_dir: str = "~/.local/share/aesynth/recordings"
+    # Where USB sticks are mounted (each mount point in it is a stick): their bundles are
+    # imported into [model] user_dir.  "" = no watcher.
+    usb_mount_root: str = ""
 
 
 @dataclass(frozen=True)

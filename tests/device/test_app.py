@@ -251,3 +251,72 @@ def test_play_with_no_arguments_runs_on_a_machine_without_sound_card(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "null device" in r.stderr and "first audio period written" in r.stderr
     assert "audio stopped:" in r.stderr
+
+
+def test_gpio_buttons_step_mode_and_model_through_the_app(tmp_path):
+    """MockFactory presses: MODE steps the engine's mode; MODEL loads the next model off the
+    audio thread and the engine swaps to it."""
+    import shutil
+
+    from gpiozero.pins.mock import MockFactory
+
+    shipped = tmp_path / "models"
+    shutil.copytree(FIXTURE, shipped / "tiny")
+    shutil.copytree(ROOT / "tests" / "fixtures" / "paged_bundle", shipped / "paged")
+    cfg = app_config(tmp_path).replace(
+        "model", path="", shipped_dir=str(shipped), user_dir=str(tmp_path / "user"),
+        state_file=str(tmp_path / "state.json"))
+    cfg = cfg.replace("audio", playback_device="null").replace("play", input="none")
+    cfg = cfg.replace("buttons", kind="gpio", mode_pin=17, model_pin=27, bounce_time=0.0,
+                      hold_time=0.5)
+    factory = MockFactory(revision="d03114")
+    app = App(cfg, pin_factory=factory).start()
+    try:
+        assert app.engine.snapshot.model == "paged"  # first by name: no state, no default
+        assert app.engine.snapshot.mode == "resynth"
+        mode_pin, model_pin = factory.pin(17), factory.pin(27)
+        mode_pin.drive_low()
+        mode_pin.drive_high()
+        deadline = time.monotonic() + 10
+        while app.engine.snapshot.mode != "generate" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.engine.snapshot.mode == "generate"
+        model_pin.drive_low()
+        time.sleep(0.05)
+        model_pin.drive_high()  # released before hold_time: the next model
+        while app.engine.snapshot.model != "tiny" and time.monotonic() < deadline + 10:
+            time.sleep(0.01)
+        snap = app.engine.snapshot
+        assert snap.model == "tiny" and snap.units == 8 and snap.controls.units == 8
+        assert app.library.current().name == "tiny"  # remembered for the next start
+    finally:
+        app.close()
+        factory.reset()
+    assert app.loop.failure is None and app.loop.stats.hops > 0
+
+
+def test_usb_stick_models_are_imported_and_reported(tmp_path):
+    """A stick appearing under the mount root is imported into the user models and the
+    player says so (the import itself is device/library.py's, tested there)."""
+    import shutil
+
+    root = tmp_path / "media"
+    (root / "stick").mkdir(parents=True)
+    shutil.copytree(ROOT / "tests" / "fixtures" / "paged_bundle", root / "stick" / "paged")
+    cfg = app_config(tmp_path).replace(
+        "model", path="", shipped_dir=str(tmp_path / "shipped"),
+        user_dir=str(tmp_path / "user"), state_file=str(tmp_path / "state.json"))
+    (tmp_path / "shipped").mkdir()
+    shutil.copytree(FIXTURE, tmp_path / "shipped" / "default")
+    cfg = cfg.replace("storage", usb_mount_root=str(root)).replace("play", input="none")
+    app = App(cfg, engine_factory=StandInEngine)
+    app.start()
+    try:
+        app.usb.require_mount = False  # a plain directory stands for the mounted stick
+        deadline = time.monotonic() + 60
+        while "USB: 1 ok" not in (app.message or "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "USB: 1 ok" in app.message
+        assert [e.name for e in app.library.entries()] == ["default", "paged"]
+    finally:
+        app.close()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+import json
+import os
 import queue
-import threading
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -19,7 +22,6 @@ from device.audio import (
     LineSource,
     Rejected,
     SilentSource,
-    enable_realtime,
     open_pcm,
 )
 from device.controls import UnitControls
@@ -225,13 +227,25 @@ def test_clock_pacing_keeps_null_device_at_real_time(alsa):
 
 
 def test_realtime_request_reports_what_it_could_not_do():
-    result: list[list[str]] = []
-    t = threading.Thread(target=lambda: result.append(enable_realtime(10)))
-    t.start()
-    t.join()
-    assert all(isinstance(w, str) and w for w in result[0])
-    for w in result[0]:
-        assert "SCHED_FIFO" in w or "mlockall" in w
+    # In a child process: mlockall(MCL_FUTURE) must not stay on for the whole test run.
+    code = (
+        "import json, os, threading\n"
+        "from device.audio import enable_realtime\n"
+        "out = {}\n"
+        "def run():\n"
+        "    out['warnings'] = enable_realtime(10)\n"
+        "    out['policy'] = os.sched_getscheduler(0)\n"
+        "t = threading.Thread(target=run); t.start(); t.join()\n"
+        "out['main_policy'] = os.sched_getscheduler(0)\n"
+        "print(json.dumps(out))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    fifo_refused = any("SCHED_FIFO" in w for w in out["warnings"])
+    assert fifo_refused or out["policy"] == os.SCHED_FIFO
+    assert out["main_policy"] == os.SCHED_OTHER  # only the audio thread changes
+    for w in out["warnings"]:
+        assert ("SCHED_FIFO" in w and "priority 10" in w) or "mlockall" in w
 
 
 # -- the card disappearing ----------------------------------------------------------
