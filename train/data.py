@@ -144,6 +144,24 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     return x
 
 
+def track_length(track: Track, sample_rate: int, cache_dir: Path) -> int:
+    """Samples :func:`track_audio` will return, from the file header alone."""
+    import soundfile as sf
+
+    path = track.path
+    if track.kind == "midi":
+        path = render_midi(track.path, sample_rate, cache_dir / "midi")
+    try:
+        info = sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise DataError(f"cannot read {str(path)!r}: {e}") from None
+    if info.samplerate == sample_rate:
+        return int(info.frames)
+    g = math.gcd(info.samplerate, sample_rate)
+    # resample_poly returns ceil(n * up / down) samples
+    return -(-int(info.frames) * (sample_rate // g) // (info.samplerate // g))
+
+
 def track_audio(track: Track, sample_rate: int, cache_dir: Path) -> np.ndarray:
     path = track.path
     if track.kind == "midi":
@@ -257,21 +275,23 @@ def build_dataset(out_dir: str | os.PathLike, *, frame: FrameConfig,
     tracks = find_tracks(srcs)
     if max_tracks is not None:
         tracks = tracks[:max_tracks]
-    audio: dict[str, np.ndarray] = {}
+    # Pass 1 reads only headers (MIDI is rendered once, cached), so memory
+    # holds one decoded track at a time, not the corpus.
+    limit = None if max_seconds is None else int(max_seconds * frame.sample_rate)
+    shortest = min(MIN_TRACK_SECONDS, max_seconds or MIN_TRACK_SECONDS) * frame.sample_rate
+    lengths: dict[str, int] = {}
     kept = []
     for i, t in enumerate(tracks):
         if progress:
-            progress(i, len(tracks), f"decode {t.id}")
-        x = track_audio(t, frame.sample_rate, cache)
-        if max_seconds is not None:
-            x = x[: int(max_seconds * frame.sample_rate)]
-        if len(x) < min(MIN_TRACK_SECONDS, max_seconds or MIN_TRACK_SECONDS) * frame.sample_rate:
-            continue
-        audio[t.id] = x.astype(np.float32)
-        kept.append(t)
+            progress(i, len(tracks), f"scan {t.id}")
+        n = track_length(t, frame.sample_rate, cache)
+        n = n if limit is None else min(n, limit)
+        if n >= shortest:
+            lengths[t.id] = n
+            kept.append(t)
     if progress:
-        progress(len(tracks), len(tracks), "decoded")
-    durations = {t.id: len(audio[t.id]) / frame.sample_rate for t in kept}
+        progress(len(tracks), len(tracks), "scanned")
+    durations = {t.id: lengths[t.id] / frame.sample_rate for t in kept}
     total = sum(counts.values())
     fractions = {s: counts[s] / total for s in SPLITS}
     splits = split_tracks(kept, durations, seed=seed, fractions=fractions)
@@ -280,7 +300,7 @@ def build_dataset(out_dir: str | os.PathLike, *, frame: FrameConfig,
     records = []
     for s in SPLITS:
         ts = splits[s]
-        n_frames = [len(full_frames(len(audio[t.id]), frame)) for t in ts]
+        n_frames = [len(full_frames(lengths[t.id], frame)) for t in ts]
         # draw frame slots uniformly over all frames of the split's tracks
         picks = np.sort(rng.choice(sum(n_frames), size=min(counts[s], sum(n_frames)),
                                    replace=False))
@@ -288,8 +308,13 @@ def build_dataset(out_dir: str | os.PathLike, *, frame: FrameConfig,
         parts = []
         for j, t in enumerate(ts):
             mine = picks[(picks >= edges[j]) & (picks < edges[j + 1])] - edges[j]
-            idx = mine + full_frames(len(audio[t.id]), frame).start
-            mags = frames_at(audio[t.id], idx, frame) if len(idx) else np.empty(
+            idx = mine + full_frames(lengths[t.id], frame).start
+            if progress:
+                progress(j, len(ts), f"{s}: analyse {t.id}")
+            x = track_audio(t, frame.sample_rate, cache)[: lengths[t.id]]
+            if len(x) < lengths[t.id]:  # header promised more than decoded
+                idx = idx[idx < full_frames(len(x), frame).stop]
+            mags = frames_at(x.astype(np.float32), idx, frame) if len(idx) else np.empty(
                 (0, frame.n_bins), np.float32)
             loud = mags.max(axis=1) >= SILENCE_PEAK
             parts.append(mags[loud])
