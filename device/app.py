@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_MODEL, EXIT_AUDIO = 0, 1, 2, 3, 4
 CONFIRM_S = 3.0  # a second Shutdown (Cycle, q) within this many seconds quits
+MESSAGE_S = 3.0  # how long a message ("saved preset 1") stays on the display
 FIXTURE = "tests/fixtures/tiny_bundle"
 
 
@@ -74,7 +75,7 @@ class App:
         self._midi_backend = midi_backend
         self._keyboard_stream = keyboard_stream
         self.exit_code = EXIT_OK
-        self.message: str | None = None
+        self._message: tuple[str | None, float] = (None, 0.0)  # text, when it was said
         self.engine: Any = None
         self.loop: Any = None
         self.library: Any = None
@@ -91,6 +92,18 @@ class App:
         self._shutdown_asked = -1e9
         self._switch_interval: float | None = None
         self._closed = False
+
+    # -- a short message for the display, shown for MESSAGE_S ---------------------------
+    @property
+    def message(self) -> str | None:
+        text, since = self._message
+        if text is not None and time.monotonic() - since > MESSAGE_S:
+            return None
+        return text
+
+    @message.setter
+    def message(self, text: str | None) -> None:
+        self._message = (text, time.monotonic())  # one assignment: safe from any thread
 
     # -- senses call this ----------------------------------------------------------
     def post(self, cmd: object) -> None:

@@ -37,7 +37,7 @@ PAGED = ROOT / "tests" / "fixtures" / "paged_bundle"
 REFERENCE = Path(__file__).with_name("reference")
 RATE, HOP = 22050, 128
 # CCs of the factory scene (../shared/nanokontrol2.md)
-FADER, KNOB, MUTE = 0, 16, 48
+FADER, KNOB, SOLO, MUTE = 0, 16, 32, 48
 PLAY, STOP, REWIND, FORWARD, RECORD, CYCLE = 41, 42, 43, 44, 45, 46
 TRACK_NEXT, SET = 59, 60
 
@@ -105,8 +105,9 @@ class FakeNanoKontrol2:
         self.out.send(mido.Message("control_change", control=control, value=value))
         time.sleep(0.002)  # a hand moves no faster than this
 
-    def press(self, control: int) -> None:
+    def press(self, control: int, hold: float = 0.0) -> None:
         self.cc(control, 127)
+        time.sleep(hold)
         self.cc(control, 0)
 
     def sweep(self, control: int, start: int, stop: int) -> None:
@@ -131,8 +132,8 @@ def wait_for(what: str, predicate, timeout: float = 15.0) -> None:
 
 def gesture(what: str, act, done, *, tries: int = 3, wait_s: float = 3.0) -> None:
     """Do ``act`` until ``done()``: on a loaded machine JACK can drop the MIDI of a cycle
-    that the app's input client missed (its callback waits for the GIL), so a gesture
-    may need repeating, as a player would.  Each is checked before it is repeated."""
+    that a client missed, so a gesture may need repeating, as a player would.  Each is
+    checked before it is repeated."""
     for _ in range(tries):
         act()
         deadline = time.monotonic() + wait_s
@@ -149,7 +150,7 @@ def frame_of(app: App, tmp_path: Path, name: str) -> Image.Image:
         state = app.display_state
         return (state is not None and state.controls == app.engine.snapshot.controls
                 and state.mode == app.engine.snapshot.mode
-                and app.display.last_drawn == state)
+                and state.message is None and app.display.last_drawn == state)
 
     wait_for(f"OLED frame {name}", settled)
     image = app._display_device.image.copy()
@@ -172,8 +173,8 @@ def check_reference(image: Image.Image, name: str, xruns: int) -> None:
 
 @pytest.fixture(scope="module")
 def jack():
-    # JACK runs a period of 8 hops (46 ms): in one Python process, rtmidi's JACK input
-    # callback waits for the GIL, and a cycle missed by a client loses its MIDI.
+    # JACK runs a period of 8 hops (46 ms): a JACK client that misses a cycle (a busy
+    # test machine) loses that cycle's MIDI; a longer cycle makes that rare.
     with JackServer(sample_rate=RATE, period=8 * HOP) as server:
         yield server
 
@@ -215,7 +216,11 @@ def test_scripted_nanokontrol2_session(jack, tmp_path, monkeypatch):
                 lambda: controls().scale[1] == 2.0)
         gesture("unit 3 muted", lambda: knobs.press(MUTE + 2), lambda: controls().muted[2])
         wait_for("mute LED 3 on", lambda: knobs.led(MUTE + 2) == 127)
+        page1 = controls()
         check_reference(frame_of(app, tmp_path, "page1"), "e2e_page1", app.loop.stats.xruns)
+        # S1 held for more than a second saves preset 1 (on the control thread).
+        gesture("preset 1 saved", lambda: knobs.press(SOLO, hold=1.2),
+                lambda: app.message == "saved preset 1")
 
         # Page 2 (units 9-12, a short page): the strips address other units now.
         gesture("page 2", lambda: knobs.press(TRACK_NEXT), lambda: controls().page == 1)
@@ -236,6 +241,12 @@ def test_scripted_nanokontrol2_session(jack, tmp_path, monkeypatch):
                 lambda: all(g == 1.0 for g in controls().gain)
                 and all(s == 1.0 for s in controls().scale) and not any(controls().muted))
         wait_for("mute LED 3 off after reset", lambda: knobs.led(MUTE + 2) == 0)
+        # S1 pressed briefly recalls preset 1; Record resets again.
+        gesture("preset 1 recalled", lambda: knobs.press(SOLO),
+                lambda: (controls().gain, controls().scale, controls().muted)
+                == (page1.gain, page1.scale, page1.muted))
+        gesture("all reset again", lambda: knobs.press(RECORD),
+                lambda: not any(controls().muted) and controls().scale[1] == 1.0)
 
         # Fast-forward: resynth -> generate (both mode LEDs); Rewind twice: -> original.
         gesture("generate", lambda: knobs.press(FORWARD), lambda: mode() == "generate")
