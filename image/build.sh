@@ -162,7 +162,7 @@ in_root python3 -m venv --without-pip /opt/aesynth/venv
 in_root /opt/aesynth/venv/bin/python "/tmp/wh/$pipwhl/pip" install -q --no-index \
   --find-links /tmp/wh pip
 in_root /opt/aesynth/venv/bin/python -m pip install -q --no-index --find-links /tmp/wh \
-  "aesynth[device]" pyalsaaudio
+  -c /tmp/wh/constraints.txt "aesynth[device]" pyalsaaudio
 in_root /opt/aesynth/venv/bin/python -c "import device.cli, alsaaudio, numpy, ai_edge_litert" \
   || die "the installed app does not import on the card's Python"
 umount "$root/tmp/wh"
@@ -294,8 +294,10 @@ ids=$(in_root getent passwd aesynth | cut -d: -f3,4)
 mkdir -p "$work/data"/{models,presets,recordings,state}
 chown -R "$ids" "$work/data"
 chmod -R 0750 "$work/data"
-mkfs.ext4 -q -F -L aesynth-data -d "$work/data" -E "offset=$(( p3_start * 512 )),root_owner=$ids" \
-  "$tmp" "$(( p3_size / 2 ))k" || die "mkfs.ext4 failed on the data partition"
+# Made apart and copied in: mke2fs will not write into an image whose root is mounted.
+mkfs.ext4 -q -F -L aesynth-data -d "$work/data" -E "root_owner=$ids" "$work/data.img" \
+  "$(( p3_size / 2 ))k" || die "mkfs.ext4 failed on the data partition"
+dd if="$work/data.img" of="$tmp" bs=1M seek=$(( p3_start / 2048 )) conv=notrunc,sparse status=none
 
 # -- finish ------------------------------------------------------------------------------------
 umount "$root/dev" "$root/proc"

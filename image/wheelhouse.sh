@@ -35,7 +35,9 @@ for p in manylinux2014 manylinux_2_24 manylinux_2_27 manylinux_2_28 manylinux_2_
   platforms+=(--platform "${p}_aarch64")
 done
 
-if [ ! -e "$dest/.downloaded" ]; then
+# Download again when the requirements or the card's pins change.
+stamp=$(cat "$repo/pyproject.toml" "$here/constraints.txt" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$dest/.downloaded" 2>/dev/null)" != "$stamp" ]; then
   # The device extra, read from pyproject.toml (one list to keep up to date).
   mapfile -t reqs < <("$repo/.venv/bin/python" - "$repo/pyproject.toml" <<'PY'
 import sys, tomllib
@@ -46,9 +48,10 @@ for r in deps["dependencies"] + deps["optional-dependencies"]["device"]:
 PY
 )
   $pip download -q "${platforms[@]}" --only-binary=:all: --python-version 3.11 \
-    --implementation cp -d "$dest" "${reqs[@]}" pip setuptools wheel
+    --implementation cp -c "$here/constraints.txt" -d "$dest" "${reqs[@]}" pip setuptools wheel
   $pip download -q --no-binary=:all: --no-deps -d "$dest" "pyalsaaudio>=0.11"
-  touch "$dest/.downloaded"
+  cp "$here/constraints.txt" "$dest/constraints.txt"
+  echo "$stamp" > "$dest/.downloaded"
 fi
 
 # aesynth itself: always rebuilt, it is what changes.
