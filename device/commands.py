@@ -98,3 +98,10 @@ class ToggleRecording:
 @dataclass(frozen=True, slots=True)
 class Shutdown:
     """Cycle: quit the application (on the box, after a confirm)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SwapModel:
+    """Play ``prepared`` (a device.engine.PreparedModel, loaded off the audio thread)
+    from the next hop boundary, crossfading from the current model."""
+    prepared: object

@@ -1,0 +1,388 @@
+"""The real-time engine: one hop of audio in, one hop out, in the paper's three modes.
+
+    original   analysis → synthesis, untouched (reconstructs the input exactly)
+    resynth    |X| → encoder → units × controls → decoder → |Y|, with X's phase
+    generate   controls mapped onto each unit's range → decoder → |Y|, invented phase
+
+Real-time rules (the audio thread calls :meth:`Engine.process` every hop):
+every buffer is allocated here, in ``__init__`` / :func:`prepare_model`; a hop
+only writes into them (``out=``), takes no lock and does no I/O.
+:meth:`Engine.apply` runs on the audio thread too, between hops; it may build
+the small immutable :class:`EngineSnapshot` that other threads read.
+
+Mode switches and model swaps never cut: the engine renders the old and the
+new path side by side for :attr:`Engine.fade_hops` hops (about 20 ms) and mixes
+them with an equal-power crossfade (the two paths are uncorrelated, so
+cos²+sin²=1 keeps the loudness).  A switch asked for during a fade waits for
+it to end; only the latest one waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+from dataclasses import dataclass
+
+import numpy as np
+
+from device import commands as c
+from device.bundle import Bundle
+from device.controls import ControlsSnapshot, UnitControls
+from device.errors import ControlError, ModelError
+from device.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
+from device.phase import make_phase
+from device.runtime import Model
+
+log = logging.getLogger(__name__)
+
+FADE_SECONDS = 0.02  # crossfade length: short enough to feel instant, long enough not to click
+_TINY = 1e-12  # below any audible magnitude; keeps the phase of silent bins finite
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """What the display, LEDs and presets need; replaced (never mutated) on change.
+
+    ``hops`` is the number of hops processed when the snapshot was published.
+    """
+
+    mode: str
+    model: str
+    units: int
+    controls: ControlsSnapshot
+    hops: int
+
+
+class PreparedModel:
+    """A bundle's encoder and decoder loaded, with their I/O buffers and unit ranges.
+
+    Build it with :func:`prepare_model` off the audio thread (loading takes
+    milliseconds to seconds); the engine then only calls :meth:`encode` and
+    :meth:`decode`, which allocate nothing.
+    """
+
+    def __init__(self, bundle: Bundle, *, num_threads: int = 1):
+        self.bundle = bundle
+        self.name = bundle.name
+        self.frame: FrameConfig = bundle.frame
+        self.units = bundle.units
+        self.normaliser = bundle.normaliser
+        n = bundle.n_bins
+        self.encoder = Model(bundle.encoder.content, name=f"{bundle.name}/encoder",
+                             num_threads=num_threads)
+        self.decoder = Model(bundle.decoder.content, name=f"{bundle.name}/decoder",
+                             num_threads=num_threads)
+        for role, model, want_in, want_out in (("encoder", self.encoder, n, self.units),
+                                               ("decoder", self.decoder, self.units, n)):
+            if model.input_shape != (1, want_in) or model.output_shape != (1, want_out):
+                self.close()
+                raise ModelError(
+                    f"{bundle.name}/{role}: tensors must be (1, {want_in}) -> (1, {want_out}), "
+                    f"got {model.input_shape} -> {model.output_shape}")
+        self._x = np.zeros((1, n), dtype=np.float32)
+        self._h = np.zeros((1, self.units), dtype=np.float32)
+        self._y = np.zeros((1, n), dtype=np.float32)
+        stats = bundle.unit_stats
+        if stats is None:
+            log.warning("%s has no unit_stats: generate mode assumes units in 0..1, mean 0.5",
+                        bundle.name)
+            lo, mid, hi = np.zeros(self.units), np.full(self.units, 0.5), np.ones(self.units)
+        else:
+            lo, mid, hi = (np.asarray(a, dtype=np.float64) for a in
+                           (stats.min, stats.mean, stats.max))
+        # Segment slopes of the generate-mode map (see unit_values).
+        self._lo = lo.copy()
+        self._rise_low = mid - lo
+        self._rise_high = hi - mid
+        self._span = hi - lo
+        self._t = np.zeros(self.units)
+        self._seg = np.zeros(self.units)
+
+    def encode(self, mag: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Magnitudes (n_bins) → hidden units (units, float64 ``out``)."""
+        self.normaliser.forward(mag, out=self._x[0])
+        self.encoder.run(self._x, out=self._h)
+        out[:] = self._h[0]
+        return out
+
+    def decode(self, units: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Hidden units (units) → magnitudes (n_bins, float64 ``out``, never negative)."""
+        self._h[0] = units
+        self.decoder.run(self._h, out=self._y)
+        return self.normaliser.inverse(self._y[0], out=out)
+
+    def unit_values(self, adjusted: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Generate mode: adjusted control values a = gain×scale×(0 if muted) → unit values.
+
+        Piecewise linear per unit through (a=0, min), (a=0.5, mean), (a=1, max)
+        of the unit's activations on the training data, continued with the
+        slope (max - min) for a in 1..2 (the knob's boost beyond the seen range).
+        So a fader at half with the knob at 1 plays the unit's typical value,
+        every fader position moves the sound, and the bottom is the unit's
+        quietest seen value.
+        """
+        t, seg = self._t, self._seg
+        np.multiply(adjusted, 2.0, out=t)
+        np.clip(t, 0.0, 1.0, out=seg)
+        np.multiply(seg, self._rise_low, out=out)
+        out += self._lo
+        t -= 1.0
+        np.clip(t, 0.0, 1.0, out=seg)
+        seg *= self._rise_high
+        out += seg
+        np.subtract(adjusted, 1.0, out=seg)
+        np.maximum(seg, 0.0, out=seg)
+        seg *= self._span
+        out += seg
+        return out
+
+    def close(self) -> None:
+        for m in (getattr(self, "encoder", None), getattr(self, "decoder", None)):
+            if m is not None:
+                m.close()
+
+    def __repr__(self) -> str:
+        return f"<PreparedModel {self.name!r} units={self.units} hop={self.frame.hop_length}>"
+
+
+def prepare_model(bundle: Bundle, *, num_threads: int = 1) -> PreparedModel:
+    """Load ``bundle``'s interpreters and buffers; call it OFF the audio thread."""
+    return PreparedModel(bundle, num_threads=num_threads)
+
+
+class _Voice:
+    """One rendering path (a mode with a model) with its own synthesis and phase state."""
+
+    def __init__(self, frame: FrameConfig, phase: str):
+        n = frame.n_bins
+        self.synth = StreamSynthesizer(frame)
+        self.phase = make_phase(phase, frame)
+        self.mag_in = np.zeros(n)
+        self.mag = np.zeros(n)
+        self.spec = np.zeros(n, dtype=np.complex128)
+        self.out = np.zeros(frame.hop_length)
+        self.mode = "original"
+        self.model: PreparedModel | None = None
+        self.units: np.ndarray = np.zeros(1)
+        self.adjusted: np.ndarray = np.zeros(1)  # the controls this voice plays
+        self.silenced = False  # every unit zeroed or muted (Set)
+        self.level = 1.0  # output gate, ramps to 0 while silenced
+
+    def start(self, mode: str, model: PreparedModel) -> None:
+        self.mode, self.model = mode, model
+        if self.units.shape != (model.units,):  # only at a swap to another unit count
+            self.units = np.zeros(model.units)
+            self.adjusted = np.zeros(model.units)
+        self.synth.reset()
+        self.phase.reset()
+
+
+class Engine:
+    """Streaming analysis → model → synthesis, one hop per :meth:`process` call."""
+
+    def __init__(self, bundle: Bundle, *, phase: str = "rtpghi", num_threads: int = 1,
+                 mode: str = "resynth"):
+        self._check_mode(mode)
+        self.frame: FrameConfig = bundle.frame
+        self.hop_length = self.frame.hop_length
+        self.phase = phase
+        self._model = prepare_model(bundle, num_threads=num_threads)
+        self.controls = UnitControls(bundle.units)
+        self.mode = mode
+        self.hops = 0
+        self.retired: queue.SimpleQueue[PreparedModel] = queue.SimpleQueue()
+        R = self.hop_length
+        self.fade_hops = max(1, math.ceil(FADE_SECONDS * self.frame.sample_rate / R))
+        ramp = (np.arange(self.fade_hops * R) + 0.5) / (self.fade_hops * R)
+        self._fade_in = np.sin(0.5 * np.pi * ramp)
+        self._fade_out = np.cos(0.5 * np.pi * ramp)
+        self._gate_up = (np.arange(R) + 0.5) / R  # one-hop linear gate ramp
+        self._gate_down = 1.0 - self._gate_up
+        self._analyzer = StreamAnalyzer(self.frame)
+        self._spec = np.zeros(self.frame.n_bins, dtype=np.complex128)
+        self._in = np.zeros(R)
+        self._mix = np.zeros(R)
+        self._adjusted = np.zeros(bundle.units)
+        self._voices = (_Voice(self.frame, phase), _Voice(self.frame, phase))
+        self._now = self._voices[0]
+        self._now.start(mode, self._model)
+        self._old: _Voice | None = None
+        self._fade_pos = 0
+        self._pending: tuple[str, PreparedModel] | None = None
+        self._silenced = False
+        self._controls_changed()
+
+    # -- state ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_mode(mode: str) -> None:
+        if mode not in c.MODES:
+            raise ControlError(f"mode must be one of {', '.join(c.MODES)}, got {mode!r}")
+
+    @property
+    def model(self) -> PreparedModel:
+        """The model playing now (or fading in)."""
+        return self._model
+
+    def _publish(self) -> None:
+        self.snapshot = EngineSnapshot(self.mode, self._model.name, self._model.units,
+                                       self.controls.snapshot(), self.hops)
+
+    def _controls_changed(self) -> None:
+        self.controls.adjusted(self._adjusted)
+        self._silenced = not self._adjusted.any()
+        self._publish()
+
+    def apply(self, cmd: object) -> bool:
+        """Apply a unit command, SetMode, StepMode or SwapModel; False if not ours.
+
+        Raises ControlError (or ModelError for a model of another frame) and
+        changes nothing when the command cannot be applied.
+        """
+        match cmd:
+            case c.SetMode(mode):
+                self._check_mode(mode)
+                self._switch(mode, self._model)
+            case c.StepMode(delta):
+                mode = c.MODES[(c.MODES.index(self.mode) + int(delta)) % len(c.MODES)]
+                self._switch(mode, self._model)
+            case c.SwapModel(prepared):
+                self._swap(prepared)
+            case _:
+                if not self.controls.apply(cmd):
+                    return False
+                self._controls_changed()
+                return True
+        self._publish()
+        return True
+
+    def _swap(self, prepared: object) -> None:
+        if not isinstance(prepared, PreparedModel):
+            raise ModelError(f"SwapModel needs a PreparedModel (from prepare_model), "
+                             f"got {type(prepared).__name__}")
+        if prepared.frame != self.frame:
+            raise ModelError(
+                f"model {prepared.name!r} has frame {prepared.frame.to_dict()}, the engine "
+                f"plays {self.frame.to_dict()}: restart to change the frame")
+        if prepared.units != self.controls.units:
+            self.controls = UnitControls(prepared.units)
+            self._adjusted = np.zeros(prepared.units)
+        old = self._model
+        self._model = prepared
+        self._switch(self.mode, prepared)
+        self._controls_changed()
+        if old is not prepared:
+            self.retired.put(old)  # closed by release_retired(), off the audio thread
+
+    def release_retired(self) -> int:
+        """Close models swapped out; call from a control thread.  Returns how many."""
+        n = 0
+        while True:
+            try:
+                model = self.retired.get_nowait()
+            except queue.Empty:
+                return n
+            if model is not self._model and all(v.model is not model for v in self._voices):
+                model.close()
+            n += 1
+
+    def _switch(self, mode: str, model: PreparedModel) -> None:
+        self.mode = mode
+        if self._old is not None:  # mid-fade: play it out, then go on from there
+            self._pending = (mode, model)
+            return
+        now = self._now
+        if now.mode == mode and now.model is model:
+            return
+        self._begin_fade(mode, model)
+
+    def _begin_fade(self, mode: str, model: PreparedModel) -> None:
+        old = self._now
+        new = self._voices[1] if old is self._voices[0] else self._voices[0]
+        new.start(mode, model)
+        self._take_controls(new)
+        new.level = 0.0 if self._gated(new) else 1.0
+        self._old, self._now, self._fade_pos = old, new, 0
+
+    # -- the hop -------------------------------------------------------------------------
+    def process(self, block: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """One hop: ``block`` (hop_length samples, -1..1; ignored in generate mode) in,
+        ``out`` (hop_length, float) filled and returned.  Allocates nothing."""
+        self._in[:] = block  # float64 copy: the analyzer wants a contiguous float hop
+        self._analyzer.push(self._in, out=self._spec)
+        now, old = self._now, self._old
+        self._render(now)
+        if old is None:
+            out[:] = now.out
+        else:
+            self._render(old)
+            R = self.hop_length
+            pos = self._fade_pos
+            np.multiply(now.out, self._fade_in[pos:pos + R], out=self._mix)
+            out[:] = self._mix
+            np.multiply(old.out, self._fade_out[pos:pos + R], out=self._mix)
+            out += self._mix
+            self._fade_pos = pos + R
+            if self._fade_pos >= len(self._fade_in):
+                self._old = None
+                if self._pending is not None:
+                    mode, model = self._pending
+                    self._pending = None
+                    if mode != now.mode or model is not now.model:
+                        self._begin_fade(mode, model)
+        self.hops += 1
+        return out
+
+    def _take_controls(self, v: _Voice) -> None:
+        if v.model is self._model:  # an outgoing model keeps the controls it had
+            v.adjusted[:] = self._adjusted
+            v.silenced = self._silenced
+
+    @staticmethod
+    def _gated(v: _Voice) -> bool:
+        return v.mode != "original" and v.silenced
+
+    def _render(self, v: _Voice) -> None:
+        """Fill ``v.out`` with this hop of voice ``v``."""
+        model = v.model
+        if v.mode == "original":
+            v.synth.push(self._spec, out=v.out)
+            return
+        self._take_controls(v)
+        if v.mode == "resynth":
+            np.abs(self._spec, out=v.mag_in)
+            model.encode(v.mag_in, out=v.units)
+            v.units *= v.adjusted
+            model.decode(v.units, out=v.mag)
+            # Y = |Y| · X/|X|: the input's phase on the decoded magnitudes.
+            np.maximum(v.mag_in, _TINY, out=v.mag_in)
+            np.divide(v.mag, v.mag_in, out=v.mag)
+            np.multiply(self._spec, v.mag, out=v.spec)
+        else:
+            model.unit_values(v.adjusted, out=v.units)
+            model.decode(v.units, out=v.mag)
+            v.phase.synthesize(v.mag, v.spec)
+        v.synth.push(v.spec, out=v.out)
+        self._gate(v)
+
+    def _gate(self, v: _Voice) -> None:
+        """Silence a model voice when every unit is zeroed or muted (Set), over one hop.
+
+        The decoder of all-zero units still outputs its bias spectrum (a drone
+        with no musical meaning); Set means the model contributes nothing.
+        """
+        target = 0.0 if self._gated(v) else 1.0
+        if target == v.level:
+            if target == 0.0:
+                v.out[:] = 0.0
+            return
+        v.out *= self._gate_down if target == 0.0 else self._gate_up
+        v.level = target
+
+    def close(self) -> None:
+        self.release_retired()
+        self._model.close()
+
+    def __repr__(self) -> str:
+        return (f"<Engine {self._model.name!r} mode={self.mode} hop={self.hop_length} "
+                f"phase={self.phase} hops={self.hops}>")
