@@ -95,8 +95,6 @@ class PreparedModel:
         self._lo = lo.copy()
         self._rise_low = mid - lo
         self._rise_high = hi - mid
-        self._span = hi - lo
-        self._t = np.zeros(self.units)
         self._seg = np.zeros(self.units)
 
     def encode(self, mag: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -115,25 +113,19 @@ class PreparedModel:
     def unit_values(self, adjusted: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Generate mode: adjusted control values a = gain×scale×(0 if muted) → unit values.
 
-        Piecewise linear per unit through (a=0, min), (a=0.5, mean), (a=1, max)
-        of the unit's activations on the training data, continued with the
-        slope (max - min) for a in 1..2 (the knob's boost beyond the seen range).
-        So a fader at half with the knob at 1 plays the unit's typical value,
-        every fader position moves the sound, and the bottom is the unit's
-        quietest seen value.
+        Piecewise linear per unit through (a=0, min), (a=1, mean), (a=2, max)
+        of the unit's activations on the training data.  So the reset state
+        (gain 1, scale 1) and any fader × knob product of 1 play each unit's
+        typical value, every position moves the sound, the bottom is the
+        unit's quietest seen value and the top (fader up, knob full) its loudest.
         """
-        t, seg = self._t, self._seg
-        np.multiply(adjusted, 2.0, out=t)
-        np.clip(t, 0.0, 1.0, out=seg)
+        seg = self._seg
+        np.clip(adjusted, 0.0, 1.0, out=seg)
         np.multiply(seg, self._rise_low, out=out)
         out += self._lo
-        t -= 1.0
-        np.clip(t, 0.0, 1.0, out=seg)
-        seg *= self._rise_high
-        out += seg
         np.subtract(adjusted, 1.0, out=seg)
-        np.maximum(seg, 0.0, out=seg)
-        seg *= self._span
+        np.clip(seg, 0.0, 1.0, out=seg)
+        seg *= self._rise_high
         out += seg
         return out
 
