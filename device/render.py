@@ -1,0 +1,204 @@
+"""``aesynth render``: the engine offline, file in, WAV out, with timed control changes.
+
+For listening and for tests: the same :class:`device.engine.Engine` the
+instrument runs, hop by hop, as fast as the CPU allows.
+
+Controls file (JSON): a list of events, each an object with ``"t"`` (seconds
+from the start of the output, >= 0) and one or more changes; events are
+applied, in order of ``t`` (ties in file order), at the first hop boundary at
+or after ``t``::
+
+    [{"t": 1.5, "gain": [0, 0.3]},        # unit 0's fader to 0.3 (0..1)
+     {"t": 1.5, "scale": [2, 1.8]},       # unit 2's knob to 1.8 (0..2)
+     {"t": 2.0, "mute": 3},               # toggle unit 3's mute
+     {"t": 2.0, "muted": [4, true]},      # set unit 4's mute
+     {"t": 2.2, "zero": true},            # Set: every unit to 0
+     {"t": 2.4, "reset": true},           # Record: every unit back to 1, unmuted
+     {"t": 2.5, "mode": "generate"}]      # original | resynth | generate
+
+Within one event the changes apply in the order above.  Generate mode ignores
+the input; ``--seconds`` sets the output length (default: the input's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from device import commands as c
+from device.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+EVENT_KEYS = ("gain", "scale", "mute", "muted", "zero", "reset", "mode")
+
+
+@dataclass(frozen=True)
+class TimedCommand:
+    t: float
+    command: object
+
+
+def _pair(where: str, v: Any, boolean: bool = False) -> tuple[int, Any]:
+    """[unit, number] (or [unit, true|false] when ``boolean``)."""
+    ok = isinstance(v, list) and len(v) == 2 and isinstance(v[0], int) \
+        and not isinstance(v[0], bool)
+    if ok:
+        ok = isinstance(v[1], bool) if boolean else (
+            isinstance(v[1], int | float) and not isinstance(v[1], bool))
+    if not ok:
+        what = "true|false" if boolean else "number"
+        raise ConfigError(f"{where} must be [unit, {what}], got {v!r}")
+    return v[0], v[1]
+
+
+def parse_controls(events: Any, *, source: str = "controls") -> list[TimedCommand]:
+    """The timed command list of a controls document (see the module docstring)."""
+    if not isinstance(events, list):
+        raise ConfigError(f"{source} must be a JSON list of events, got "
+                          f"{type(events).__name__}")
+    out: list[TimedCommand] = []
+    for i, ev in enumerate(events):
+        where = f"{source}[{i}]"
+        if not isinstance(ev, dict):
+            raise ConfigError(f"{where} must be an object, got {ev!r}")
+        t = ev.get("t")
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) \
+                or t < 0:
+            raise ConfigError(f"{where}.t must be seconds >= 0, got {t!r}")
+        unknown = sorted(set(ev) - {"t", *EVENT_KEYS})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: t, "
+                              f"{', '.join(EVENT_KEYS)}")
+        if len(ev) == 1:
+            raise ConfigError(f"{where} changes nothing: give one of {', '.join(EVENT_KEYS)}")
+        for key in EVENT_KEYS:
+            if key not in ev:
+                continue
+            v = ev[key]
+            if key == "gain":
+                cmd: object = c.SetGain(*_pair(f"{where}.gain", v))
+            elif key == "scale":
+                cmd = c.SetScale(*_pair(f"{where}.scale", v))
+            elif key == "mute":
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ConfigError(f"{where}.mute must be a unit number, got {v!r}")
+                cmd = c.ToggleMute(v)
+            elif key == "muted":
+                cmd = c.SetMute(*_pair(f"{where}.muted", v, True))
+            elif key in ("zero", "reset"):
+                if v is not True:
+                    raise ConfigError(f"{where}.{key} must be true, got {v!r}")
+                cmd = c.ZeroAll() if key == "zero" else c.ResetAll()
+            else:
+                if v not in c.MODES:
+                    raise ConfigError(f"{where}.mode must be one of {', '.join(c.MODES)}, "
+                                      f"got {v!r}")
+                cmd = c.SetMode(v)
+            out.append(TimedCommand(float(t), cmd))
+    out.sort(key=lambda tc: tc.t)  # stable: ties keep file order
+    return out
+
+
+def load_controls(path: str | os.PathLike) -> list[TimedCommand]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read controls file {os.fspath(path)!r}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"controls file {os.fspath(path)!r} is not valid JSON: {e}") from None
+    return parse_controls(doc, source=os.path.basename(os.fspath(path)))
+
+
+def render(engine: Any, samples: np.ndarray, controls: list[TimedCommand] = (),
+           *, n_samples: int | None = None) -> np.ndarray:
+    """Run ``engine`` over ``samples`` (mono, the engine's rate) hop by hop.
+
+    Returns ``n_samples`` (default ``len(samples)``) output samples, float32;
+    the input is zero-padded past its end.  Commands apply at the first hop
+    boundary at or after their time.
+    """
+    R = engine.hop_length
+    rate = engine.frame.sample_rate
+    n = len(samples) if n_samples is None else n_samples
+    hops = -(-n // R)
+    x = np.zeros(hops * R)
+    m = min(len(samples), len(x))
+    x[:m] = samples[:m]
+    y = np.zeros(hops * R)
+    block_out = np.zeros(R)
+    pending = list(controls)
+    k = 0
+    for h in range(hops):
+        while k < len(pending) and pending[k].t * rate <= h * R:
+            engine.apply(pending[k].command)
+            k += 1
+        engine.process(x[h * R:(h + 1) * R], block_out)
+        y[h * R:(h + 1) * R] = block_out
+    return y[:n].astype(np.float32)
+
+
+def add_parser(subparsers: Any) -> None:
+    from device.phase import PHASES
+
+    p = subparsers.add_parser(
+        "render", help="run the engine offline: audio file in, WAV out",
+        description="Run the engine offline over an audio file, with a timed list of control "
+                    "changes (JSON; see device/render.py), and write a WAV.")
+    p.add_argument("--model", required=True, help="model bundle (directory or .zip)")
+    p.add_argument("--mode", choices=c.MODES, default="resynth", help="starting mode")
+    p.add_argument("--in", dest="input", help="input audio file (any format soundfile "
+                   "reads); required unless --mode generate with --seconds")
+    p.add_argument("--out", required=True, help="output WAV file")
+    p.add_argument("--controls", help="JSON file of timed control changes")
+    p.add_argument("--phase", choices=PHASES, default="rtpghi",
+                   help="phase for generate mode (default rtpghi)")
+    p.add_argument("--seconds", type=float, help="output length (default: the input's)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import soundfile as sf
+
+    from device.audio import FileSource
+    from device.bundle import read_bundle
+    from device.engine import Engine
+    from device.errors import AesynthError
+
+    try:
+        bundle = read_bundle(args.model)
+        controls = load_controls(args.controls) if args.controls else []
+        rate = bundle.frame.sample_rate
+        if args.input:
+            samples = FileSource.load(args.input, rate).samples
+        elif args.mode == "generate" and args.seconds:
+            samples = np.zeros(0, dtype=np.float32)
+        else:
+            raise ConfigError("--in is required (only --mode generate with --seconds "
+                              "renders without input)")
+        if args.seconds is not None and not 0 < args.seconds <= 3600:
+            raise ConfigError(f"--seconds must be in 0..3600, got {args.seconds}")
+        n = len(samples) if args.seconds is None else int(round(args.seconds * rate))
+        engine = Engine(bundle, phase=args.phase, mode=args.mode)
+        try:
+            y = render(engine, samples, controls, n_samples=n)
+        finally:
+            engine.close()
+    except AesynthError as e:
+        print(f"aesynth render: {e}")
+        return 1
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    if peak > 1.0:
+        log.warning("output peaks at %.2f (> 1): clipped in the WAV", peak)
+    sf.write(args.out, np.clip(y, -1.0, 1.0), rate, subtype="PCM_16")
+    print(f"wrote {args.out}: {len(y) / rate:.2f} s at {rate} Hz, mode {args.mode}, "
+          f"{len(controls)} control change(s), peak {peak:.3f}")
+    return 0
