@@ -161,6 +161,7 @@ class RTPGHI:
         self._right = np.zeros(n, dtype=np.intp)
         self._valley = np.zeros(n, dtype=np.intp)
         self._owner = np.zeros(n, dtype=np.intp)
+        self._scratch = np.zeros(n, dtype=np.intp)
         self._gather = np.zeros(n)
         self._quiet = np.zeros(n, dtype=bool)
         self._frames = 0
@@ -204,16 +205,16 @@ class RTPGHI:
         if not first:
             phase += step
         # frequency integration from peaks: cum[m] = Σ_{j<m} (φ_ω[j] + φ_ω[j+1]) / 2
-        cum = self._cum
-        cum[0] = 0.0
-        np.add(fg[:-1], fg[1:], out=cum[1:])
-        cum[1:] *= 0.5
-        np.cumsum(cum, out=cum)
+        cum, inc = self._cum, self._gather  # (accumulating in place would copy)
+        inc[0] = 0.0
+        np.add(fg[:-1], fg[1:], out=inc[1:])
+        inc[1:] *= 0.5
+        np.cumsum(inc, out=cum)
         self._assign_lobes(cur)
         if self._left[-1] >= 0:  # at least one peak: spread the peaks' phases over lobes
             owner, g = self._owner, self._gather
-            np.take(phase, owner, out=g)
-            g -= np.take(cum, owner, out=self._step)
+            np.take(phase, owner, out=g, mode="clip")  # "raise" buffers a copy
+            g -= np.take(cum, owner, out=self._step, mode="clip")
             g += cum
             quiet = self._quiet
             np.less(cur, cur.max() - self._tol, out=quiet)
@@ -233,22 +234,23 @@ class RTPGHI:
         peak[1:-1] &= b
         idx, left, right, valley = self._idx, self._left, self._right, self._valley
         # nearest peak at or left of m (-1 if none)
-        left[:] = -1
-        np.copyto(left, idx, where=peak)
-        np.maximum.accumulate(left, out=left)
+        # (each accumulates from a scratch buffer: accumulating in place copies)
+        scratch = self._scratch
+        scratch[:] = -1
+        np.copyto(scratch, idx, where=peak)
+        np.maximum.accumulate(scratch, out=left)
         # nearest peak at or right of m (n if none)
-        right[:] = n
-        np.copyto(right, idx, where=peak)
-        rv = right[::-1]
-        np.minimum.accumulate(rv, out=rv)
+        scratch[:] = n
+        np.copyto(scratch, idx, where=peak)
+        np.minimum.accumulate(scratch[::-1], out=right[::-1])
         # last valley (local minimum) at or left of m
-        valley[:] = -1
+        scratch[:] = -1
         b2 = self._tmp_b2
         np.less_equal(s[1:-1], s[:-2], out=b)
         np.less(s[1:-1], s[2:], out=b2)
         b &= b2
-        np.copyto(valley[1:-1], idx[1:-1], where=b)
-        np.maximum.accumulate(valley, out=valley)
+        np.copyto(scratch[1:-1], idx[1:-1], where=b)
+        np.maximum.accumulate(scratch, out=valley)
         # m belongs to its left peak unless a valley lies between that peak and m
         owner, use_left, w = self._owner, self._use_left, self._tmp_n
         np.copyto(owner, right)
