@@ -83,6 +83,7 @@ class PreparedModel:
         self._x = np.zeros((1, n), dtype=np.float32)
         self._h = np.zeros((1, self.units), dtype=np.float32)
         self._y = np.zeros((1, n), dtype=np.float32)
+        self._f64 = np.zeros(n)
         stats = bundle.unit_stats
         if stats is None:
             log.warning("%s has no unit_stats: generate mode assumes units in 0..1, mean 0.5",
@@ -99,7 +100,9 @@ class PreparedModel:
 
     def encode(self, mag: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Magnitudes (n_bins) → hidden units (units, float64 ``out``)."""
-        self.normaliser.forward(mag, out=self._x[0])
+        # In float64 first: a mixed float64→float32 ufunc would allocate a cast buffer.
+        self.normaliser.forward(mag, out=self._f64)
+        self._x[0] = self._f64
         self.encoder.run(self._x, out=self._h)
         out[:] = self._h[0]
         return out
@@ -108,7 +111,8 @@ class PreparedModel:
         """Hidden units (units) → magnitudes (n_bins, float64 ``out``, never negative)."""
         self._h[0] = units
         self.decoder.run(self._h, out=self._y)
-        return self.normaliser.inverse(self._y[0], out=out)
+        out[:] = self._y[0]  # a plain cast copy; float32 inputs to ufuncs would buffer
+        return self.normaliser.inverse(out, out=out)
 
     def unit_values(self, adjusted: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Generate mode: adjusted control values a = gain×scale×(0 if muted) → unit values.
@@ -349,7 +353,9 @@ class Engine:
             # Y = |Y| · X/|X|: the input's phase on the decoded magnitudes.
             np.maximum(v.mag_in, _TINY, out=v.mag_in)
             np.divide(v.mag, v.mag_in, out=v.mag)
-            np.multiply(self._spec, v.mag, out=v.spec)
+            # Part by part: complex × float would allocate a cast buffer.
+            np.multiply(self._spec.real, v.mag, out=v.spec.real)
+            np.multiply(self._spec.imag, v.mag, out=v.spec.imag)
         else:
             model.unit_values(v.adjusted, out=v.units)
             model.decode(v.units, out=v.mag)
