@@ -267,3 +267,18 @@ def test_process_allocates_nothing_per_hop(tiny, phase):
             assert peak - start < 4096, f"{mode}: peak {peak - start} bytes above start"
     finally:
         tracemalloc.stop()
+
+
+def test_the_click_bound_catches_a_hard_cut(default):
+    """The bound above is not vacuous: with the fade ramps replaced by a cut,
+    resynth → generate steps past it (0.057 vs a bound of 0.027 here)."""
+    engine = Engine(default, mode="resynth", phase="rtpghi")
+    engine._fade_in[:] = 1.0  # a hard cut at the hop boundary
+    engine._fade_out[:] = 0.0
+    x = clip("aztec", seconds=1.0)
+    R, at = engine.hop_length, 40
+    y = run(engine, x, {at: [c.SetMode("generate")]})
+    fade = engine.fade_hops * R
+    before = max_step(y[(at - 20) * R:at * R])
+    after = max_step(y[at * R + fade + R:at * R + fade + 21 * R])
+    assert max_step(y[at * R - 1:at * R + fade + R]) > 1.25 * max(before, after)
