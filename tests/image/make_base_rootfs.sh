@@ -17,10 +17,12 @@ include=systemd,systemd-sysv,udev,dbus,python3,libasound2,alsa-utils,kmod,sudo,o
 [ -d "$dest" ] && { echo "$dest exists"; exit 0; }
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/../../image/binfmt.sh"
-tmp="$dest.tmp"
-rm -rf "$tmp"
+tmp=$(mktemp -d "$dest.tmp.XXXXXX")  # unique: two runs never share a half-made tree
+trap 'rm -rf "$tmp"' EXIT
 debootstrap --arch=arm64 --variant=minbase --include="$include" bookworm "$tmp" "$mirror"
 # Like Raspberry Pi OS: apt lists are not needed on the card.
 rm -rf "$tmp"/var/lib/apt/lists/* "$tmp"/var/cache/apt/archives/*.deb
-mv "$tmp" "$dest"
+chmod 0755 "$tmp"
+mv -T "$tmp" "$dest"
+trap - EXIT
 echo "base rootfs ready: $dest ($(du -sh "$dest" | cut -f1))"

@@ -13,6 +13,7 @@ tests fail (never skip) when something is missing.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -47,10 +48,21 @@ def _prepare() -> None:
 
 
 @pytest.fixture(scope="session")
-def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def card_lock() -> Iterator[None]:
+    """One session at a time builds and boots from cache/image (shared by checkouts' runs)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def card(card_lock: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The card image, built this session from the cached synthetic base."""
     _prepare()
-    CACHE.mkdir(parents=True, exist_ok=True)
     rootfs, base = CACHE / "base-rootfs", CACHE / "base.img"
     if not rootfs.is_dir():
         subprocess.run([str(REPO / "tests/image/make_base_rootfs.sh"), str(rootfs)], check=True)
