@@ -185,7 +185,7 @@ update_box() {
   local stage
   stage=$(mktemp -d /tmp/aesynth-flash.XXXXXX)
   trap 'rm -rf "$stage"' EXIT
-  "$repo/.venv/bin/python" -m pip wheel -q --no-deps --no-build-isolation -w "$stage" "$repo" >/dev/null
+  "$repo/.venv/bin/python" -m pip wheel -q --no-deps -w "$stage" "$repo" >/dev/null
   cp -r "$repo/models" "$stage/models"
   [ -z "$config" ] || cp "$config" "$stage/config.toml"
   local remote=/tmp/aesynth-update
