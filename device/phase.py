@@ -139,9 +139,11 @@ class RTPGHI:
         self._t_scale = a * M / self.gamma / 2.0  # /2: centred difference over 2 bins
         self._f_scale = -self.gamma / (a * M) / 2.0
         # PGHI assumes a window centred on time 0; ours starts the frame, so
-        # each bin also turns by -2π·c/M, c the window's centre of mass.
+        # each bin also turns by -2π·c/M, c the centre of the window's energy
+        # (w², as for γ): for the asymmetric pair that is 1387, not the 1269 of
+        # w, and worth about 1.5 dB of spectral convergence at low latency.
         w = np.asarray(frame.analysis_window)
-        self._f_offset = -2.0 * np.pi * float(np.dot(np.arange(len(w)), w) / w.sum()) / M
+        self._f_offset = -2.0 * np.pi * float(np.dot(np.arange(len(w)), w * w) / np.dot(w, w)) / M
         self._omega = 2.0 * np.pi * a * np.arange(n) / M
         self._tol = tol_db / 20.0 * np.log(10.0)  # natural-log amplitude
         self._idx = np.arange(n)
