@@ -211,18 +211,23 @@ class RTPGHI:
         inc[0] = 0.0
         np.add(fg[:-1], fg[1:], out=inc[1:])
         inc[1:] *= 0.5
-        np.cumsum(inc, out=cum)
+        inc.cumsum(out=cum)  # the method: np.cumsum's Python wrapper costs µs
         self._assign_lobes(cur)
         if self._left[-1] >= 0:  # at least one peak: spread the peaks' phases over lobes
             owner, g = self._owner, self._gather
-            np.take(phase, owner, out=g, mode="clip")  # "raise" buffers a copy
-            g -= np.take(cum, owner, out=self._step, mode="clip")
+            phase.take(owner, out=g, mode="clip")  # "raise" buffers a copy
+            g -= cum.take(owner, out=self._step, mode="clip")
             g += cum
             quiet = self._quiet
             np.less(cur, cur.max() - self._tol, out=quiet)
             np.copyto(g, phase, where=quiet)
             phase[:] = g
-        np.remainder(phase, 2.0 * np.pi, out=phase)
+        # Wrap to [-π, π] (keeps cos/sin exact); rint is 3x faster than remainder.
+        turns = self._step
+        np.multiply(phase, 1.0 / (2.0 * np.pi), out=turns)
+        np.rint(turns, out=turns)
+        turns *= 2.0 * np.pi
+        phase -= turns
         return _polar(self._mag[0], phase, out)
 
     def _assign_lobes(self, s: np.ndarray) -> None:
@@ -260,4 +265,5 @@ class RTPGHI:
         np.greater_equal(right, n, out=w)  # no peak to the right: the left one
         use_left |= w
         np.copyto(owner, left, where=use_left)
-        np.clip(owner, 0, n - 1, out=owner)
+        np.minimum(owner, n - 1, out=owner)  # ufuncs: np.clip's wrapper costs µs
+        np.maximum(owner, 0, out=owner)
