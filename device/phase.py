@@ -239,7 +239,7 @@ class RTPGHI:
         np.greater(s[1:-1], s[:-2], out=peak[1:-1])
         np.greater_equal(s[1:-1], s[2:], out=b)
         peak[1:-1] &= b
-        idx, left, right, valley = self._idx, self._left, self._right, self._valley
+        idx, left, right = self._idx, self._left, self._right
         # nearest peak at or left of m (-1 if none)
         # (each accumulates from a scratch buffer: accumulating in place copies)
         scratch = self._scratch
@@ -250,20 +250,15 @@ class RTPGHI:
         scratch[:] = n
         np.copyto(scratch, idx, where=peak)
         np.minimum.accumulate(scratch[::-1], out=right[::-1])
-        # last valley (local minimum) at or left of m
-        scratch[:] = -1
-        b2 = self._tmp_b2
-        np.less_equal(s[1:-1], s[:-2], out=b)
-        np.less(s[1:-1], s[2:], out=b2)
-        b &= b2
-        np.copyto(scratch[1:-1], idx[1:-1], where=b)
-        np.maximum.accumulate(scratch, out=valley)
-        # m belongs to its left peak unless a valley lies between that peak and m
+        # m belongs to its left peak on a falling slope (s[m] >= s[m+1]: between
+        # that peak and the valley) and to its right peak on a rising one; the
+        # same split as at the valley, without finding valleys.
         owner, use_left, w = self._owner, self._use_left, self._tmp_n
-        np.copyto(owner, right)
-        np.less(valley, left, out=use_left)  # also False where left == -1 <= valley
+        np.greater_equal(s[:-1], s[1:], out=use_left[:-1])
+        use_left[-1] = True
         np.greater_equal(right, n, out=w)  # no peak to the right: the left one
         use_left |= w
+        np.greater_equal(left, 0, out=w)  # no peak to the left: the right one
+        use_left &= w
+        np.copyto(owner, right)
         np.copyto(owner, left, where=use_left)
-        np.minimum(owner, n - 1, out=owner)  # ufuncs: np.clip's wrapper costs µs
-        np.maximum(owner, 0, out=owner)
