@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 SOURCES = ("line", "file", "none")
 SAMPLE_FORMATS = ("FLOAT_LE", "S16_LE")
 PACINGS = ("auto", "device", "clock")
-_COST_RING = 1 << 14  # the most recent per-hop costs (~95 s at hop 128)
+_DRAIN_PER_HOP = 64   # commands applied per hop at most; the rest wait, in order, for the next
 _HIST_US = 50_000     # per-hop cost histogram over the whole run: 1 µs bins up to 50 ms
 _PUBLISH_EVERY_S = 0.05
 
@@ -315,9 +315,9 @@ class AudioLoop:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._failure: BaseException | None = None
-        self._costs = np.zeros(_COST_RING, dtype=np.int64)  # ns per hop, a ring
         self._hist = np.zeros(_HIST_US, dtype=np.int64)     # hops by cost in whole µs
-        self._counts = {"hops": 0, "underruns": 0, "overruns": 0, "reconnects": 0, "max_ns": 0}
+        self._counts = {"hops": 0, "underruns": 0, "overruns": 0, "reconnects": 0, "max_ns": 0,
+                        "last_ns": 0}
         self.stats = AudioStats(playing=source.playing, source=source.kind)
         self.first_period_at: float | None = None  # time.monotonic() of the first write
         self._granted: dict[str, int] | None = None
@@ -335,12 +335,19 @@ class AudioLoop:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread and close the PCMs; idempotent."""
+        """Stop the thread and close the PCMs; idempotent.
+
+        The PCMs are closed only once the thread has ended: a thread still
+        blocked in an ALSA read/write (the GIL released) would otherwise use a
+        closed PCM, and one in the reconnect loop could reopen after the close.
+        """
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                log.warning("audio thread did not stop within %.1f s", timeout)
+                log.warning("audio thread did not stop within %.1f s; leaving its ALSA PCMs "
+                            "open (closing them under it could crash)", timeout)
+                return
         self._close_pcms()
 
     close = stop
@@ -359,11 +366,6 @@ class AudioLoop:
     def failure(self) -> BaseException | None:
         """The exception that ended the thread, if one did."""
         return self._failure
-
-    def hop_costs_us(self) -> np.ndarray:
-        """Engine cost of recent hops in µs (a copy; up to the last 16384 hops)."""
-        n = min(self._counts["hops"], _COST_RING)
-        return self._costs[:n].astype(np.float64) / 1000.0
 
     def hop_cost_percentiles(self, percents: tuple[float, ...] = (50, 99, 99.9)
                              ) -> dict[str, float]:
@@ -518,10 +520,11 @@ class AudioLoop:
         src, engine, recorder = self.source, self.engine, self.recorder
         hops, cap_views, play_views = self._hops, self._cap_views, self._play_views
         hop_in, out, wire, scratch = self._hop_in, self._out, self._wire, self._scratch
-        costs, counts, hist = self._costs, self._counts, self._hist
+        counts, hist = self._counts, self._hist
         top = _HIST_US - 1
         stopping, perf = self._stopping, time.perf_counter_ns
         is_float = self._dtype == np.float32
+        cap_bytes = self._granted["capture"] * np.dtype(self._dtype).itemsize
         clock = self.config.clock_paced()
         period_s = self._chunk / self.sample_rate
         self._publish(connected=True, error=None)
@@ -533,7 +536,9 @@ class AudioLoop:
             if cap is not None:
                 for view in cap_views:
                     n, data = cap.read()  # pyalsaaudio allocates the bytes; we copy them once
-                    if n < 0 or len(data) == 0:  # overrun (-EPIPE): already re-prepared
+                    # -EPIPE is an overrun (already re-prepared); a short read loses
+                    # samples just the same, and would not fit the view.
+                    if n != len(view) or len(data) != cap_bytes:
                         counts["overruns"] += 1
                         view.fill(0.0)
                     elif is_float:
@@ -546,7 +551,7 @@ class AudioLoop:
                 t0 = perf()
                 engine.process(hop_in, hop_out)
                 cost = perf() - t0
-                costs[counts["hops"] % _COST_RING] = cost
+                counts["last_ns"] = cost
                 hist[min(cost // 1000, top)] += 1
                 counts["hops"] += 1
                 if cost > counts["max_ns"]:
@@ -582,9 +587,16 @@ class AudioLoop:
                 self._publish(connected=True)
 
     def _drain(self) -> None:
-        """Apply every queued command; never blocks (SimpleQueue.empty is lock-free)."""
+        """Apply up to ``_DRAIN_PER_HOP`` queued commands; never blocks.
+
+        A preset recall posts up to 3 commands per unit: applying thousands in
+        one hop would overrun it.  The rest stay queued, in order (this thread
+        is the queue's only reader), for the next hop.
+        """
         q = self.commands
-        while not q.empty():
+        for _ in range(_DRAIN_PER_HOP):
+            if q.empty():  # SimpleQueue.empty is lock-free
+                return
             try:
                 cmd = q.get_nowait()
             except queue.Empty:
@@ -602,6 +614,10 @@ class AudioLoop:
             except AesynthError as e:
                 self.to_control(Rejected(cmd, str(e)))
                 return
+            except Exception as e:  # a malformed command must not stop the sound
+                # Not logged here (no I/O on this thread): the control thread logs it.
+                self.to_control(Rejected(cmd, f"{type(e).__name__}: {e}"))
+                return
             if handled:
                 return
             self.to_control(cmd)
@@ -611,7 +627,7 @@ class AudioLoop:
     def _publish(self, *, connected: bool, error: str | None = None) -> None:
         counts = self._counts
         n = counts["hops"]
-        last = self._costs[(n - 1) % _COST_RING] / 1000.0 if n else 0.0
+        last = counts["last_ns"] / 1000.0
         self.stats = AudioStats(
             hops=n, xruns=counts["underruns"] + counts["overruns"],
             underruns=counts["underruns"], overruns=counts["overruns"],

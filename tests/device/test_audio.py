@@ -8,6 +8,7 @@ import os
 import queue
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -310,6 +311,139 @@ def test_card_that_disappears_is_reopened_while_commands_still_apply(alsa):
     assert loop.stats.reconnects == 1 and opener.opened == 2
     assert loop.failure is None
 
+
+
+# -- faults on the audio thread ------------------------------------------------------
+class Hooked:
+    """Opens real ALSA PCMs whose read/write can be made to misbehave, and records closes."""
+
+    def __init__(self) -> None:
+        self.short_reads = 0              # how many reads still to return half a period
+        self.block_writes = threading.Event()
+        self.blocked = threading.Event()  # set while a write is held
+        self.release = threading.Event()
+        self.closed: list[str] = []
+
+    def __call__(self, kind, device, **kw):
+        return _HookedPcm(open_pcm(kind, device, **kw), kind, self)
+
+
+class _HookedPcm:
+    def __init__(self, pcm, kind: str, owner: Hooked):
+        self.pcm, self.kind, self.owner = pcm, kind, owner
+
+    def read(self):
+        n, data = self.pcm.read()
+        if self.owner.short_reads > 0 and n > 1:
+            self.owner.short_reads -= 1
+            return n // 2, data[:len(data) // 2]
+        return n, data
+
+    def write(self, data):
+        if self.owner.block_writes.is_set():  # like a card that stopped consuming
+            self.owner.blocked.set()
+            self.owner.release.wait(30)
+        return self.pcm.write(data)
+
+    def info(self):
+        return self.pcm.info()
+
+    def close(self):
+        self.owner.closed.append(self.kind)
+        self.pcm.close()
+
+
+def hooked_loop(engine, source, opener):
+    cfg = AudioConfig(playback_device="play_file", capture_device="cap_file", realtime=False,
+                      pacing="device")
+    to_control: list[object] = []
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    loop = AudioLoop(engine, source, sample_rate=RATE, commands=q, to_control=to_control.append,
+                     config=cfg, pcm_opener=opener)
+    return loop, q, to_control
+
+
+def test_stop_leaves_the_pcms_open_while_the_thread_is_still_in_a_write(alsa, caplog):
+    opener = Hooked()
+    loop, _, _ = hooked_loop(PassThrough(), SilentSource(), opener)
+    loop.start()
+    wait_for(lambda: loop.stats.hops >= 10)
+    opener.block_writes.set()
+    wait_for(opener.blocked.is_set)
+    loop.stop(timeout=0.2)
+    assert loop.running, "the write is still held"
+    assert opener.closed == [], "closing a PCM under a thread inside write() is a use-after-free"
+    assert "did not stop" in caplog.text
+    opener.release.set()
+    wait_for(lambda: not loop.running)
+    loop.stop()
+    assert opener.closed == ["playback"]
+    assert loop.failure is None
+
+
+def test_short_capture_read_counts_as_an_overrun_and_the_thread_goes_on(alsa):
+    write_raw(alsa / "in.raw", ramp(RATE * 4))
+    opener = Hooked()
+    opener.short_reads = 3
+    loop, _, _ = hooked_loop(PassThrough(), LineSource(), opener)
+    loop.start()
+    wait_for(lambda: loop.stats.hops >= 100)
+    loop.stop()
+    assert loop.failure is None
+    assert loop.stats.overruns == 3 and opener.short_reads == 0
+
+
+def test_a_command_the_engine_chokes_on_is_rejected_and_the_sound_goes_on(alsa):
+    class Choking(PassThrough):
+        def apply(self, cmd):
+            if isinstance(cmd, c.SetGain) and not isinstance(cmd.value, float):
+                raise TypeError(f"gain value must be a float, got {cmd.value!r}")
+            return super().apply(cmd)
+
+    engine = Choking()
+    loop, q, to_control = hooked_loop(engine, SilentSource(), Hooked())
+    loop.start()
+    q.put(c.SetGain(1, "loud"))
+    q.put(c.SetGain(2, 0.5))
+    wait_for(lambda: engine.controls.gain[2] == 0.5)
+    hops = loop.stats.hops
+    wait_for(lambda: loop.stats.hops > hops + 10)
+    loop.stop()
+    assert loop.failure is None
+    assert len(to_control) == 1 and isinstance(to_control[0], Rejected)
+    assert to_control[0].command == c.SetGain(1, "loud")
+    assert "TypeError: gain value must be a float, got 'loud'" in to_control[0].error
+
+
+def test_a_flood_of_commands_is_spread_over_hops_in_order(alsa):
+    class Journal(PassThrough):
+        def __init__(self):
+            super().__init__()
+            self.events: list[object] = []
+
+        def process(self, block, out):
+            self.events.append("hop")
+            return super().process(block, out)
+
+        def apply(self, cmd):
+            self.events.append(cmd)
+            return super().apply(cmd)
+
+    engine = Journal()
+    loop, q, _ = hooked_loop(engine, SilentSource(), Hooked())
+    posted = [c.SetGain(k % 8, (k % 100) / 100) for k in range(1000)]
+    for cmd in posted:
+        q.put(cmd)
+    loop.start()
+    wait_for(lambda: q.empty() and loop.stats.hops >= 20)
+    loop.stop()
+    applied = [e for e in engine.events if e != "hop"]
+    assert applied == posted, "commands must be applied in the order posted"
+    run, longest = 0, 0
+    for e in engine.events:
+        run = 0 if e == "hop" else run + 1
+        longest = max(longest, run)
+    assert longest == 64, f"at most 64 commands a hop (and the cap reached), got {longest}"
 
 # -- paced by JACK's dummy driver --------------------------------------------------
 @pytest.fixture(scope="module")
