@@ -63,7 +63,15 @@ class KeyboardButtons:
             ready, _, _ = select.select([self._fd], [], [], 0.1)
             if not ready:
                 continue
-            key = os.read(self._fd, 1).decode(errors="replace")
+            try:
+                data = os.read(self._fd, 1)
+            except OSError as e:  # the terminal went away (EIO)
+                log.warning("keyboard buttons stopped: %s", e)
+                return
+            if not data:  # end of input (hung-up terminal): select stays ready, so stop
+                log.warning("keyboard buttons stopped: end of input")
+                return
+            key = data.decode(errors="replace")
             cmd = command_for(key)
             if cmd is not None:
                 self.post(cmd)
@@ -74,7 +82,10 @@ class KeyboardButtons:
         self._closing.set()
         if self._thread is not None:
             self._thread.join(1.0)
-        termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+        try:
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+        except termios.error as e:  # a hung-up terminal has nothing left to restore
+            log.debug("terminal not restored: %s", e)
 
     def __enter__(self) -> KeyboardButtons:
         return self.start()

@@ -96,6 +96,19 @@ def test_keyboard_buttons_read_a_terminal_and_restore_it():
     stream.close()
 
 
+def test_keyboard_buttons_stop_at_end_of_input_instead_of_spinning():
+    master, slave = os.openpty()
+    stream = os.fdopen(slave, "r")
+    kb = KeyboardButtons(lambda cmd: None, stream=stream).start()
+    try:
+        os.close(master)  # hang-up: read() returns b"" and select() stays ready forever
+        kb._thread.join(5)
+        assert not kb._thread.is_alive(), "the reader must end, not spin at 100% CPU"
+    finally:
+        kb.close()
+        stream.close()
+
+
 def test_keyboard_buttons_refuse_a_non_terminal(tmp_path):
     with open(tmp_path / "f", "w") as f, pytest.raises(OSError, match="need a terminal"):
         KeyboardButtons(lambda cmd: None, stream=f)
