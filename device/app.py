@@ -219,19 +219,15 @@ class App:
             raise StartError(EXIT_USAGE, str(e)) from None
 
     def _start_audio(self, bundle: Any) -> None:
-        from device.audio import AudioConfig, AudioLoop, SilentSource
+        from device.audio import AudioLoop, SilentSource
         from device.errors import DeviceError
 
         a = self.config.audio
         playback = wav_device(a.playback_device)
         # ALSA's file plugin labels float data as integer PCM in a WAV header: use S16.
         wav = playback.startswith("file:") and playback.endswith(",wav")
-        audio_cfg = AudioConfig(
-            playback_device=playback, capture_device=a.capture_device,
-            periods=a.periods, prefill=a.prefill,
-            sample_format="S16_LE" if wav else a.sample_format,
-            pacing=a.pacing, realtime=a.realtime, priority=a.priority, retry_s=a.retry_s,
-            retry_max_s=a.retry_max_s)
+        audio_cfg = a.audio_config(playback_device=playback,
+                                   sample_format="S16_LE" if wav else a.sample_format)
         source = self._make_source(bundle.frame.sample_rate)
         for _attempt in range(3):
             self.loop = AudioLoop(self.engine, source, sample_rate=bundle.frame.sample_rate,
@@ -289,7 +285,9 @@ class App:
                 from device.midi import load_mapping
 
                 mapping = load_mapping(expand(m.mapping))
-            self.midi = MidiController(self.post, self.current_controls, port_match=m.port_match,
+            # No port_match: the mapping's own port (a mapping file names its controller's).
+            self.midi = MidiController(self.post, self.current_controls,
+                                       port_match=m.port_match or None,
                                        mapping=mapping, backend=self._midi_backend)
             self.midi.start()
             self._closers.append(self.midi)

@@ -75,7 +75,7 @@ class AudioConfig:
     def __post_init__(self) -> None:
         def need(name: str, ok: bool, allowed: str) -> None:
             if not ok:
-                raise DeviceError(f"audio {name} must be {allowed}, got {getattr(self, name)!r}")
+                raise DeviceError(f"audio.{name} must be {allowed}, got {getattr(self, name)!r}")
 
         need("periods", isinstance(self.periods, int) and 2 <= self.periods <= 16, "in 2..16")
         need("prefill", isinstance(self.prefill, int) and 1 <= self.prefill < self.periods,

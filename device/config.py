@@ -42,6 +42,8 @@ class PlaySection:
 
 @dataclass(frozen=True)
 class AudioSection:
+    """[audio]: device.audio.AudioConfig's keys (checked by it at load) plus the app's own."""
+
     playback_device: str = "default"
     capture_device: str = "default"
     periods: int = 4
@@ -60,11 +62,24 @@ class AudioSection:
     # blocking ALSA write, waits at most this long for a busy thread to let go.
     switch_interval_ms: float = 1.0
 
+    def audio_config(self, **changes: Any) -> Any:
+        """The :class:`device.audio.AudioConfig` these keys describe (``changes`` override);
+        raises ConfigError naming the key, the allowed values and the value found."""
+        from device.audio import AudioConfig  # numpy only when audio is configured
+        from device.errors import DeviceError
+
+        keys = {f.name for f in dataclasses.fields(AudioConfig)}
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k in keys}
+        try:
+            return AudioConfig(**{**values, **changes})
+        except DeviceError as e:
+            raise ConfigError(str(e)) from None
+
 
 @dataclass(frozen=True)
 class MidiSection:
     enabled: bool = True
-    port_match: str = "nanoKONTROL2"
+    port_match: str = ""      # a substring of the MIDI port name; "" = the mapping's port
     mapping: str = ""         # a mapping file for another controller; "" = the paper's map
 
 
@@ -73,7 +88,7 @@ class DisplaySection:
     kind: str = "auto"        # auto: ssd1306 when /dev/i2c-<port> exists, else terminal/none
     i2c_port: int = 1
     i2c_address: int = 0x3C
-    max_fps: int = 30
+    max_fps: float = 30.0     # (0, 120], as device.display.Display accepts
     rotate: int = 0
 
 
@@ -119,8 +134,9 @@ class Config:
         if not 0 <= self.display.i2c_address <= 0x7F:
             raise ConfigError(f"display.i2c_address must be in 0x00..0x7f, got "
                               f"{self.display.i2c_address:#x}")
-        if not 1 <= self.display.max_fps <= 60:
-            raise ConfigError(f"display.max_fps must be in 1..60, got {self.display.max_fps}")
+        if not 0 < self.display.max_fps <= 120:
+            raise ConfigError(f"display.max_fps must be in (0, 120] frames a second, got "
+                              f"{self.display.max_fps}")
         if not 0.1 <= self.audio.switch_interval_ms <= 10.0:
             raise ConfigError(f"audio.switch_interval_ms must be in 0.1..10 ms, got "
                               f"{self.audio.switch_interval_ms}")
@@ -129,6 +145,7 @@ class Config:
         if self.buttons.bounce_time < 0 or self.buttons.hold_time <= 0:
             raise ConfigError(f"buttons.bounce_time must be >= 0 and hold_time > 0 seconds, got "
                               f"{self.buttons.bounce_time} and {self.buttons.hold_time}")
+        self.audio.audio_config()  # the audio thread's own checks, now rather than at start
         return self
 
 
@@ -166,6 +183,11 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         raise ConfigError(f"config file {os.fspath(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {os.fspath(path)!r} is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {os.fspath(path)!r} is not UTF-8 text: {e}") from None
+    except OSError as e:  # a directory, no permission, an I/O error
+        raise ConfigError(f"cannot read config file {os.fspath(path)!r}: "
+                          f"{e.strerror or e}") from None
     return config_from_dict(data, source=os.fspath(path))
 
 

@@ -45,6 +45,14 @@ def test_example_config_documents_exactly_the_defaults():
     ({"display": {"i2c_address": 200}}, r"display.i2c_address must be in 0x00..0x7f, got 0xc8"),
     ({"display": {"kind": "lcd"}}, r"display.kind must be one of auto, ssd1306"),
     ({"play": 3}, r"\[play\] must be a table, got 3"),
+    # [audio] is checked by the audio thread's own AudioConfig, at load rather than at start
+    ({"audio": {"periods": 1}}, r"audio.periods must be in 2..16, got 1"),
+    ({"audio": {"prefill": 4}}, r"audio.prefill must be in 1..periods-1=3, got 4"),
+    ({"audio": {"pacing": "fast"}}, r"audio.pacing must be one of auto, device, clock, got "
+                                    r"'fast'"),
+    ({"audio": {"playback_device": ""}}, r"audio.playback_device must be a non-empty ALSA"),
+    ({"display": {"max_fps": 0}}, r"display.max_fps must be in \(0, 120\] frames a second, got "
+                                  r"0.0"),
 ])
 def test_config_errors_name_key_allowed_and_found(data, message):
     with pytest.raises(ConfigError, match=message):
@@ -63,6 +71,30 @@ def test_config_file_overrides_and_ints_for_floats(tmp_path):
     (tmp_path / "bad.toml").write_text("[audio\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_unreadable_config_files_are_config_errors_naming_the_path(tmp_path):
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'[model]\npath = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=f"'{latin1}' is not UTF-8"):
+        load_config(latin1)
+    with pytest.raises(ConfigError, match=f"cannot read config file '{tmp_path}': Is a directory"):
+        load_config(tmp_path)
+
+
+def test_audio_section_is_the_audio_config_plus_the_apps_keys():
+    import dataclasses
+
+    from device.audio import AudioConfig
+
+    section = Config().audio
+    assert section.audio_config() == AudioConfig()  # same keys, same defaults
+    assert section.audio_config(playback_device="null").playback_device == "null"
+    extra = {f.name for f in dataclasses.fields(section)} - {
+        f.name for f in dataclasses.fields(AudioConfig)}
+    assert extra == {"fallback", "switch_interval_ms"}
+    cfg = config_from_dict({"display": {"max_fps": 90}})
+    assert cfg.display.max_fps == 90.0  # what device.display.Display accepts, up to 120
 
 
 def test_wav_output_becomes_an_alsa_file_device(tmp_path):
@@ -333,3 +365,18 @@ def test_usb_stick_models_are_imported_and_reported(tmp_path):
         assert [e.name for e in app.library.entries()] == ["default", "paged"]
     finally:
         app.close()
+
+
+def test_midi_port_comes_from_the_mapping_unless_the_config_names_one(tmp_path):
+    mapping = tmp_path / "xtouch.toml"
+    mapping.write_text('name = "X-Touch Mini"\nport = "X-TOUCH"\n')
+    base = app_config(tmp_path)
+    for midi, want in [({"mapping": str(mapping)}, "X-TOUCH"),
+                       ({}, "nanoKONTROL2"),
+                       ({"mapping": str(mapping), "port_match": "Mini"}, "Mini")]:
+        app = App(base.replace("midi", enabled=True, **midi), engine_factory=StandInEngine)
+        try:
+            app._start_midi()
+            assert app.midi is not None and app.midi.port_match == want
+        finally:
+            app.close()
