@@ -351,9 +351,14 @@ class App:
                                   on_progress=self._import_progress).start()
             self._closers.append(self.usb)
         try:
-            from device.recorder import Recorder
+            from device.recorder import Recorder, recording_dir
 
-            self.recorder.target = Recorder(expand(s.recordings_dir), bundle.frame.sample_rate)
+            fallback = expand(s.recordings_dir)
+            usb = self.usb
+            # Asked at each start: onto a stick mounted by then, else the data partition.
+            folder = (fallback if usb is None
+                      else lambda: recording_dir(usb.current_stick, fallback))
+            self.recorder.target = Recorder(folder, bundle.frame.sample_rate)
         except ModuleNotFoundError as e:
             log.warning("no recorder: %s", e)
 

@@ -363,8 +363,15 @@ def test_usb_stick_models_are_imported_and_reported(tmp_path):
             time.sleep(0.05)
         assert "USB: 1 ok" in app.message
         assert [e.name for e in app.library.entries()] == ["default", "paged"]
+        app._toggle_recording()  # on the stick, since one is mounted
+        assert app.recording
+        time.sleep(0.2)
+        app._toggle_recording()
     finally:
         app.close()
+    recorded = list((root / "stick" / "aesynth-recordings").glob("*.wav"))
+    assert len(recorded) == 1 and sf.info(recorded[0]).frames > 0
+    assert not (tmp_path / "rec").exists()
 
 
 def test_midi_port_comes_from_the_mapping_unless_the_config_names_one(tmp_path):
