@@ -82,6 +82,7 @@ class ControllerMap:
         "stop": 42, "play_pause": 41,
         "reset_all": 45,                             # Record
         "model_prev": 61, "model_next": 62,          # Marker ◀ ▶
+        "record": 64,                                # R1: record the output to WAV
     })
     leds: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: {
         "playing": (41,), "paused": (42,),

@@ -76,6 +76,7 @@ def test_default_map_is_the_papers_table():
     assert r.press(62) == [c.StepModel(1)]              # Marker ▶
     assert r.press(52) == [c.ToggleMute(4)]             # M5
     assert r.press(66) == []                            # R3: free
+    assert r.press(64) == [c.ToggleRecording()]         # R1: record the output
 
 
 def test_faders_and_knobs_address_the_page_and_scale_to_ranges():
