@@ -32,6 +32,7 @@ from device.controls import ControlsSnapshot
 from device.errors import DeviceError
 from device.nanokontrol2 import (
     DEFAULT_MAP,
+    LED_MODE_OFFSET,
     ControllerMap,
     Surface,
     load_mapping,
@@ -64,8 +65,12 @@ class _RtMidiInput:
         if name not in ports:
             self._rt.delete()
             raise DeviceError(f"MIDI input {name!r} is gone; ports now: {ports}")
-        self._rt.open_port(ports.index(name), name="aesynth in")
-        self._rt.ignore_types(sysex=False, timing=True, active_sense=True)
+        try:
+            self._rt.open_port(ports.index(name), name="aesynth in")
+            self._rt.ignore_types(sysex=False, timing=True, active_sense=True)
+        except BaseException:  # the client would stay registered with ALSA/JACK
+            self._rt.delete()
+            raise
         self._lock = threading.Lock()  # close() must not free the port mid-read
         self.name = name
 
@@ -351,24 +356,40 @@ class MidiController:
             inp = _RtMidiInput(self._backend.api, name)
         else:
             inp = self._backend.open_input(name, callback=self._callback)
-        out = None
-        out_name = find_port(scanner.outputs(), self.port_match)
-        if out_name is not None:
-            try:
-                out = self._backend.open_output(out_name)
-            except Exception as exc:
-                log.warning("MIDI output %r did not open (no LEDs): %s", out_name, exc)
-        with self._lock:
-            self._input, self._output, self.port_name = inp, out, name
-            self._poll = inp if isinstance(inp, _RtMidiInput) else None
-            self._leds_sent.clear()
-            self._surface.release()
+        out = out_name = None
+        try:
+            out_name = find_port(scanner.outputs(), self.port_match)
+            if out_name is not None:
+                try:
+                    out = self._backend.open_output(out_name)
+                except Exception as exc:
+                    log.warning("MIDI output %r did not open (no LEDs): %s", out_name, exc)
+            with self._lock:
+                # close() may have given up waiting for us: ports installed now would leak
+                if self._stopping.is_set():
+                    raise DeviceError(f"MIDI controller closing; {name!r} not connected")
+                self._input, self._output, self.port_name = inp, out, name
+                self._poll = inp if isinstance(inp, _RtMidiInput) else None
+                self._leds_sent.clear()
+                self._surface.release()
+        except BaseException:
+            for port in (out, inp):
+                if port is not None:
+                    try:
+                        port.close()
+                    except Exception as exc:
+                        log.debug("closing MIDI port %r after a failed connect: %s", name, exc)
+            raise
         self.connects += 1
         log.info("MIDI controller on %r (LEDs via %r)", name, out_name)
-        if out is not None and self.mapping.korg_led_sysex:
-            self._set_external_leds()
-        with self._lock:
-            self._send_leds_locked()
+        try:
+            if out is not None and self.mapping.korg_led_sysex:
+                self._set_external_leds()
+            with self._lock:
+                self._send_leds_locked()
+        except BaseException:  # unplugged mid-SysEx: the next _connect must not leak these
+            self._disconnect("connect failed")
+            raise
         self._connected.set()
 
     def _exchange(self, data: list[int], want: tuple[str, ...]) -> tuple[str, bytes | None]:
@@ -413,9 +434,10 @@ class MidiController:
         if out is not None and restore:  # before closing: the input brings the ACK
             try:
                 self._leds_off(out)
-                if self._original_scene is not None and self._original_scene[2] != 1:
+                scene = self._original_scene
+                if scene is not None and scene[LED_MODE_OFFSET] != 1:  # it was not external
                     channel = max(self.mapping.channel - 1, 0)
-                    kind, _ = self._exchange(scene_dump(self._original_scene, channel),
+                    kind, _ = self._exchange(scene_dump(scene, channel),
                                              ("ack", "nak"))
                     log.info("restored the LED mode of %r: %s", self.port_name, kind)
             except Exception as exc:
@@ -434,7 +456,8 @@ class MidiController:
 
     def _leds_off(self, out: Any) -> None:
         channel = max(self.mapping.channel - 1, 0)
-        for cc, on in self._leds_sent.items():
-            if on:
-                out.send(mido.Message("control_change", channel=channel, control=cc, value=0))
-        self._leds_sent.clear()
+        with self._lock:  # update_leds may be changing the cache on another thread
+            lit = [cc for cc, on in self._leds_sent.items() if on]
+            self._leds_sent.clear()
+        for cc in lit:  # sent outside the lock: a slow port must not stall handle()
+            out.send(mido.Message("control_change", channel=channel, control=cc, value=0))
