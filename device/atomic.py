@@ -6,6 +6,11 @@ fsynced so the rename itself is on the disk.  A reader therefore sees the old
 contents or the new, never a mix.  Leftover temporary files (``.tmp-*``)
 from a write that was cut short are ignored by readers and removed by
 :func:`remove_leftovers`.
+
+Whole directories (a model bundle, a dataset) are built and fsynced beside
+their target and put in place by :func:`swap_dir`, which keeps the old one
+until the new one is in place; :func:`recover_swap` undoes a kill between
+its two renames.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import json
 import logging
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
+OLD_PREFIX = ".old-"  # a directory swap_dir moved aside: .old-NAME-<8 hex digits>
 CRASH_ENV = "AESYNTH_CRASH_AT"
 
 
@@ -80,6 +87,20 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
+def _no_constants(token: str) -> float:
+    raise ValueError(f"non-finite number {token} is not JSON")
+
+
+def loads_strict(raw: bytes | str) -> Any:
+    """Parse JSON as the standard defines it: NaN and Infinity are refused.
+
+    Raises ValueError (JSONDecodeError), UnicodeDecodeError, or RecursionError
+    for a nesting bomb; untrusted input should catch all three.
+    """
+    text = raw.decode("utf-8") if isinstance(raw, (bytes, bytearray)) else raw
+    return json.loads(text, parse_constant=_no_constants)
+
+
 def read_json(path: str | os.PathLike, *, max_bytes: int = 1 << 20) -> tuple[Any, str | None]:
     """(object, None), or (None, why) for a missing, oversized or corrupt file.
 
@@ -96,11 +117,8 @@ def read_json(path: str | os.PathLike, *, max_bytes: int = 1 << 20) -> tuple[Any
     if len(raw) > max_bytes:
         return None, f"{str(path)!r} is larger than the limit of {max_bytes} bytes"
 
-    def no_constants(token: str) -> float:
-        raise ValueError(f"non-finite number {token} is not JSON")
-
     try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
+        obj = loads_strict(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         return None, f"{str(path)!r} is not valid JSON: {e}"
     if obj is None:  # keeps (None, None) meaning "no file"; we never store a bare null
@@ -127,3 +145,81 @@ def remove_leftovers(directory: str | os.PathLike, *, for_name: str | None = Non
             except OSError as err:
                 log.warning("cannot remove leftover %s: %s", e.path, err)
     return removed
+
+
+def fsync_tree(directory: str | os.PathLike) -> None:
+    """Flush the regular files directly in ``directory``, then the directory itself."""
+    for e in os.scandir(directory):
+        if e.is_file(follow_symlinks=False):
+            fd = os.open(e.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_dir(directory)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def swap_dir(staged: str | os.PathLike, target: str | os.PathLike, *,
+             crash_at: str = "swap-between-renames") -> str:
+    """Put the complete, fsynced directory ``staged`` at ``target``; "new" or "replaced".
+
+    Both must be in the same directory.  An existing ``target`` is renamed to
+    ``.old-NAME-XXXXXXXX`` first and removed only once the new one is in
+    place, so a kill at any point leaves the old or the new directory (or,
+    between the renames, the old one aside: :func:`recover_swap` puts it
+    back).  ``crash_at`` names the test crash point between the renames.
+    """
+    staged, target = Path(staged), Path(target)
+    parent = target.parent
+    if not os.path.lexists(target):
+        os.rename(staged, target)
+        fsync_dir(parent)
+        return "new"
+    old = parent / f"{OLD_PREFIX}{target.name}-{secrets.token_hex(4)}"
+    os.rename(target, old)
+    crash_point(crash_at)
+    os.rename(staged, target)
+    fsync_dir(parent)
+    _remove_path(old)
+    fsync_dir(parent)
+    return "replaced"
+
+
+def recover_swap(target: str | os.PathLike) -> list[str]:
+    """Undo a :func:`swap_dir` of ``target`` cut short; return what was done.
+
+    With ``target`` missing its newest ``.old-`` copy is renamed back; every
+    other ``.old-`` copy of it is removed.
+    """
+    target = Path(target)
+    prefix = f"{OLD_PREFIX}{target.name}-"
+    try:
+        olds = [e for e in os.scandir(target.parent) if e.name.startswith(prefix)
+                and len(e.name) == len(prefix) + 8
+                and all(ch in "0123456789abcdef" for ch in e.name[len(prefix):])]
+    except FileNotFoundError:
+        return []
+    olds.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns, reverse=True)
+    done = []
+    for e in olds:
+        if not os.path.lexists(target):
+            os.rename(e.path, target)
+            done.append(f"restored {target.name!r} from an interrupted replace")
+        else:
+            _remove_path(Path(e.path))
+            done.append(f"removed {e.name}")
+    if done:
+        fsync_dir(target.parent)
+        for line in done:
+            log.warning("%s: %s", target.parent, line)
+    return done

@@ -28,7 +28,6 @@ unpickled; the models are read into memory and handed to TFLite as bytes.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from device.atomic import loads_strict
 from device.errors import (
     AesynthError,
     BundleError,
@@ -335,12 +335,8 @@ def _read_manifest(src: _Source, problems: list[Problem]) -> dict | None:
     raw = src.read(MANIFEST, MANIFEST, MANIFEST_MAX_BYTES)
     if raw is None:
         return None
-
-    def no_constants(token: str) -> float:
-        raise ValueError(f"non-finite number {token} is not JSON")
-
     try:
-        m = json.loads(raw.decode("utf-8"), parse_constant=no_constants)
+        m = loads_strict(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:  # nesting bombs too
         problems.append(Problem(MANIFEST, f"not valid JSON: {e}"))
         return None

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -48,14 +47,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from device.atomic import (
+    OLD_PREFIX,
     crash_point,
     fsync_dir,
+    loads_strict,
     read_json,
     remove_leftovers,
+    swap_dir,
     write_file_synced,
     write_json_atomic,
 )
-from device.bundle import MANIFEST, Bundle, check_bundle, read_bundle
+from device.bundle import MANIFEST, Bundle, check_bundle, read_bundle, sha256_file
 from device.errors import LibraryError, Problem
 from device.validate_child import (
     DEFAULT_CPU_S,
@@ -68,7 +70,6 @@ from device.validate_child import (
 log = logging.getLogger(__name__)
 
 INCOMING_PREFIX = ".incoming-"
-OLD_PREFIX = ".old-"
 LOCK_NAME = ".import.lock"
 MAX_BUNDLES_PER_SOURCE = 64  # a stick with thousands of zips must not stall the box
 STICK_FOLDER = "aesynth"  # bundles on a stick: its root, or this folder on it
@@ -126,9 +127,14 @@ class ModelLibrary:
                 return e
         return next((e for e in entries if e.name == name_or_key), None)
 
-    def current(self) -> ModelEntry:
-        """The remembered model; else shipped "default"; else the first one."""
-        entries = self.entries()
+    def current(self, entries: list[ModelEntry] | None = None) -> ModelEntry:
+        """The remembered model; else shipped "default"; else the first one.
+
+        ``entries`` is a listing from :meth:`entries` to choose from (one scan
+        of the disk for callers that need both); None reads the disk.
+        """
+        if entries is None:
+            entries = self.entries()
         if not entries:
             raise LibraryError(f"no models: {self._where()} hold no bundle directories")
         key = self._remembered()
@@ -142,9 +148,9 @@ class ModelLibrary:
 
     def step(self, delta: int) -> ModelEntry:
         """Move ``delta`` models on (wrapping), remember and return the new current one."""
-        entries = self.entries()
-        cur = self.current()
-        i = next(i for i, e in enumerate(entries) if e.key == cur.key)
+        entries = self.entries()  # one scan: a rename between two would lose the current
+        cur = self.current(entries)
+        i = entries.index(cur)
         entry = entries[(i + int(delta)) % len(entries)]
         self.select(entry)
         return entry
@@ -473,7 +479,7 @@ def _import_one(src: Path, models_dir: Path, names: dict[str, str],
                                                f"{verdict.name!r}, expected {bundle.name!r}")])
         crash_point("import-after-validate")
         tell("installing", "renaming")
-        status = _swap_in(incoming, target, models_dir)
+        status = swap_dir(incoming, target, crash_at="import-between-renames")
     except OSError as e:
         return Rejected(str(src), [Problem("models directory", f"cannot install into "
                                            f"{str(models_dir)!r}: {e.strerror or e}")])
@@ -488,14 +494,14 @@ def _same_models(target: Path, bundle: Bundle) -> bool:
     if not target.is_dir() or target.is_symlink():
         return False
     try:
-        manifest = json.loads((target / MANIFEST).read_bytes())
-    except (OSError, ValueError):
+        manifest = loads_strict((target / MANIFEST).read_bytes())
+    except (OSError, ValueError, RecursionError):
         return False
     if manifest != bundle.manifest:
         return False
     for mf in (bundle.encoder, bundle.decoder):
         try:
-            if hashlib.sha256((target / mf.file).read_bytes()).hexdigest() != mf.sha256:
+            if sha256_file(target / mf.file) != mf.sha256:
                 return False
         except OSError:
             return False
@@ -510,21 +516,6 @@ def _write_bundle_files(incoming: Path, bundle: Bundle) -> None:
     for mf in (bundle.encoder, bundle.decoder):
         write_file_synced(incoming / mf.file, mf.content)
     fsync_dir(incoming)
-
-
-def _swap_in(incoming: Path, target: Path, models_dir: Path) -> str:
-    if not os.path.lexists(target):
-        os.rename(incoming, target)
-        fsync_dir(models_dir)
-        return "new"
-    old = models_dir / f"{OLD_PREFIX}{target.name}-{secrets.token_hex(4)}"
-    os.rename(target, old)
-    crash_point("import-between-renames")
-    os.rename(incoming, target)
-    fsync_dir(models_dir)
-    _remove(old)
-    fsync_dir(models_dir)
-    return "replaced"
 
 
 # -- the USB stick watcher ---------------------------------------------------------
@@ -582,8 +573,14 @@ class UsbWatcher:
                 continue
             self._seen.add(ident)
             log.info("USB stick at %s: importing bundles into %s", path, self.models_dir)
-            report = import_bundles(path, self.models_dir, progress=self.on_progress,
-                                    should_stop=self._stop.is_set, **self._limits)
+            try:
+                report = import_bundles(path, self.models_dir, progress=self.on_progress,
+                                        should_stop=self._stop.is_set, **self._limits)
+            except OSError as e:  # the models directory itself: unwritable, full, lock
+                # The stick stays seen (no retry loop every poll); the user hears why.
+                report = ImportReport(str(path), rejected=[Rejected(str(path), [Problem(
+                    "models directory", f"cannot import into {str(self.models_dir)!r}: "
+                                        f"{e.strerror or e}")])])
             reports.append(report)
             for line in report.lines():
                 log.warning("USB import: %s", line)

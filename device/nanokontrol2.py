@@ -16,7 +16,8 @@ Choices where the paper is silent, or where we add to it:
   original → resynth → generate.  Between original and resynth this is the
   paper's "switch between original and synthesized audio"; stepping also
   reaches generate, the paper's "no input mode", without the GPIO button.
-- Marker ◀ / ▶ step to the previous / next model; Marker Set is left free.
+- Marker ◀ / ▶ step to the previous / next model; Marker Set is the
+  paper's Set (every unit's output to 0, ZeroAll), on press.
 - S n: released before ``preset_hold_s`` recalls preset slot n (1-based),
   held at least that long saves the current controls into slot n.
 - R buttons: free.  Cycle posts Shutdown; the app asks for a confirm.
@@ -24,7 +25,6 @@ Choices where the paper is silent, or where we add to it:
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from device import commands as c
+from device.atomic import loads_strict
 from device.commands import MODES, UNITS_PER_PAGE
 from device.controls import GAIN_RANGE, SCALE_RANGE, ControlsSnapshot
 from device.errors import ConfigError
@@ -180,12 +181,12 @@ def load_mapping(path: str | Path) -> ControllerMap:
         raise ConfigError(f"controller map {str(p)!r} cannot be read: {exc}") from exc
     try:
         if p.suffix.lower() == ".json":
-            data = json.loads(raw)
+            data = loads_strict(raw)  # NaN and Infinity are not JSON
         elif p.suffix.lower() == ".toml":
             data = tomllib.loads(raw.decode())
         else:
             raise ConfigError(f"controller map {str(p)!r} must end in .toml or .json")
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, TOMLDecodeError
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, TOMLDecodeError, bad UTF-8
         raise ConfigError(f"controller map {str(p)!r} does not parse: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"controller map {str(p)!r} must hold a table, got {type(data)}")

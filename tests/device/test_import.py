@@ -555,6 +555,23 @@ def test_watcher_survives_a_failing_report_callback(tmp_path):
     assert [i.name for r in w.poll() for i in r.imported] == ["one"]
 
 
+def test_watcher_reports_a_models_directory_it_cannot_write(tmp_path):
+    media = tmp_path / "media"
+    good_bundle(media / "s" / "one", "one")
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the data partition's folder should be")
+    seen = []
+    w = UsbWatcher(media, seen.append, blocker / "models", require_mount=False, **FAST)
+    w.poll()
+    assert len(seen) == 1, "the display must hear why nothing was imported"
+    report = seen[0]
+    assert report.imported == [] and len(report.rejected) == 1
+    assert report.rejected[0].problems[0].field == "models directory"
+    assert str(blocker / "models") in report.rejected[0].reason
+    assert report.summary() == "USB: 1 rejected"
+    assert w.poll() == [] and len(seen) == 1  # the same stick is not retried every poll
+
+
 # -- a real mounted stick (an ext4 image on a loop device) -----------------------------
 @pytest.fixture
 def mount_stick(tmp_path):

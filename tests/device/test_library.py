@@ -133,3 +133,24 @@ def test_kill_9_while_saving_the_current_model_keeps_the_old_state(dirs):
     assert temporaries()
     assert ModelLibrary(*dirs).current().key == "user:zeta"
     assert temporaries() == []
+
+
+def test_step_lists_the_models_once_so_a_rename_between_cannot_break_it(dirs, monkeypatch):
+    lib = ModelLibrary(*dirs)
+    lib.select(lib.find("user:alpha"))
+    user = dirs[1]
+    (user / "alpha").rename(user / "alpha-away")  # being renamed while we step
+    real_entries = lib.entries
+    listed = []
+
+    def entries_then_back():
+        listed.append(1)
+        got = real_entries()
+        if len(listed) == 1:
+            (user / "alpha-away").rename(user / "alpha")  # back before a second scan
+        return got
+
+    monkeypatch.setattr(lib, "entries", entries_then_back)
+    # alpha is missing from the one listing: current falls back to shipped:default
+    assert lib.step(+1).key == "user:alpha-away"
+    assert listed == [1]

@@ -294,3 +294,15 @@ def test_bad_mapping_files(tmp_path):
     arr.write_text("[1, 2]")
     with pytest.raises(ConfigError, match="must hold a table"):
         load_mapping(arr)
+
+
+def test_json_mapping_with_nan_or_infinity_is_refused(tmp_path):
+    for token in ("NaN", "Infinity", "-Infinity"):
+        path = tmp_path / "nan.json"
+        path.write_text(f'{{"preset_hold_s": {token}}}')
+        with pytest.raises(ConfigError, match=f"does not parse.*{token.lstrip('-')}"):
+            load_mapping(path)
+    bad_utf8 = tmp_path / "latin1.json"
+    bad_utf8.write_bytes(b'{"name": "caf\xe9"}')
+    with pytest.raises(ConfigError, match="does not parse"):
+        load_mapping(bad_utf8)
