@@ -34,6 +34,10 @@ DEFAULT_MEMORY_MIB = 512  # the interpreter with two 32 MB models needs ~250 MiB
 DEFAULT_CPU_S = 20
 DEFAULT_NICE = 10  # a model burning CPU yields to the player's threads on the same cores
 _VERDICT_MAX_BYTES = 1 << 20
+# Per-core thread pools and malloc arenas (OpenBLAS under numpy, glibc) reserve
+# address space per core: on a many-core machine RLIMIT_AS would fail the
+# child at import, before it looked at the model.  One thread, two arenas.
+CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -63,7 +67,8 @@ def validate_in_child(path: str | os.PathLike, *, timeout_s: float = DEFAULT_TIM
            "--cpu-s", str(int(cpu_s)), "--nice", str(int(nice)), os.path.abspath(path)]
     try:
         child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, cwd="/", start_new_session=True)
+                                 stderr=subprocess.PIPE, cwd="/", start_new_session=True,
+                                 env={**os.environ, **CHILD_ENV})
     except OSError as e:
         return Verdict(False, [Problem("validation", f"cannot start the checker: {e}")])
     try:

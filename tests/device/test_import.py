@@ -229,6 +229,44 @@ def test_cpu_limit_kills_a_hanging_check(tmp_path):
     assert "killed by SIGXCPU (CPU limit 1 s" in str(verdict.problems[0])
 
 
+def _checker_environ() -> dict[str, str] | None:
+    """The environment of our running validate_child process, read from /proc."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat_fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (proc / "cmdline").read_bytes()
+            if int(stat_fields[1]) != os.getpid() or b"validate_child" not in cmdline:
+                continue
+            raw = (proc / "environ").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+        return dict(kv.split("=", 1) for kv in raw.decode().split("\0") if "=" in kv)
+    return None
+
+
+def test_the_checker_runs_with_one_blas_thread_and_few_malloc_arenas(tmp_path, monkeypatch):
+    # A buffer per BLAS thread and a malloc arena per core would exhaust RLIMIT_AS
+    # at import on a many-core machine, whatever the model.  (This machine has too
+    # few cores to show the failure itself, so the child's environment is checked.)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MALLOC_ARENA_MAX"):
+        monkeypatch.setenv(var, "64")
+    b = hostile_model_bundle(tmp_path / "hang", "hang", "hang")  # keeps the child alive
+    done = threading.Event()
+    checker = threading.Thread(target=lambda: (validate_in_child(b, timeout_s=3.0, cpu_s=60),
+                                               done.set()))
+    checker.start()
+    env = None
+    while env is None and not done.is_set():
+        env = _checker_environ()
+        time.sleep(0.01)
+    checker.join()
+    assert env is not None, "the checker process was not seen"
+    assert env["OPENBLAS_NUM_THREADS"] == "1" and env["OMP_NUM_THREADS"] == "1"
+    assert env["MALLOC_ARENA_MAX"] == "2"
+
+
 def test_same_name_identical_is_unchanged_and_different_replaces(tmp_path):
     models = tmp_path / "models"
     good_bundle(tmp_path / "v1", "tiny", description="version one")
