@@ -1,14 +1,16 @@
 """Presets and the last state: the unit controls of each model, kept on disk.
 
-The gesture on the nanoKONTROL2 (the MIDI mapping sends the commands):
+The gesture on the nanoKONTROL2 (the MIDI mapping, device.nanokontrol2,
+sends the commands; both are decided when S n is released):
 
-- **Marker Set held + S n**: save the current unit state of this model as
-  preset n (:class:`~device.commands.SavePreset`, slot n = 1..8).
-- **S n alone**: recall preset n (:class:`~device.commands.RecallPreset`);
-  an empty slot changes nothing and says so.
-- **Marker Set pressed and released alone**: the paper's Set (every unit's
-  output to 0).  It fires on release, and only when no S button was pressed
-  while Set was held, so that saving a preset never also zeroes the units.
+- **S n held at least ``preset_hold_s``** (1 s by default): save the
+  current unit state of this model as preset n
+  (:class:`~device.commands.SavePreset`, slot n = 1..8).
+- **S n pressed and released sooner**: recall preset n
+  (:class:`~device.commands.RecallPreset`); an empty slot changes nothing
+  and says so.
+
+Marker Set is the paper's Set (ZeroAll, on press); it plays no part here.
 
 Each preset is its own small JSON file, ``DIR/MODEL/preset-N.json``, and the
 state at the last change is ``DIR/MODEL/last.json`` (restored at boot).
@@ -202,6 +204,7 @@ class LastStateKeeper:
         self.interval_s = interval_s
         self._pending: tuple[str, ControlsSnapshot] | None = None
         self._written: tuple[str, ControlsSnapshot] | None = None
+        self._last_error: tuple | None = None  # a read-only disk fails every interval: log once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="last-state", daemon=True)
         self._thread.start()
@@ -214,9 +217,18 @@ class LastStateKeeper:
         if pending is not None and pending != self._written:
             try:
                 self.store.save_last(*pending)
-                self._written = pending
             except (OSError, ControlError) as e:
-                log.warning("cannot save the last state of %s: %s", pending[0], e)
+                # errno, not the message: that names a new temporary file every time
+                key = (pending[0], type(e), e.errno if isinstance(e, OSError) else str(e))
+                if key != self._last_error:
+                    log.warning("cannot save the last state of %s: %s (not repeated while "
+                                "it fails so)", pending[0], e)
+                    self._last_error = key
+                return
+            self._written = pending
+            if self._last_error is not None:
+                log.info("saving the last state of %s works again", pending[0])
+                self._last_error = None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from device.atomic import fsync_dir
-from device.errors import DeviceError
+from device.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
 
 STICK_FOLDER = "aesynth-recordings"
+NAME_TRIES = 1000  # recordings started within one second (the file name has a 1 s stamp)
 
 
 def recording_dir(stick: str | os.PathLike | None, fallback: str | os.PathLike) -> Path:
@@ -57,10 +58,10 @@ class Recorder:
                  subtype: str = "PCM_16", poll_s: float = 0.05,
                  on_error: Callable[[str], None] | None = None):
         if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
-            raise ValueError(f"sample_rate must be an integer in 1000..384000 Hz, "
+            raise ConfigError(f"recorder sample_rate must be an integer in 1000..384000 Hz, "
                              f"got {sample_rate!r}")
         if channels not in (1, 2):
-            raise ValueError(f"channels must be 1 or 2, got {channels!r}")
+            raise ConfigError(f"recorder channels must be 1 or 2, got {channels!r}")
         self.directory = directory
         self.sample_rate = sample_rate
         self.channels = channels
@@ -206,10 +207,13 @@ class Recorder:
         return f"<Recorder {self.sample_rate} Hz {state} dropped={self.dropped}>"
 
 
-def _new_file_name(folder: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for i in range(1000):
+def _new_file_name(folder: Path, *, stamp: str | None = None,
+                   limit: int = NAME_TRIES) -> Path:
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    for i in range(limit):
         path = folder / (f"aesynth-{stamp}.wav" if i == 0 else f"aesynth-{stamp}-{i}.wav")
         if not os.path.lexists(path):
             return path
-    raise DeviceError(f"cannot find a free file name in {str(folder)!r}")
+    raise DeviceError(f"cannot find a free file name in {str(folder)!r}: aesynth-{stamp}.wav "
+                      f"and aesynth-{stamp}-1..{limit - 1}.wav (the limit of {limit} names "
+                      f"a second) all exist")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -123,6 +124,24 @@ def test_last_state_keeper_writes_the_newest_offer(tmp_path):
     assert store.load_last("tiny") is None  # nothing written on the caller's thread
     keeper.close()
     assert store.load_last("tiny") == a_snapshot(seed=2)
+
+
+def test_last_state_keeper_warns_once_while_the_disk_refuses(tmp_path, caplog):
+    blocked = tmp_path / "presets"
+    blocked.write_text("a file where the presets folder should be")
+    keeper = LastStateKeeper(PresetStore(blocked), interval_s=60)
+    with caplog.at_level(logging.INFO, logger="device.presets"):
+        for seed in range(5):  # each flush a new state, as while playing
+            keeper.offer("tiny", a_snapshot(seed=seed))
+            keeper.flush()
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "cannot save the last state of tiny" in warnings[0].message
+        blocked.unlink()  # the disk is writable again
+        keeper.offer("tiny", a_snapshot(seed=9))
+        keeper.flush()
+        assert "works again" in caplog.records[-1].message
+    keeper.close()
+    assert PresetStore(blocked).load_last("tiny") == a_snapshot(seed=9)
 
 
 snapshots = st.integers(1, 40).flatmap(lambda n: st.builds(

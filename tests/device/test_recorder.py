@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.errors import DeviceError
-from device.recorder import STICK_FOLDER, Recorder, recording_dir
+from device.errors import ConfigError, DeviceError
+from device.recorder import STICK_FOLDER, Recorder, _new_file_name, recording_dir
 
 SR = 22050
 HOP = 128
@@ -163,10 +163,19 @@ def test_an_unwritable_folder_names_the_path(tmp_path):
 
 
 def test_bad_arguments_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="sample_rate must be an integer in 1000..384000"):
+    with pytest.raises(ConfigError, match="sample_rate must be an integer in 1000..384000"):
         Recorder(tmp_path, 22050.0)
-    with pytest.raises(ValueError, match="channels must be 1 or 2, got 3"):
+    with pytest.raises(ConfigError, match="channels must be 1 or 2, got 3"):
         Recorder(tmp_path, SR, channels=3)
+
+
+def test_file_names_run_out_with_the_limit_named(tmp_path):
+    for name in ("aesynth-S.wav", "aesynth-S-1.wav"):
+        (tmp_path / name).touch()
+    assert _new_file_name(tmp_path, stamp="S", limit=3).name == "aesynth-S-2.wav"
+    (tmp_path / "aesynth-S-2.wav").touch()
+    with pytest.raises(DeviceError, match="the limit of 3 names a second"):
+        _new_file_name(tmp_path, stamp="S", limit=3)
 
 
 def test_recording_from_the_real_audio_thread_while_a_hostile_stick_imports(
