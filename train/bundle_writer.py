@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from device.atomic import fsync_tree, recover_swap, swap_dir
 from device.bundle import FORMAT_VERSION, MANIFEST, UnitStats, read_bundle
 from device.features import FrameConfig, Normaliser
 
@@ -40,15 +41,18 @@ def build_manifest(*, name: str, frame: FrameConfig, normaliser: Normaliser, uni
 
 def write_bundle(directory: str | os.PathLike, *, encoder: bytes, decoder: bytes,
                  check: bool = True, **fields: Any) -> Path:
-    """Write a bundle directory atomically (built beside it, then renamed).
+    """Write a bundle directory atomically (built and fsynced beside it, then
+    swapped in by :func:`device.atomic.swap_dir`: a kill leaves the old or the new).
 
     ``fields`` are :func:`build_manifest`'s keywords.  With ``check`` the
-    result is read back through the device's validator before it replaces
-    anything, so train/ can never ship a bundle the box would refuse.
+    result is read back through the device's validator (models loaded and
+    run) before it replaces anything, so train/ can never ship a bundle the
+    box would refuse.
     """
     directory = Path(directory)
     manifest = build_manifest(encoder=encoder, decoder=decoder, **fields)
     directory.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_writes(directory)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         tmp.chmod(0o755)
@@ -57,10 +61,21 @@ def write_bundle(directory: str | os.PathLike, *, encoder: bytes, decoder: bytes
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         if check:
             read_bundle(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        fsync_tree(tmp)
+        swap_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _remove_killed_writes(directory: Path) -> None:
+    """Undo what a write of ``directory`` killed part-way left: the old bundle set
+    aside by a swap, and staging directories (``mkdtemp``: ``.NAME.`` + 8 characters)."""
+    recover_swap(directory)
+    prefix = f".{directory.name}."
+    for e in os.scandir(directory.parent):
+        rest = e.name[len(prefix):]
+        if (e.name.startswith(prefix) and len(rest) == 8 and "." not in rest
+                and e.is_dir(follow_symlinks=False)):
+            shutil.rmtree(e.path, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Training data: magnitude frames from real recordings, split by track.
 
-Audio is decoded, mixed to mono, resampled to the frame's rate and analysed
-with :func:`device.features.magnitudes`, the same code the box runs every hop.
+Audio is decoded, mixed to mono and resampled to the frame's rate by
+:func:`device.audiofile.load_audio` and analysed with
+:func:`device.features.magnitudes`: the same code the box runs.
 Frames are drawn at random (as in the paper) but every track feeds exactly one
 split, so a test score is always on music the model never saw.
 
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from device.atomic import fsync_tree, recover_swap, swap_dir
+from device.audiofile import load_audio  # the box's own decoder (re-exported)
 from device.features import FrameConfig, frame_count, magnitudes
 
 log = logging.getLogger(__name__)
@@ -126,22 +129,6 @@ def render_midi(path: str, sample_rate: int, cache_dir: Path) -> Path:
                         "-g", "0.2", font, path], check=True, stdout=subprocess.DEVNULL)
         os.replace(tmp, out)
     return out
-
-
-def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """Decode a file to mono float64 at ``sample_rate`` Hz (polyphase resampling)."""
-    import soundfile as sf
-    from scipy.signal import resample_poly
-
-    try:
-        x, sr = sf.read(str(path), dtype="float64", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as e:
-        raise DataError(f"cannot decode {str(path)!r}: {e}") from None
-    x = x.mean(axis=1)
-    if sr != sample_rate:
-        g = math.gcd(sr, sample_rate)
-        x = resample_poly(x, sample_rate // g, sr // g)
-    return x
 
 
 def track_length(track: Track, sample_rate: int, cache_dir: Path) -> int:
@@ -338,14 +325,22 @@ def build_dataset(out_dir: str | os.PathLike, *, frame: FrameConfig,
 
 
 def write_dataset(out_dir: Path, arrays: dict[str, np.ndarray], manifest: dict) -> None:
+    """Write the dataset beside ``out_dir``, fsync it, then swap it in; a kill at any
+    point leaves the old dataset or the new one (see device.atomic.swap_dir)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    recover_swap(out_dir)  # a previous write killed between its renames
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for s in SPLITS:
-        np.save(tmp / f"{s}.npy", arrays[s].astype(np.float32), allow_pickle=False)
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    tmp.mkdir()
+    try:
+        for s in SPLITS:
+            np.save(tmp / f"{s}.npy", arrays[s].astype(np.float32), allow_pickle=False)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        fsync_tree(tmp)
+        swap_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def load_dataset(path: str | os.PathLike) -> Dataset:

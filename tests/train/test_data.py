@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +88,29 @@ def test_missing_package_without_install_says_what_to_install(monkeypatch):
     src = data.Source("ghost", "ghost-music", "/nonexistent/dir", "*.ogg")
     with pytest.raises(data.DataError, match="apt-get install ghost-music"):
         data.ensure_packages([src], install=False)
+
+
+_WRITE = ("import sys, numpy as np; from pathlib import Path; import train.data as d; "
+          "d.write_dataset(Path(sys.argv[1]), {s: np.full((2, 3), 2.0) for s in d.SPLITS}, "
+          "{'v': 2})")
+
+
+def test_rewriting_a_dataset_keeps_the_old_one_until_the_new_is_in_place(tmp_path):
+    out = tmp_path / "ds"
+
+    def arrays(v: float) -> dict[str, np.ndarray]:
+        return {s: np.full((2, 3), v, np.float32) for s in data.SPLITS}
+
+    data.write_dataset(out, arrays(1.0), {"v": 1})
+    env = dict(os.environ, AESYNTH_CRASH_AT="swap-between-renames")
+    repo = Path(data.__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _WRITE, str(out)], env=env, cwd=repo,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith(".old-ds-")]
+    assert not out.exists() and len(aside) == 1  # the old one survives, aside
+    assert json.loads((aside[0] / "manifest.json").read_text()) == {"v": 1}
+    data.write_dataset(out, arrays(3.0), {"v": 3})  # the next build puts things right
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    assert json.loads((out / "manifest.json").read_text()) == {"v": 3}
+    assert np.load(out / "test.npy", allow_pickle=False)[0, 0] == 3.0
