@@ -89,3 +89,12 @@ class ConfigError(AesynthError, ValueError):
 
 class LibraryError(AesynthError, LookupError):
     """A model library with no model to offer, or a model that is not in it."""
+
+
+class ExportError(AesynthError, ValueError):
+    """A trained model that cannot be exported as asked (quantisation, calibration
+    frames, frame size); names the setting, the allowed values and the value found."""
+
+
+class EvaluationError(AesynthError, ValueError):
+    """A bundle that lacks what an evaluation needs (e.g. the training set's scale)."""

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from device.audiofile import load_audio
 from device.bundle import Bundle, read_bundle
+from device.errors import EvaluationError
 from device.features import istft, stft
 from device.runtime import Model
 from train import metrics as M
-from train.data import load_audio
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ def global_max_of(bundle: Bundle) -> float:
         return float(g)
     if bundle.normaliser.kind == "max":
         return float(np.max(bundle.normaliser.scale))
-    raise ValueError(f"bundle {bundle.name!r} records no training.global_max; cannot report "
-                     f"MSE in the paper's units")
+    raise EvaluationError(f"bundle {bundle.name!r} records no training.global_max (a number "
+                          f"> 0) and its normaliser is {bundle.normaliser.kind!r}, not 'max'; "
+                          f"cannot report MSE in the paper's units")
 
 
 def reconstruct(bundle: Bundle, mags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

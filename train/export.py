@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from device.bundle import UnitStats, read_bundle
+from device.bundle import UnitStats
+from device.errors import ExportError
 from device.features import FrameConfig
 from device.runtime import Model
 from train import metrics as M
@@ -51,11 +51,14 @@ def export_models(run: Run) -> tuple[Any, Any]:
 
 def convert(model, quantization: str, calibration: np.ndarray | None = None) -> bytes:
     """One Keras model as a .tflite flatbuffer with float32 input and output tensors."""
+    if quantization not in EXPORT_QUANTIZATIONS:
+        raise ExportError(f"quantization must be one of {', '.join(EXPORT_QUANTIZATIONS)}, "
+                          f"got {quantization!r}")
+    if quantization == "int8" and calibration is None:
+        raise ExportError("int8 export needs calibration frames (a (frames, bins) array), "
+                          "got None")
     import tensorflow as tf
 
-    if quantization not in EXPORT_QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {', '.join(EXPORT_QUANTIZATIONS)}, "
-                         f"got {quantization!r}")
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if quantization == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -64,8 +67,6 @@ def convert(model, quantization: str, calibration: np.ndarray | None = None) -> 
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv._experimental_disable_per_channel = True
     elif quantization == "int8":
-        if calibration is None:
-            raise ValueError("int8 export needs calibration frames")
         cal = np.asarray(calibration, np.float32)
 
         def frames():
@@ -118,10 +119,13 @@ def unit_stats(run: Run, mags: np.ndarray) -> UnitStats:
 
 def export_pair(run: Run, quantization: str, calibration_mags: np.ndarray) -> tuple[bytes,
                                                                                    bytes]:
+    """(encoder, decoder) .tflite bytes; ``calibration_mags`` are used by int8 only."""
     enc, dec = export_models(run)
+    if quantization != "int8":
+        return convert(enc, quantization), convert(dec, quantization)
     cal_x = run.features(calibration_mags[:CALIBRATION_FRAMES])
     cal_u = enc.predict(cal_x, batch_size=PREDICT_BATCH, verbose=0)
-    return (convert(enc, quantization, cal_x), convert(dec, quantization, cal_u))
+    return convert(enc, quantization, cal_x), convert(dec, quantization, cal_u)
 
 
 def tflite_reconstruct(run: Run, enc: bytes, dec: bytes, mags: np.ndarray) -> np.ndarray:
@@ -141,7 +145,8 @@ def export_bundle(run: Run, directory: str | os.PathLike, *, name: str, frame: F
     loss between them.
     """
     if frame.n_bins != run.n_bins:
-        raise ValueError(f"frame has {frame.n_bins} bins, the model {run.n_bins}")
+        raise ExportError(f"frame must have the model's {run.n_bins} bins, got "
+                          f"{frame.n_bins}")
     report: dict[str, Any] = {"quantization": quantization}
     blobs = {q: export_pair(run, q, train_mags) for q in dict.fromkeys(("float32",
                                                                          quantization))}
@@ -173,7 +178,7 @@ def export_bundle(run: Run, directory: str | os.PathLike, *, name: str, frame: F
     write_bundle(directory, encoder=enc_b, decoder=dec_b, name=name, frame=frame,
                  normaliser=run.normaliser, units=run.units, quantization=quantization,
                  unit_stats=stats, training=training, description=description)
-    read_bundle(Path(directory))  # the device's own validator, models run
+    # write_bundle(check=True) has run the device's own validator, models loaded and run
     log.info("wrote %s (%s): test sc %.2f dB, quantisation loss %.3f dB", directory,
              quantization, report[f"test_{quantization}"]["sc_db"],
              report["quantization_sc_loss_db"])
