@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from device import commands as c
+from device.audiofile import load_audio
 from device.errors import AesynthError, AudioFileError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -188,23 +189,12 @@ class FileSource(Source):
 
     @classmethod
     def load(cls, path: str | os.PathLike, sample_rate: int) -> FileSource:
-        """Read any format soundfile reads, mix to mono, resample to ``sample_rate`` Hz."""
-        import soundfile as sf
-
-        try:
-            data, rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, OSError) as e:
-            raise AudioFileError(f"cannot read audio file {os.fspath(path)!r}: {e}") from None
-        if len(data) == 0:
+        """Read any format soundfile reads, mono, at ``sample_rate`` Hz (off the audio thread)."""
+        mono = load_audio(path, sample_rate)
+        if len(mono) == 0:
             raise AudioFileError(f"audio file {os.fspath(path)!r} has no samples")
-        mono = data.mean(axis=1)
-        if rate != sample_rate:
-            from scipy.signal import resample_poly
-
-            g = math.gcd(int(rate), int(sample_rate))
-            mono = resample_poly(mono, sample_rate // g, int(rate) // g)
-        log.info("loaded %s: %.1f s at %d Hz (file was %d Hz, %d channel(s))",
-                 os.fspath(path), len(mono) / sample_rate, sample_rate, rate, data.shape[1])
+        log.info("loaded %s: %.1f s at %d Hz", os.fspath(path), len(mono) / sample_rate,
+                 sample_rate)
         return cls(mono, name=os.path.basename(os.fspath(path)))
 
     def stop(self) -> None:
