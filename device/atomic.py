@@ -159,7 +159,8 @@ def fsync_tree(directory: str | os.PathLike) -> None:
     fsync_dir(directory)
 
 
-def _remove_path(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, link or directory tree; a missing one is fine."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -190,7 +191,7 @@ def swap_dir(staged: str | os.PathLike, target: str | os.PathLike, *,
     crash_point(crash_at)
     os.rename(staged, target)
     fsync_dir(parent)
-    _remove_path(old)
+    remove_path(old)
     fsync_dir(parent)
     return "replaced"
 
@@ -216,7 +217,7 @@ def recover_swap(target: str | os.PathLike) -> list[str]:
             os.rename(e.path, target)
             done.append(f"restored {target.name!r} from an interrupted replace")
         else:
-            _remove_path(Path(e.path))
+            remove_path(Path(e.path))
             done.append(f"removed {e.name}")
     if done:
         fsync_dir(target.parent)

@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import stat
 import sys
 import threading
@@ -53,6 +52,7 @@ from device.atomic import (
     loads_strict,
     read_json,
     remove_leftovers,
+    remove_path,
     swap_dir,
     write_file_synced,
     write_json_atomic,
@@ -361,11 +361,11 @@ def _recover_locked(models_dir: Path) -> list[str]:
                 os.rename(d.path, target)
                 done.append(f"restored {name!r} from an interrupted replace")
             else:
-                _remove(Path(d.path))
+                remove_path(Path(d.path))
                 done.append(f"removed {d.name}")
     for d in entries:
         if d.name.startswith(INCOMING_PREFIX) and os.path.lexists(d.path):
-            _remove(Path(d.path))
+            remove_path(Path(d.path))
             done.append(f"removed {d.name}")
     done += [f"removed {n}" for n in remove_leftovers(models_dir)]
     if done:
@@ -373,16 +373,6 @@ def _recover_locked(models_dir: Path) -> list[str]:
         for line in done:
             log.warning("models directory %s: %s", models_dir, line)
     return done
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
 
 
 def import_bundles(source: str | os.PathLike | Iterable[str | os.PathLike],
@@ -485,7 +475,7 @@ def _import_one(src: Path, models_dir: Path, names: dict[str, str],
                                            f"{str(models_dir)!r}: {e.strerror or e}")])
     finally:
         if os.path.lexists(incoming):
-            _remove(incoming)
+            remove_path(incoming)
     return Imported(bundle.name, str(src), target, status)
 
 
