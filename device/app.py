@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_MODEL, EXIT_AUDIO = 0, 1, 2, 3, 4
 CONFIRM_S = 3.0  # a second Shutdown (Cycle, q) within this many seconds quits
 MESSAGE_S = 3.0  # how long a message ("saved preset 1") stays on the display
+# The senses finish starting (imports, first frame, MIDI port) in their own threads after
+# the first period; the garbage collector stays held until then (device/collector.py).
+SETTLE_S = 3.0
 FIXTURE = "tests/fixtures/tiny_bundle"
 
 
@@ -91,6 +94,8 @@ class App:
         self.last_state: Any = None     # saves the controls across restarts
         self._shutdown_asked = -1e9
         self._switch_interval: float | None = None
+        self.collector: Any = None
+        self._settled = False
         self._closed = False
 
     # -- a short message for the display, shown for MESSAGE_S ---------------------------
@@ -133,7 +138,10 @@ class App:
             raise
 
     def _start(self) -> App:
+        from device.collector import QuietCollector
+
         cfg = self.config
+        self.collector = QuietCollector().hold()
         bundle = self._load_model()
         if self._engine_factory is not None:
             self.engine = self._engine_factory(bundle)
@@ -154,8 +162,9 @@ class App:
         self._start_display()
         self._start_midi()
         self._start_buttons()
-        # Everything loaded so far lives until exit: take it out of the cyclic collector,
-        # so that a collection triggered on the audio thread has little to scan.
+        # Everything loaded so far lives until exit: collect the startup garbage now, while
+        # no audio runs, and freeze the rest; the control thread freezes again once the
+        # senses have settled (SETTLE_S) and re-enables automatic collection.
         gc.collect()
         gc.freeze()
         self._start_audio(bundle)
@@ -391,6 +400,7 @@ class App:
             release = getattr(self.engine, "release_retired", None)
             if release is not None:
                 release()  # close models swapped out, here rather than on the audio thread
+            self._settle_collector()
             try:
                 cmd = self._control.get(timeout=0.1)
             except queue.Empty:
@@ -400,6 +410,14 @@ class App:
             except Exception as e:  # one bad command must not end the control thread
                 log.exception("handling %r failed", cmd)
                 self.message = f"error: {e}"[:60]
+
+    def _settle_collector(self) -> None:
+        first = self.loop.first_period_at if self.loop is not None else None
+        due = not self._settled and first is not None and time.monotonic() - first >= SETTLE_S
+        if due or (self._settled and self.collector.wants_settle):
+            self._settled = True
+            self.collector.settle()
+            log.debug("garbage collector settled: %s", self.collector.report().summary())
 
     def _handle(self, cmd: object, rejected: type) -> None:
         match cmd:
@@ -458,6 +476,8 @@ class App:
             return
         self.post(_swap_command(prepared))
         self.message = None
+        if self._settled:
+            self.collector.settle()  # the new model's objects live until the next swap
 
     def _toggle_recording(self) -> None:
         target = getattr(self.recorder, "target", None)
@@ -543,6 +563,12 @@ class App:
                      "engine per hop p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us",
                      s.hops, s.xruns, s.underruns, s.overruns, s.reconnects, pc["p50"],
                      pc["p99"], pc["p99.9"], s.max_hop_us)
+            cushion_ms = self.loop.expected_latency()["playback_buffer_ms"]
+            log.info("audio: longest gap between periods %.1f ms (prefilled cushion %.1f ms)",
+                     s.max_gap_us / 1000.0, cushion_ms)
+        if self.collector is not None:
+            log.info("collector: %s", self.collector.report().summary())
+            self.collector.release()
         target = getattr(self.recorder, "target", None)
         if target is not None:
             target.close()  # finishes a recording in progress

@@ -112,6 +112,10 @@ class AudioStats:
     source: str = "none"
     last_hop_us: float = 0.0
     max_hop_us: float = 0.0
+    # Longest time between two periods handed to ALSA.  Past the prefilled cushion it is
+    # an underrun; it includes waits for the GIL and for the CPU, which the engine's own
+    # per-hop cost does not see.
+    max_gap_us: float = 0.0
     error: str | None = None  # the last device error, while disconnected
 
 
@@ -307,7 +311,7 @@ class AudioLoop:
         self._failure: BaseException | None = None
         self._hist = np.zeros(_HIST_US, dtype=np.int64)     # hops by cost in whole µs
         self._counts = {"hops": 0, "underruns": 0, "overruns": 0, "reconnects": 0, "max_ns": 0,
-                        "last_ns": 0}
+                        "last_ns": 0, "max_gap_ns": 0}
         self.stats = AudioStats(playing=source.playing, source=source.kind)
         self.first_period_at: float | None = None  # time.monotonic() of the first write
         self._granted: dict[str, int] | None = None
@@ -522,6 +526,7 @@ class AudioLoop:
         next_t = time.monotonic() + self.config.prefill * self._granted["playback"] / (
             self.sample_rate)
         last_pub = 0.0
+        last_done = 0  # perf() when the previous period was handed over (0: none yet)
         while not stopping.is_set():
             if cap is not None:
                 for view in cap_views:
@@ -561,6 +566,10 @@ class AudioLoop:
                 if play.write(view) == -errno.EPIPE:  # underrun: re-prepared; restore cushion
                     counts["underruns"] += 1
                     self._prefill()
+            done = perf()
+            if last_done and done - last_done > counts["max_gap_ns"]:
+                counts["max_gap_ns"] = done - last_done
+            last_done = done
             if self.first_period_at is None:
                 self.first_period_at = time.monotonic()
             if clock:
@@ -624,4 +633,5 @@ class AudioLoop:
             reconnects=counts["reconnects"], connected=connected,
             playing=self.source.playing, source=self.source.kind,
             last_hop_us=float(last), max_hop_us=counts["max_ns"] / 1000.0,
+            max_gap_us=counts["max_gap_ns"] / 1000.0,
             error=error if not connected else None)
