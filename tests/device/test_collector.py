@@ -113,7 +113,7 @@ def test_the_gap_between_periods_sees_a_gil_hold_the_engine_cost_cannot(tmp_path
     monkeypatch.setenv("ALSA_CONFIG_PATH", str(alsa_config(tmp_path)))
     loop, _, _ = make_loop(PassThrough(128), SilentSource())  # the file plugin: unpaced
     graph = [[k] for k in range(1_500_000)]
-    for a, b in zip(graph, graph[1:]):
+    for a, b in zip(graph, graph[1:], strict=False):
         a.append(b)  # nothing frees these but the collector: it walks them all
     loop.start()
     try:
