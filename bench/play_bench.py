@@ -6,8 +6,12 @@ first-period: time from process start to the first audio period written by
     JACK's dummy driver.
 paced: `aesynth play` through JACK's dummy driver for N minutes (default 10)
     with a nanoKONTROL2 MIDI storm (>= 500 CC/s, over JACK MIDI) and the unit
-    table redrawn continuously; reports xruns and per-hop engine cost
-    percentiles (from the app's own whole-run histogram).
+    table redrawn continuously; reports xruns, per-hop engine cost
+    percentiles (from the app's own whole-run histogram), the longest gap
+    between two periods handed to ALSA (GIL and CPU waits included: an xrun
+    is a gap longer than the prefilled cushion), the app's garbage
+    collections, and the machine's own stalls as a SCHED_FIFO sleeper in
+    another process sees them (to tell the VM's hiccups from the app's).
 
     .venv/bin/python bench/play_bench.py first-period --runs 5
     .venv/bin/python bench/play_bench.py paced --minutes 10
@@ -34,6 +38,9 @@ from tests.device.audio_rig import JackServer, alsa_config  # noqa: E402
 
 AESYNTH = [str(ROOT / ".venv" / "bin" / "aesynth")]
 FIRST = re.compile(r"first audio period written at ([0-9.]+)")
+GAP = re.compile(r"longest gap between periods ([0-9.]+) ms \(prefilled cushion ([0-9.]+) ms\)")
+COLLECTOR = re.compile(r"collector: (\d+) garbage collections \((\d+) full, (\d+) over "
+                       r"[0-9.]+ ms\), longest ([0-9.]+) ms")
 SENSES = re.compile(r"midi received (\d+) messages \((\d+) errors\); display drew (\d+) frames")
 STOPPED = re.compile(r"audio stopped: (\d+) hops, (\d+) xruns \((\d+) under, (\d+) over\), "
                      r"(\d+) reconnects; engine per hop p50 (\d+) us, p99 (\d+) us, "
@@ -122,6 +129,28 @@ def midi_storm(stop: threading.Event, rate_cc: int, sent: list[int]) -> None:
     sent.append(n)
 
 
+# A SCHED_FIFO sleeper in its own process, with no GIL to share: how late the machine
+# itself (hypervisor, kernel) wakes a real-time thread, to tell those stalls from ours.
+STALL_WATCH = r"""
+import json, os, sys, time
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(80))
+    rt = True
+except OSError:
+    rt = False
+end = time.monotonic() + float(sys.argv[1])
+last, gaps = time.monotonic(), []
+while last < end:
+    time.sleep(0.001)
+    now = time.monotonic()
+    if now - last > 0.004:
+        gaps.append(round((now - last) * 1e3, 1))
+    last = now
+print(json.dumps({"sched_fifo": rt, "count": len(gaps), "longest_ms": max(gaps, default=0.0),
+                  "longest_five_ms": sorted(gaps)[-5:]}))
+"""
+
+
 def bench_paced(minutes: float, rate_cc: int, display: str) -> dict:
     model = default_model()
     rate, hop = hop_of(model)
@@ -137,19 +166,27 @@ def bench_paced(minutes: float, rate_cc: int, display: str) -> dict:
                     "--output-device", "plug:jk", "--display", display,
                     "--duration", str(minutes * 60)]
             stop, sent = threading.Event(), []
+            if rate_cc <= 0:  # no storm: the app runs without MIDI (to compare)
+                args.append("--no-midi")
             storm = threading.Thread(target=midi_storm, args=(stop, rate_cc, sent))
             p = subprocess.Popen([*AESYNTH, *args], cwd=ROOT, env={**os.environ, **env},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            storm.start()
+            watch = subprocess.Popen([sys.executable, "-c", STALL_WATCH, str(minutes * 60)],
+                                     stdout=subprocess.PIPE, text=True)
+            if rate_cc > 0:
+                storm.start()
             t0 = time.monotonic()
             _, err = p.communicate(timeout=minutes * 60 + 120)
+            watched, _ = watch.communicate(timeout=60)  # it ends on its own, with its report
             stop.set()
-            storm.join()
+            if rate_cc > 0:
+                storm.join()
             elapsed = time.monotonic() - t0
     m = STOPPED.search(err)
     if not m or p.returncode != 0:
         raise RuntimeError(f"aesynth play exited {p.returncode}:\n{err[-4000:]}")
     hops, xruns, under, over, reconnects, p50, p99, p999, mx = map(int, m.groups())
+    gap, collector = GAP.search(err), COLLECTOR.search(err)
     senses = SENSES.search(err)
     received, midi_errors, frames = map(int, senses.groups()) if senses else (0, 0, 0)
     return {"model": str(model.relative_to(ROOT)), "sample_rate": rate, "hop": hop,
@@ -160,6 +197,14 @@ def bench_paced(minutes: float, rate_cc: int, display: str) -> dict:
             "hops": hops, "xruns": xruns, "underruns": under, "overruns": over,
             "reconnects": reconnects, "hop_cost_us": {"p50": p50, "p99": p99, "p99.9": p999,
                                                        "max": mx},
+            "longest_gap_between_periods_ms": float(gap.group(1)) if gap else None,
+            "prefilled_cushion_ms": float(gap.group(2)) if gap else None,
+            "garbage_collections": ({"count": int(collector.group(1)),
+                                     "full": int(collector.group(2)),
+                                     "slow": int(collector.group(3)),
+                                     "longest_ms": float(collector.group(4))}
+                                    if collector else None),
+            "machine_stalls_over_4ms": json.loads(watched) if watched.strip() else None,
             "midi_cc_received_by_app": received, "midi_errors": midi_errors,
             "display_frames": frames, "display_fps": round(frames / max(elapsed, 1e-9), 1),
             "warnings": re.findall(r"WARNING .*", err)[:10]}
@@ -172,7 +217,8 @@ def main() -> int:
     fp.add_argument("--runs", type=int, default=5)
     pc = sub.add_parser("paced")
     pc.add_argument("--minutes", type=float, default=10.0)
-    pc.add_argument("--cc-rate", type=int, default=600, help="MIDI CC messages per second")
+    pc.add_argument("--cc-rate", type=int, default=600,
+                    help="MIDI CC messages per second (0: no MIDI at all)")
     pc.add_argument("--display", default="dummy", help="dummy: luma renders every frame")
     a = ap.parse_args()
     if a.what == "first-period":

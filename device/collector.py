@@ -24,8 +24,9 @@ So the app runs the collector in three phases:
   created many long-lived objects later on) asks for another settle, so at
   most one slow collection happens per such burst.
 
-Every collection is timed through ``gc.callbacks``; :meth:`report` gives the
-count and the longest, for the stop log and the bench.
+From the first settle on, every collection is timed through ``gc.callbacks``
+(the app's deliberate collection before the audio starts is not counted);
+:meth:`report` gives the count and the longest, for the stop log and the bench.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ SLOW_MS = 2.0  # a collection longer than this asks for another settle
 
 @dataclass(frozen=True)
 class CollectorReport:
-    """Collections since :meth:`QuietCollector.hold`, and how long they held the GIL."""
+    """Collections since the first settle, and how long they held the GIL."""
 
     collections: int
     full_collections: int      # generation 2
@@ -89,17 +90,20 @@ class QuietCollector:
             self._longest_gen = info["generation"]
 
     def hold(self) -> QuietCollector:
-        """Stop automatic collection until :meth:`settle`; start timing collections."""
+        """Stop automatic collection until :meth:`settle`."""
         if not self._held:
             self._held = True
             self._was_enabled = gc.isenabled()
-            gc.callbacks.append(self._callback)
         gc.disable()
         return self
 
     def settle(self) -> None:
-        """Freeze what is alive now and (re)enable automatic collection."""
+        """Freeze what is alive now, (re)enable automatic collection, time collections."""
+        if not self._held:
+            raise RuntimeError("QuietCollector.settle before hold")
         gc.freeze()
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
         self._settles += 1
         self.wants_settle = False
         if self._was_enabled:
