@@ -95,6 +95,7 @@ class App:
         self._shutdown_asked = -1e9
         self._switch_interval: float | None = None
         self.collector: Any = None
+        self._scheduling: tuple[int, tuple[int, int]] | None = None  # thread, policy before
         self._settled = False
         self._closed = False
 
@@ -142,6 +143,7 @@ class App:
 
         cfg = self.config
         self.collector = QuietCollector().hold()
+        self._share_realtime()
         bundle = self._load_model()
         if self._engine_factory is not None:
             self.engine = self._engine_factory(bundle)
@@ -171,6 +173,19 @@ class App:
         self._spawn("control", self._control_loop)
         self._spawn("ui", self._ui_loop)
         return self
+
+    def _share_realtime(self) -> None:
+        """Real-time priority for this thread and so for every thread started from it."""
+        a = self.config.audio
+        if not (a.realtime and a.others_priority):
+            return
+        from device.audio import share_realtime
+
+        before = share_realtime(a.others_priority)
+        if isinstance(before, str):
+            log.warning("audio: %s", before)
+        else:
+            self._scheduling = (threading.get_ident(), before)
 
     def _load_model(self) -> Any:
         from device.bundle import read_bundle
@@ -540,21 +555,14 @@ class App:
         return self.exit_code
 
     def close(self) -> int:
-        """Stop every thread and device, in reverse order of start; idempotent."""
+        """Stop the audio thread, then every other thread and device in reverse order of start;
+        idempotent."""
         if self._closed:
             return self.exit_code
         self._closed = True
         self._stopping.set()
-        if self.midi is not None or self.display is not None:
-            log.info("senses: midi received %d messages (%d errors); display drew %d frames",
-                     getattr(self.midi, "received", 0), getattr(self.midi, "errors", 0),
-                     getattr(self.display, "frames", 0))
-        for closer in reversed(self._closers):
-            try:
-                closer.close()
-            except Exception as e:  # keep closing the rest
-                log.warning("closing %r: %s", closer, e)
-        self._closers.clear()
+        # The audio thread stops first: closing the senses can hold the GIL for a long time
+        # (closing a MIDI port on JACK: 15-20 ms, measured), an xrun nobody needs at exit.
         if self.loop is not None:
             self.loop.stop()
             s = self.loop.stats
@@ -569,6 +577,16 @@ class App:
         if self.collector is not None:
             log.info("collector: %s", self.collector.report().summary())
             self.collector.release()
+        if self.midi is not None or self.display is not None:
+            log.info("senses: midi received %d messages (%d errors); display drew %d frames",
+                     getattr(self.midi, "received", 0), getattr(self.midi, "errors", 0),
+                     getattr(self.display, "frames", 0))
+        for closer in reversed(self._closers):
+            try:
+                closer.close()
+            except Exception as e:  # keep closing the rest
+                log.warning("closing %r: %s", closer, e)
+        self._closers.clear()
         target = getattr(self.recorder, "target", None)
         if target is not None:
             target.close()  # finishes a recording in progress
@@ -577,6 +595,11 @@ class App:
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
             self._switch_interval = None
+        if self._scheduling is not None and self._scheduling[0] == threading.get_ident():
+            from device.audio import restore_scheduling
+
+            restore_scheduling(self._scheduling[1])
+            self._scheduling = None
         return self.exit_code
 
     def __enter__(self) -> App:

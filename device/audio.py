@@ -255,6 +255,37 @@ def enable_realtime(priority: int) -> list[str]:
     return warnings
 
 
+def share_realtime(priority: int) -> tuple[int, int] | str:
+    """SCHED_FIFO at ``priority`` for the calling thread and every thread it starts later.
+
+    For the app's other threads (MIDI, display, control), below the audio thread's
+    priority.  They share Python's GIL with the audio thread: one preempted by an
+    ordinary process while it holds the GIL stalls the audio thread for a whole
+    scheduler slice (priority inversion; measured here as 7-10 ms engine stalls
+    under a MIDI storm).  At real-time priority an ordinary process cannot preempt
+    them.  New threads inherit the policy (glibc's default PTHREAD_INHERIT_SCHED);
+    SCHED_RESET_ON_FORK is not used because the kernel applies it to threads too,
+    so child processes drop real-time scheduling themselves (validate_child).
+
+    Returns the previous (policy, priority) for :func:`restore_scheduling`, or a
+    warning when not permitted.
+    """
+    try:
+        before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        return (f"SCHED_FIFO priority {priority} for the MIDI, display and control threads not "
+                f"permitted ({e}); a busy machine can then stall the audio thread through "
+                "the GIL")
+    return before
+
+
+def restore_scheduling(before: tuple[int, int]) -> None:
+    """Undo :func:`share_realtime` for the calling thread."""
+    policy, priority = before
+    os.sched_setscheduler(0, policy, os.sched_param(priority))
+
+
 # -- ALSA -------------------------------------------------------------------------
 def open_pcm(kind: str, device: str, *, rate: int, periodsize: int, periods: int,
              sample_format: str) -> Any:

@@ -61,6 +61,10 @@ class AudioSection:
     # Python's GIL switch interval while playing: the audio thread, back from a
     # blocking ALSA write, waits at most this long for a busy thread to let go.
     switch_interval_ms: float = 1.0
+    # SCHED_FIFO priority for the app's other threads (MIDI, display, control) when
+    # realtime is on, below `priority`: a thread holding the GIL must not be preempted by
+    # an ordinary process while the audio thread waits for it.  0: normal priority.
+    others_priority: int = 10
 
     def audio_config(self, **changes: Any) -> Any:
         """The :class:`device.audio.AudioConfig` these keys describe (``changes`` override);
@@ -137,6 +141,11 @@ class Config:
         if not 0 < self.display.max_fps <= 120:
             raise ConfigError(f"display.max_fps must be in (0, 120] frames a second, got "
                               f"{self.display.max_fps}")
+        if not (isinstance(self.audio.others_priority, int)
+                and 0 <= self.audio.others_priority < self.audio.priority):
+            raise ConfigError(f"audio.others_priority must be in 0..priority-1="
+                              f"{self.audio.priority - 1} (0: normal scheduling), got "
+                              f"{self.audio.others_priority!r}")
         if not 0.1 <= self.audio.switch_interval_ms <= 10.0:
             raise ConfigError(f"audio.switch_interval_ms must be in 0.1..10 ms, got "
                               f"{self.audio.switch_interval_ms}")

@@ -249,6 +249,42 @@ def test_realtime_request_reports_what_it_could_not_do():
         assert ("SCHED_FIFO" in w and "priority 10" in w) or "mlockall" in w
 
 
+def test_shared_realtime_reaches_later_threads_but_not_the_model_checker():
+    """The app's other threads inherit SCHED_FIFO from the thread that asked for it; a
+    model-validation child process drops it before it loads anything."""
+    code = (
+        "import json, os, subprocess, sys, threading\n"
+        "from device.audio import restore_scheduling, share_realtime\n"
+        "out = {}\n"
+        "def run():\n"
+        "    before = share_realtime(5)\n"
+        "    out['refused'] = before if isinstance(before, str) else None\n"
+        "    seen = []\n"
+        "    t = threading.Thread(target=lambda: seen.append((os.sched_getscheduler(0), "
+        "os.sched_getparam(0).sched_priority)))\n"
+        "    t.start(); t.join()\n"
+        "    out['child_thread'] = seen[0]\n"
+        "    check = ('from device.validate_child import _limit_self; _limit_self(1024, 30, 0); '\n"
+        "             'import os; print(os.sched_getscheduler(0))')\n"
+        "    out['checker'] = int(subprocess.run([sys.executable, '-c', check], "
+        "capture_output=True, text=True, check=True).stdout)\n"
+        "    if out['refused'] is None:\n"
+        "        restore_scheduling(before)\n"
+        "    out['restored'] = os.sched_getscheduler(0)\n"
+        "t = threading.Thread(target=run); t.start(); t.join()\n"
+        "print(json.dumps(out))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    if out["refused"] is not None:
+        assert "SCHED_FIFO priority 5" in out["refused"] and "GIL" in out["refused"]
+        assert out["child_thread"][0] == os.SCHED_OTHER
+    else:
+        assert out["child_thread"] == [os.SCHED_FIFO, 5]
+    assert out["checker"] == os.SCHED_OTHER
+    assert out["restored"] == os.SCHED_OTHER
+
+
 # -- the card disappearing ----------------------------------------------------------
 class Unpluggable:
     """Opens real ALSA PCMs, but while ``unplugged`` behaves like a removed USB card:
