@@ -9,7 +9,7 @@ paced: `aesynth play` through JACK's dummy driver for N minutes (default 10)
     table redrawn continuously; reports xruns, per-hop engine cost
     percentiles (from the app's own whole-run histogram), the longest gap
     between two periods handed to ALSA (GIL and CPU waits included: an xrun
-    is a gap longer than the prefilled cushion), the app's garbage
+    is a gap longer than the buffered cushion), the app's garbage
     collections, and the machine's own stalls as a SCHED_FIFO sleeper in
     another process sees them (to tell the VM's hiccups from the app's).
 
@@ -38,7 +38,7 @@ from tests.device.audio_rig import JackServer, alsa_config  # noqa: E402
 
 AESYNTH = [str(ROOT / ".venv" / "bin" / "aesynth")]
 FIRST = re.compile(r"first audio period written at ([0-9.]+)")
-GAP = re.compile(r"longest gap between periods ([0-9.]+) ms \(prefilled cushion ([0-9.]+) ms\)")
+GAP = re.compile(r"longest gap between periods ([0-9.]+) ms \(buffered cushion ([0-9.]+) ms\)")
 COLLECTOR = re.compile(r"collector: (\d+) garbage collections \((\d+) full, (\d+) over "
                        r"[0-9.]+ ms\), longest ([0-9.]+) ms")
 SENSES = re.compile(r"midi received (\d+) messages \((\d+) errors\); display drew (\d+) frames")
@@ -151,7 +151,7 @@ print(json.dumps({"sched_fifo": rt, "count": len(gaps), "longest_ms": max(gaps, 
 """
 
 
-def bench_paced(minutes: float, rate_cc: int, display: str) -> dict:
+def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None) -> dict:
     model = default_model()
     rate, hop = hop_of(model)
     from tests.music import track
@@ -165,6 +165,8 @@ def bench_paced(minutes: float, rate_cc: int, display: str) -> dict:
             args = ["-v", "play", "--model", str(model), "--in", str(track("aztec")),
                     "--output-device", "plug:jk", "--display", display,
                     "--duration", str(minutes * 60)]
+            if config:
+                args[2:2] = ["--config", config]  # after "play"
             stop, sent = threading.Event(), []
             if rate_cc <= 0:  # no storm: the app runs without MIDI (to compare)
                 args.append("--no-midi")
@@ -192,13 +194,14 @@ def bench_paced(minutes: float, rate_cc: int, display: str) -> dict:
     return {"model": str(model.relative_to(ROOT)), "sample_rate": rate, "hop": hop,
             "audio_seconds": round(hops * hop / rate, 1), "wall_seconds": round(elapsed, 1),
             "hop_ms": round(1000 * hop / rate, 2), "minutes": minutes, "display": display,
+            "config": config,
             "midi_cc_sent": sent[0] if sent else 0,
             "midi_cc_per_s": round((sent[0] if sent else 0) / max(elapsed, 1e-9), 1),
             "hops": hops, "xruns": xruns, "underruns": under, "overruns": over,
             "reconnects": reconnects, "hop_cost_us": {"p50": p50, "p99": p99, "p99.9": p999,
                                                        "max": mx},
             "longest_gap_between_periods_ms": float(gap.group(1)) if gap else None,
-            "prefilled_cushion_ms": float(gap.group(2)) if gap else None,
+            "buffered_cushion_ms": float(gap.group(2)) if gap else None,
             "garbage_collections": ({"count": int(collector.group(1)),
                                      "full": int(collector.group(2)),
                                      "slow": int(collector.group(3)),
@@ -220,11 +223,12 @@ def main() -> int:
     pc.add_argument("--cc-rate", type=int, default=600,
                     help="MIDI CC messages per second (0: no MIDI at all)")
     pc.add_argument("--display", default="dummy", help="dummy: luma renders every frame")
+    pc.add_argument("--config", help="an aesynth.toml for the app (e.g. [audio] others_priority)")
     a = ap.parse_args()
     if a.what == "first-period":
         result = bench_first_period(a.runs)
     else:
-        result = bench_paced(a.minutes, a.cc_rate, a.display)
+        result = bench_paced(a.minutes, a.cc_rate, a.display, a.config)
     print(json.dumps({"bench": f"play_{a.what}", **result}, indent=2))
     return 0
 

@@ -572,7 +572,7 @@ class App:
                      s.hops, s.xruns, s.underruns, s.overruns, s.reconnects, pc["p50"],
                      pc["p99"], pc["p99.9"], s.max_hop_us)
             cushion_ms = self.loop.expected_latency()["playback_buffer_ms"]
-            log.info("audio: longest gap between periods %.1f ms (prefilled cushion %.1f ms)",
+            log.info("audio: longest gap between periods %.1f ms (buffered cushion %.1f ms)",
                      s.max_gap_us / 1000.0, cushion_ms)
         if self.collector is not None:
             log.info("collector: %s", self.collector.report().summary())

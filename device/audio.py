@@ -405,13 +405,21 @@ class AudioLoop:
         return out
 
     def expected_latency(self) -> dict[str, float]:
-        """Round-trip latency in ms, line-in to line-out, by where it comes from."""
+        """Round-trip latency in ms, line-in to line-out, by where it comes from.
+
+        The playback buffer holds ``prefill`` periods when something else paces
+        the loop (the capture device, or the clock).  Paced by blocking playback
+        writes alone (a file or no input on a real card), each write returns as
+        soon as a period is free, so the buffer runs full: ``periods`` periods.
+        """
         ms = 1000.0 / self.sample_rate
         granted = self._granted or {"capture": self.hop, "playback": self.hop}
+        held = (self.config.prefill if self.source.needs_capture or self.config.clock_paced()
+                else self.config.periods)
         parts = {
             "algorithmic_ms": (self._algorithmic or self.hop) * ms,
             "capture_period_ms": granted["capture"] * ms if self.source.needs_capture else 0.0,
-            "playback_buffer_ms": self.config.prefill * granted["playback"] * ms,
+            "playback_buffer_ms": held * granted["playback"] * ms,
         }
         parts["total_ms"] = sum(parts.values())
         return parts

@@ -543,6 +543,26 @@ def test_paced_period_larger_than_hop(tmp_path, alsa, monkeypatch):
     assert lat["playback_buffer_ms"] == pytest.approx(2 * 512 / RATE * 1000)
 
 
+def test_without_capture_the_blocking_writes_keep_the_playback_buffer_full(jack_env):
+    """Paced by playback alone, the buffer holds `periods`, not `prefill`, periods: the
+    latency the app logs (and the cushion against xruns) is the whole buffer."""
+    x = ramp(RATE * 4, seed=5)
+    loop, _, _ = make_loop(PassThrough(128), FileSource(x), device="jk_out", periods=4,
+                           prefill=1)
+    assert loop.expected_latency()["playback_buffer_ms"] == pytest.approx(4 * 128 / RATE * 1e3)
+    loop.start()
+    try:
+        wait_for(lambda: loop.stats.hops >= 300)
+        # From this thread while the audio thread writes: alsa-lib locks each PCM call.
+        queued = [loop._play.info()["buffer_size"] - loop._play.avail() for _ in range(50)]
+    finally:
+        loop.stop()
+    assert np.median(queued) > 2 * 128, queued  # well past the one prefilled period
+    line, _, _ = make_loop(PassThrough(128), LineSource(), device="jk_out", capture="jk_in",
+                           periods=4, prefill=1)
+    assert line.expected_latency()["playback_buffer_ms"] == pytest.approx(128 / RATE * 1e3)
+
+
 def test_hop_cost_percentiles_cover_the_whole_run(alsa):
     class Slow(PassThrough):
         def process(self, block, out):
