@@ -12,6 +12,11 @@ single-consumer (the writer advances ``_read``); each index is a Python int
 replaced by one assignment, which the GIL makes atomic, and the producer
 publishes its index only after the samples are in place.
 
+A power cut must not lose the take: every ``checkpoint_s`` the writer
+rewrites the WAV header with the length so far (libsndfile otherwise writes
+it only on close, leaving a file that reads as empty) and fsyncs the file,
+so at most the last checkpoint's worth of sound is lost.
+
 Files go to :func:`recording_dir`: a folder on the USB stick when one is
 mounted, else the data partition.  ``start``/``stop`` are for the control
 thread (they open and close files), never the audio thread.
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 STICK_FOLDER = "aesynth-recordings"
 NAME_TRIES = 1000  # recordings started within one second (the file name has a 1 s stamp)
+# libsndfile's SFC_UPDATE_HEADER_NOW (sndfile.h); soundfile's cffi does not declare it.
+_SFC_UPDATE_HEADER_NOW = 0x1060
 
 
 def recording_dir(stick: str | os.PathLike | None, fallback: str | os.PathLike) -> Path:
@@ -55,18 +62,23 @@ class Recorder:
 
     def __init__(self, directory: str | os.PathLike | Callable[[], str | os.PathLike],
                  sample_rate: int, *, channels: int = 1, buffer_s: float = 10.0,
-                 subtype: str = "PCM_16", poll_s: float = 0.05,
+                 subtype: str = "PCM_16", poll_s: float = 0.05, checkpoint_s: float = 1.0,
                  on_error: Callable[[str], None] | None = None):
         if not isinstance(sample_rate, int) or not 1000 <= sample_rate <= 384000:
             raise ConfigError(f"recorder sample_rate must be an integer in 1000..384000 Hz, "
                              f"got {sample_rate!r}")
         if channels not in (1, 2):
             raise ConfigError(f"recorder channels must be 1 or 2, got {channels!r}")
+        if not 0 < checkpoint_s <= 60:
+            raise ConfigError(f"recorder checkpoint_s must be in (0, 60] seconds, got "
+                              f"{checkpoint_s!r}")
         self.directory = directory
         self.sample_rate = sample_rate
         self.channels = channels
         self.subtype = subtype
         self.poll_s = poll_s
+        self.checkpoint_s = checkpoint_s
+        self.checkpoints = 0  # header rewrites + fsyncs of the current file
         self.on_error = on_error
         self.capacity = max(1, int(buffer_s * sample_rate))
         shape = (self.capacity,) if channels == 1 else (self.capacity, channels)
@@ -125,6 +137,7 @@ class Recorder:
         self.path = path
         self.error = None
         self.dropped = 0
+        self.checkpoints = 0
         self._read = self._written  # nothing from before this moment
         self._stop.clear()
         self._thread = threading.Thread(target=self._drain_loop, name="recorder", daemon=True)
@@ -168,9 +181,29 @@ class Recorder:
 
     def _drain_loop(self) -> None:
         # wait first: a burst pushed right after start is drained a poll later
+        next_checkpoint = time.monotonic() + self.checkpoint_s
         while not self._stop.wait(self.poll_s):
             self._drain()
+            if time.monotonic() >= next_checkpoint and self.error is None:
+                self._checkpoint()
+                next_checkpoint = time.monotonic() + self.checkpoint_s
         self._drain()
+
+    def _checkpoint(self) -> None:
+        """Make what is written so far survive a power cut: header, then fsync."""
+        import soundfile as sf
+
+        try:
+            sf._snd.sf_command(self._file._file, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # any descriptor of the file syncs its pages
+            finally:
+                os.close(fd)
+        except (OSError, RuntimeError) as e:  # a stick pulled out
+            self._fail(f"cannot write {str(self.path)!r}: {e}")
+            return
+        self.checkpoints += 1
 
     def _drain(self) -> None:
         w, r = self._written, self._read

@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import soundfile as sf
 from device.errors import ConfigError, DeviceError
 from device.recorder import STICK_FOLDER, Recorder, _new_file_name, recording_dir
 
+ROOT = Path(__file__).resolve().parents[2]
 SR = 22050
 HOP = 128
 
@@ -219,3 +221,50 @@ def test_recording_from_the_real_audio_thread_while_a_hostile_stick_imports(
     start = int(np.argmin(np.abs(samples - y[0])))
     expected = np.tile(samples, len(y) // period + 2)[start:start + len(y)]
     np.testing.assert_array_equal(y, expected)
+
+
+def test_a_recording_killed_mid_take_keeps_a_valid_header(tmp_path):
+    """SIGKILL (as good as a power cut for the header) after a few checkpoints: a strict
+    reader (the standard library's wave) finds every checkpointed sample."""
+    import os
+    import signal as signals
+    import struct
+    import subprocess
+    import sys
+    import wave
+
+    code = (
+        "import sys, time\n"
+        "from device.recorder import Recorder\n"
+        "from tests.device.test_recorder import push_all, signal\n"
+        "rec = Recorder(sys.argv[1], 22050, checkpoint_s=0.1)\n"
+        "path = rec.start()\n"
+        "push_all(rec, signal(2.0, seed=11))\n"
+        "while rec._read != rec._written:\n"
+        "    time.sleep(0.01)\n"
+        "n = rec.checkpoints\n"
+        "while rec.checkpoints < n + 2:\n"  # two checkpoints after the last sample was written
+        "    time.sleep(0.01)\n"
+        "print(path, flush=True)\n"
+        "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                             text=True, cwd=ROOT)
+    try:
+        path = child.stdout.readline().strip()
+    finally:
+        os.kill(child.pid, signals.SIGKILL)
+        child.wait(30)
+    raw = open(path, "rb").read()
+    at = raw.find(b"data")
+    assert struct.unpack("<I", raw[at + 4:at + 8])[0] == len(raw) - at - 8
+    x = signal(2.0, seed=11)
+    n = (len(x) // HOP) * HOP
+    with wave.open(path) as w:
+        assert w.getnframes() == n and w.getframerate() == SR
+        y = np.frombuffer(w.readframes(n), dtype="<i2") / 32768.0
+    np.testing.assert_allclose(y, x[:n], atol=1.0 / 32768)
+
+
+def test_checkpoint_interval_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"checkpoint_s must be in \(0, 60\] seconds, got 0"):
+        Recorder(tmp_path, SR, checkpoint_s=0)
