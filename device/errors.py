@@ -98,3 +98,7 @@ class ExportError(AesynthError, ValueError):
 
 class EvaluationError(AesynthError, ValueError):
     """A bundle that lacks what an evaluation needs (e.g. the training set's scale)."""
+
+
+class DataError(AesynthError, RuntimeError):
+    """Training data that cannot be found, installed, decoded or loaded (train/data.py)."""

@@ -212,7 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(a, "func", None):
         parser.print_help()
         return 2
-    return int(a.func(a) or 0)
+    from device.errors import AesynthError
+
+    try:
+        return int(a.func(a) or 0)
+    except AesynthError as e:  # bad data, export settings, bundles: a message, not a traceback
+        print(f"aesynth-train {a.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import numpy as np
 
 from device.atomic import fsync_tree, recover_swap, swap_dir
 from device.audiofile import load_audio  # the box's own decoder (re-exported)
+from device.errors import DataError  # re-exported: train.data.DataError
 from device.features import FrameConfig, frame_count, magnitudes
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,6 @@ class Track:
     kind: str
 
 
-class DataError(RuntimeError):
-    """Training data that cannot be found, installed, decoded or loaded."""
 
 
 # -- finding and installing the music -------------------------------------------

@@ -143,6 +143,17 @@ def test_cli_without_command_prints_help():
     assert r.returncode == 2 and "dataset" in r.stdout and "reproduce" in r.stdout
 
 
+def test_cli_reports_a_data_error_as_one_line_not_a_traceback(tmp_path, capsys):
+    from train.cli import main
+
+    code = main(["dataset", "--out", str(tmp_path / "d"), "--sources", "pushover",
+                 "--max-tracks", "2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "aesynth-train dataset: split " in err and "at least 3 tracks" in err
+    assert "Traceback" not in err
+
+
 def test_reproduce_quick_writes_the_three_tables(pipeline):
     from train.cli import main
 
