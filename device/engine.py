@@ -2,7 +2,8 @@
 
     original   analysis → synthesis, untouched (reconstructs the input exactly)
     resynth    |X| → encoder → units × controls → decoder → |Y|, with X's phase
-    generate   controls mapped onto each unit's range → decoder → |Y|, invented phase
+    generate   controls mapped onto each unit's range → decoder → |Y|, invented phase,
+               its level kept to what |Y| implies (phase.LevelKeeper)
 
 Real-time rules (the audio thread calls :meth:`Engine.process` every hop):
 every buffer is allocated here, in ``__init__`` / :func:`prepare_model`; a hop
@@ -31,7 +32,7 @@ from device.bundle import Bundle
 from device.controls import ControlsSnapshot, UnitControls
 from device.errors import ControlError, ModelError
 from device.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
-from device.phase import make_phase
+from device.phase import LevelKeeper, make_phase
 from device.runtime import Model
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ class _Voice:
         n = frame.n_bins
         self.synth = StreamSynthesizer(frame)
         self.phase = make_phase(phase, frame)
+        self.keeper = LevelKeeper(frame)  # generate mode: invented phase comes out quieter
         self.mag_in = np.zeros(n)
         self.mag = np.zeros(n)
         self.spec = np.zeros(n, dtype=np.complex128)
@@ -172,6 +174,7 @@ class _Voice:
             self.adjusted = np.zeros(model.units)
         self.synth.reset()
         self.phase.reset()
+        self.keeper.reset()
 
 
 class Engine:
@@ -361,6 +364,8 @@ class Engine:
             model.decode(v.units, out=v.mag)
             v.phase.synthesize(v.mag, v.spec)
         v.synth.push(v.spec, out=v.out)
+        if v.mode == "generate":
+            v.keeper.apply(v.mag, v.out)
         self._gate(v)
 
     def _gate(self, v: _Voice) -> None:

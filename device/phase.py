@@ -262,3 +262,84 @@ class RTPGHI:
         use_left &= w
         np.copyto(owner, right)
         np.copyto(owner, left, where=use_left)
+
+
+class LevelKeeper:
+    """Make-up gain for invented phase: the output as loud as its magnitudes say.
+
+    With the true phase, WOLA synthesis turns spectral energy into output energy
+    at a fixed ratio set by the frame (Parseval: hop / (n_fft · Σ w_a²) of the
+    rfft energy, bins 1..N/2-1 counted twice).  Invented phase adds up less
+    coherently and comes out quieter: RTPGHI on the low-latency frame's
+    asymmetric window, on real music, by 4.3 dB, varying 3.3-5.0 dB with the
+    music, so a fixed gain would not do.  The keeper follows both energies
+    over ``tau_s`` and scales each output hop by the square root of their
+    ratio, within ±``limit_db``, ramped across the hop so the gain never steps.
+    Allocates nothing per hop.
+
+    The two energies are lined up in time first: a magnitude frame measures
+    the input around its analysis window's energy centroid, while the hop
+    written when it is pushed holds the frame's samples where the synthesis
+    window begins.  On the low-latency frame the output runs 3 hops behind the
+    magnitudes (the produced energy is compared 3 hops late); on the paper's
+    Hann frame 1 hop ahead.  Lined up, with the true phase, the gain stays
+    within 0.3 dB of 1 on real music (0.8 dB without).
+    """
+
+    def __init__(self, frame: FrameConfig, *, tau_s: float = 0.25, limit_db: float = 6.0):
+        if not 0 < tau_s <= 10 or not 0 < limit_db <= 24:
+            raise FeatureError(f"LevelKeeper needs tau_s in (0, 10] s and limit_db in (0, 24] "
+                               f"dB, got tau_s={tau_s!r}, limit_db={limit_db!r}")
+        R = frame.hop_length
+        self._weights = np.full(frame.n_bins, 2.0)
+        self._weights[0] = self._weights[-1] = 1.0  # DC and Nyquist appear once
+        self._coherent = R / (frame.n_fft * float(np.sum(frame.analysis_window ** 2)))
+        self._decay = float(np.exp(-R / (tau_s * frame.sample_rate)))
+        self._low, self._high = 10 ** (-limit_db / 20), 10 ** (limit_db / 20)
+        self._squares = np.zeros(frame.n_bins)
+        self._ramp = np.arange(1, R + 1) / R
+        self._gains = np.zeros(R)
+        w2 = frame.analysis_window ** 2
+        centroid = float(np.sum(np.arange(len(w2)) * w2) / np.sum(w2))
+        written = frame.n_fft - frame.synthesis_support + R / 2
+        self.lag = int((written - centroid) / R)  # hops; > 0: the output sounds them later
+        self._ring = np.zeros(abs(self.lag))     # the energies waiting to be lined up
+        self.reset()
+
+    def reset(self) -> None:
+        self.expected = 0.0   # smoothed output energy per hop the magnitudes imply
+        self.produced = 0.0   # smoothed output energy per hop before the gain
+        self.gain = 1.0
+        self._ring[:] = 0.0
+        self._at = 0
+
+    def _delayed(self, energy: float) -> float:
+        if not len(self._ring):
+            return energy
+        ring, at = self._ring, self._at
+        oldest = float(ring[at])
+        ring[at] = energy
+        self._at = (at + 1) % len(ring)
+        return oldest
+
+    def apply(self, mag: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Scale ``out`` (this hop, synthesised from ``mag``'s frame) in place."""
+        np.multiply(mag, mag, out=self._squares)
+        expected = self._coherent * float(np.dot(self._squares, self._weights))
+        produced = float(np.dot(out, out))
+        if self.lag > 0:
+            produced = self._delayed(produced)
+        elif self.lag < 0:
+            expected = self._delayed(expected)
+        a = self._decay
+        self.expected = a * self.expected + (1 - a) * expected
+        self.produced = a * self.produced + (1 - a) * produced
+        target = self.gain
+        if self.produced > 1e-12:  # silence: keep the gain it had
+            target = min(max((self.expected / self.produced) ** 0.5, self._low), self._high)
+        g = self._gains
+        np.multiply(self._ramp, target - self.gain, out=g)
+        g += self.gain
+        out *= g
+        self.gain = target
+        return out
