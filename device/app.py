@@ -179,7 +179,7 @@ class App:
         a = self.config.audio
         if not (a.realtime and a.others_priority):
             return
-        from device.audio import share_realtime
+        from device.scheduling import share_realtime
 
         before = share_realtime(a.others_priority)
         if isinstance(before, str):
@@ -400,6 +400,9 @@ class App:
 
     def _guard(self, target: Any) -> Any:
         def run() -> None:
+            from device.scheduling import name_thread
+
+            name_thread()
             try:
                 target()
             except BaseException:
@@ -596,7 +599,7 @@ class App:
             sys.setswitchinterval(self._switch_interval)
             self._switch_interval = None
         if self._scheduling is not None and self._scheduling[0] == threading.get_ident():
-            from device.audio import restore_scheduling
+            from device.scheduling import restore_scheduling
 
             restore_scheduling(self._scheduling[1])
             self._scheduling = None

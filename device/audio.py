@@ -18,7 +18,6 @@ reopens them with exponential backoff while commands keep being applied.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import math
@@ -35,6 +34,7 @@ import numpy as np
 from device import commands as c
 from device.audiofile import load_audio
 from device.errors import AesynthError, AudioFileError, DeviceError
+from device.scheduling import enable_realtime, name_thread
 
 log = logging.getLogger(__name__)
 
@@ -222,68 +222,6 @@ class FileSource(Source):
     def __repr__(self) -> str:
         return (f"<FileSource {self.name!r} {len(self.samples)} samples at {self.position} "
                 f"{'playing' if self.playing else 'paused'}>")
-
-
-# -- real-time scheduling -------------------------------------------------------
-def enable_realtime(priority: int) -> list[str]:
-    """SCHED_FIFO for the calling thread and mlockall for the process.
-
-    Returns a warning per step that was not permitted (empty when both worked).
-    mlockall(MCL_FUTURE) is only tried when locked memory is unlimited (root,
-    CAP_IPC_LOCK or limits.conf): under a finite RLIMIT_MEMLOCK it would make
-    later allocations fail instead of paging.
-    """
-    warnings = []
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError) as e:
-        warnings.append(f"SCHED_FIFO priority {priority} not permitted ({e}); the audio thread "
-                        "runs at normal priority: grant rtprio (limits.conf, or the service's "
-                        "LimitRTPRIO) to avoid xruns under load")
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    if soft != resource.RLIM_INFINITY and os.geteuid() != 0:
-        warnings.append(f"mlockall skipped: RLIMIT_MEMLOCK is {soft} bytes, not unlimited "
-                        "(set LimitMEMLOCK=infinity); memory may be paged out")
-    else:
-        libc = ctypes.CDLL(None, use_errno=True)
-        mcl_current, mcl_future = 1, 2
-        if libc.mlockall(mcl_current | mcl_future) != 0:
-            err = ctypes.get_errno()
-            warnings.append(f"mlockall failed: {os.strerror(err)} (errno {err})")
-    return warnings
-
-
-def share_realtime(priority: int) -> tuple[int, int] | str:
-    """SCHED_FIFO at ``priority`` for the calling thread and every thread it starts later.
-
-    For the app's other threads (MIDI, display, control), below the audio thread's
-    priority.  They share Python's GIL with the audio thread: one preempted by an
-    ordinary process while it holds the GIL stalls the audio thread for a whole
-    scheduler slice (priority inversion; measured here as 7-10 ms engine stalls
-    under a MIDI storm).  At real-time priority an ordinary process cannot preempt
-    them.  New threads inherit the policy (glibc's default PTHREAD_INHERIT_SCHED);
-    SCHED_RESET_ON_FORK is not used because the kernel applies it to threads too,
-    so child processes drop real-time scheduling themselves (validate_child).
-
-    Returns the previous (policy, priority) for :func:`restore_scheduling`, or a
-    warning when not permitted.
-    """
-    try:
-        before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError) as e:
-        return (f"SCHED_FIFO priority {priority} for the MIDI, display and control threads not "
-                f"permitted ({e}); a busy machine can then stall the audio thread through "
-                "the GIL")
-    return before
-
-
-def restore_scheduling(before: tuple[int, int]) -> None:
-    """Undo :func:`share_realtime` for the calling thread."""
-    policy, priority = before
-    os.sched_setscheduler(0, policy, os.sched_param(priority))
 
 
 # -- ALSA -------------------------------------------------------------------------
@@ -503,6 +441,7 @@ class AudioLoop:
 
     # -- the thread ---------------------------------------------------------------------
     def _run(self) -> None:
+        name_thread()
         if self.config.realtime:
             self.warnings = enable_realtime(self.config.priority)
             for w in self.warnings:

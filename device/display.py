@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 from device.commands import UNITS_PER_PAGE
 from device.controls import ControlsSnapshot
 from device.errors import ConfigError, DeviceError
+from device.scheduling import name_thread
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,7 @@ class Display:
             self._device.display(render(state))
 
     def _run(self) -> None:
+        name_thread()
         next_frame = 0.0
         while True:
             self._wake.wait()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import IO
 
 from device import commands as c
+from device.scheduling import name_thread
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class KeyboardButtons:
         return self
 
     def _run(self) -> None:
+        name_thread()
         while not self._closing.is_set():
             ready, _, _ = select.select([self._fd], [], [], 0.1)
             if not ready:

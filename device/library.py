@@ -59,6 +59,7 @@ from device.atomic import (
 )
 from device.bundle import MANIFEST, Bundle, check_bundle, read_bundle, sha256_file
 from device.errors import LibraryError, Problem
+from device.scheduling import name_thread
 from device.validate_child import (
     DEFAULT_CPU_S,
     DEFAULT_MEMORY_MIB,
@@ -601,6 +602,7 @@ class UsbWatcher:
         return found
 
     def _run(self) -> None:
+        name_thread()
         while not self._stop.is_set():
             try:
                 self.poll()

@@ -41,6 +41,7 @@ from device.nanokontrol2 import (
     scene_request,
     with_led_mode,
 )
+from device.scheduling import name_thread
 
 __all__ = ["DEFAULT_MAP", "ControllerMap", "MidiController", "find_port", "load_mapping"]
 
@@ -237,6 +238,7 @@ class MidiController:
         self._events.put(msg)
 
     def _event_loop(self) -> None:
+        name_thread()
         last_message = time.monotonic()
         while not self._events_done.is_set():
             poll = self._poll
@@ -309,6 +311,7 @@ class MidiController:
 
     # -- ports ----------------------------------------------------------------------------------
     def _watch(self) -> None:
+        name_thread()
         backoff = self._scan_interval
         waiting_logged = scan_failed = False
         while not self._stopping.is_set():

@@ -34,6 +34,7 @@ from device import commands as c
 from device.atomic import read_json, remove_leftovers, write_json_atomic
 from device.controls import GAIN_RANGE, SCALE_RANGE, ControlsSnapshot
 from device.errors import ControlError
+from device.scheduling import name_thread
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,7 @@ class LastStateKeeper:
                 self._last_error = None
 
     def _run(self) -> None:
+        name_thread()
         while not self._stop.wait(self.interval_s):
             self.flush()
 

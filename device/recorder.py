@@ -35,6 +35,7 @@ import numpy as np
 
 from device.atomic import fsync_dir
 from device.errors import ConfigError, DeviceError
+from device.scheduling import name_thread
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class Recorder:
         self.stop()
 
     def _drain_loop(self) -> None:
+        name_thread()
         # wait first: a burst pushed right after start is drained a poll later
         next_checkpoint = time.monotonic() + self.checkpoint_s
         while not self._stop.wait(self.poll_s):

@@ -126,7 +126,7 @@ def _tail(err: bytes, limit: int = 300) -> str:
 def _limit_self(memory_mib: int, cpu_s: int, nice: int) -> None:
     import resource
 
-    # The player's threads may run SCHED_FIFO (audio.share_realtime) and we inherit that:
+    # The player's threads may run SCHED_FIFO (scheduling.share_realtime) and we inherit that:
     # a hostile model must not spin at real-time priority.  Dropping it is always allowed.
     os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     if nice > 0:

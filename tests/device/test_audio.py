@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import errno
-import json
-import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 
@@ -225,64 +221,6 @@ def test_clock_pacing_keeps_null_device_at_real_time(alsa):
     loop.stop()
     # Unpaced, null takes thousands of hops in 0.5 s; paced, about 86 plus the cushion.
     assert 20 <= hops <= 400
-
-
-def test_realtime_request_reports_what_it_could_not_do():
-    # In a child process: mlockall(MCL_FUTURE) must not stay on for the whole test run.
-    code = (
-        "import json, os, threading\n"
-        "from device.audio import enable_realtime\n"
-        "out = {}\n"
-        "def run():\n"
-        "    out['warnings'] = enable_realtime(10)\n"
-        "    out['policy'] = os.sched_getscheduler(0)\n"
-        "t = threading.Thread(target=run); t.start(); t.join()\n"
-        "out['main_policy'] = os.sched_getscheduler(0)\n"
-        "print(json.dumps(out))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    fifo_refused = any("SCHED_FIFO" in w for w in out["warnings"])
-    assert fifo_refused or out["policy"] == os.SCHED_FIFO
-    assert out["main_policy"] == os.SCHED_OTHER  # only the audio thread changes
-    for w in out["warnings"]:
-        assert ("SCHED_FIFO" in w and "priority 10" in w) or "mlockall" in w
-
-
-def test_shared_realtime_reaches_later_threads_but_not_the_model_checker():
-    """The app's other threads inherit SCHED_FIFO from the thread that asked for it; a
-    model-validation child process drops it before it loads anything."""
-    code = (
-        "import json, os, subprocess, sys, threading\n"
-        "from device.audio import restore_scheduling, share_realtime\n"
-        "out = {}\n"
-        "def run():\n"
-        "    before = share_realtime(5)\n"
-        "    out['refused'] = before if isinstance(before, str) else None\n"
-        "    seen = []\n"
-        "    t = threading.Thread(target=lambda: seen.append((os.sched_getscheduler(0), "
-        "os.sched_getparam(0).sched_priority)))\n"
-        "    t.start(); t.join()\n"
-        "    out['child_thread'] = seen[0]\n"
-        "    check = ('from device.validate_child import _limit_self; _limit_self(1024, 30, 0); '\n"
-        "             'import os; print(os.sched_getscheduler(0))')\n"
-        "    out['checker'] = int(subprocess.run([sys.executable, '-c', check], "
-        "capture_output=True, text=True, check=True).stdout)\n"
-        "    if out['refused'] is None:\n"
-        "        restore_scheduling(before)\n"
-        "    out['restored'] = os.sched_getscheduler(0)\n"
-        "t = threading.Thread(target=run); t.start(); t.join()\n"
-        "print(json.dumps(out))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
-    if out["refused"] is not None:
-        assert "SCHED_FIFO priority 5" in out["refused"] and "GIL" in out["refused"]
-        assert out["child_thread"][0] == os.SCHED_OTHER
-    else:
-        assert out["child_thread"] == [os.SCHED_FIFO, 5]
-    assert out["checker"] == os.SCHED_OTHER
-    assert out["restored"] == os.SCHED_OTHER
 
 
 # -- the card disappearing ----------------------------------------------------------

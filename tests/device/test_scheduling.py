@@ -1,0 +1,119 @@
+"""Real-time scheduling and thread names (device/scheduling.py), in child processes where
+the scheduling would otherwise outlive the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from device.app import App
+from device.scheduling import name_thread
+from tests.device.test_app import StandInEngine, app_config
+
+
+def _comm(native_id: int) -> str:
+    return Path(f"/proc/self/task/{native_id}/comm").read_text().strip()
+
+
+def test_realtime_request_reports_what_it_could_not_do():
+    # In a child process: mlockall(MCL_FUTURE) must not stay on for the whole test run.
+    code = (
+        "import json, os, threading\n"
+        "from device.scheduling import enable_realtime\n"
+        "out = {}\n"
+        "def run():\n"
+        "    out['warnings'] = enable_realtime(10)\n"
+        "    out['policy'] = os.sched_getscheduler(0)\n"
+        "t = threading.Thread(target=run); t.start(); t.join()\n"
+        "out['main_policy'] = os.sched_getscheduler(0)\n"
+        "print(json.dumps(out))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    fifo_refused = any("SCHED_FIFO" in w for w in out["warnings"])
+    assert fifo_refused or out["policy"] == os.SCHED_FIFO
+    assert out["main_policy"] == os.SCHED_OTHER  # only the audio thread changes
+    for w in out["warnings"]:
+        assert ("SCHED_FIFO" in w and "priority 10" in w) or "mlockall" in w
+
+
+def test_shared_realtime_reaches_later_threads_but_not_the_model_checker():
+    """The app's other threads inherit SCHED_FIFO from the thread that asked for it; a
+    model-validation child process drops it before it loads anything."""
+    code = (
+        "import json, os, subprocess, sys, threading\n"
+        "from device.scheduling import restore_scheduling, share_realtime\n"
+        "out = {}\n"
+        "def run():\n"
+        "    before = share_realtime(5)\n"
+        "    out['refused'] = before if isinstance(before, str) else None\n"
+        "    seen = []\n"
+        "    t = threading.Thread(target=lambda: seen.append((os.sched_getscheduler(0), "
+        "os.sched_getparam(0).sched_priority)))\n"
+        "    t.start(); t.join()\n"
+        "    out['child_thread'] = seen[0]\n"
+        "    check = ('from device.validate_child import _limit_self; _limit_self(1024, 30, 0); '\n"
+        "             'import os; print(os.sched_getscheduler(0))')\n"
+        "    out['checker'] = int(subprocess.run([sys.executable, '-c', check], "
+        "capture_output=True, text=True, check=True).stdout)\n"
+        "    if out['refused'] is None:\n"
+        "        restore_scheduling(before)\n"
+        "    out['restored'] = os.sched_getscheduler(0)\n"
+        "t = threading.Thread(target=run); t.start(); t.join()\n"
+        "print(json.dumps(out))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    if out["refused"] is not None:
+        assert "SCHED_FIFO priority 5" in out["refused"] and "GIL" in out["refused"]
+        assert out["child_thread"][0] == os.SCHED_OTHER
+    else:
+        assert out["child_thread"] == [os.SCHED_FIFO, 5]
+    assert out["checker"] == os.SCHED_OTHER
+    assert out["restored"] == os.SCHED_OTHER
+
+
+def test_a_thread_shows_its_name_to_the_kernel():
+    seen = {}
+
+    def run():
+        name_thread()
+        seen["default"] = _comm(threading.get_native_id())
+        name_thread("a-name-longer-than-fifteen")
+        seen["long"] = _comm(threading.get_native_id())
+
+    t = threading.Thread(target=run, name="display")
+    t.start()
+    t.join()
+    assert seen == {"default": "display", "long": "a-name-longer-t"}
+
+
+def test_the_players_threads_are_named_for_top(tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "in.wav", np.zeros(22050, dtype=np.float32), 22050, subtype="FLOAT")
+    app = App(app_config(tmp_path, input=str(tmp_path / "in.wav")),
+              engine_factory=StandInEngine).start()
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        want = {"audio", "control", "ui", "last-state"}
+        names: set[str] = set()
+        while not want <= names and time.monotonic() < deadline:
+            names = set()
+            for tid in os.listdir("/proc/self/task"):
+                try:
+                    names.add(_comm(int(tid)))
+                except FileNotFoundError:  # a thread that ended meanwhile
+                    pass
+            time.sleep(0.02)
+    finally:
+        app.close()
+    assert want <= names, names
