@@ -112,9 +112,10 @@ class AudioStats:
     source: str = "none"
     last_hop_us: float = 0.0
     max_hop_us: float = 0.0
-    # Longest time between two periods handed to ALSA.  Past the prefilled cushion it is
-    # an underrun; it includes waits for the GIL and for the CPU, which the engine's own
-    # per-hop cost does not see.
+    # Longest time between two periods handed to ALSA.  It includes waits for the GIL and
+    # the CPU, which the engine's own per-hop cost does not see; past the buffered cushion
+    # (expected_latency's playback buffer) the card runs dry.  An upper bound on how late
+    # the app was: a device that is late itself widens it too.
     max_gap_us: float = 0.0
     error: str | None = None  # the last device error, while disconnected
 

@@ -196,7 +196,14 @@ class Recorder:
         import soundfile as sf
 
         try:
-            sf._snd.sf_command(self._file._file, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
+            # soundfile's internals (its cffi handle): a version without them still gets
+            # the fsync, and a header written at stop.
+            snd, handle = getattr(sf, "_snd", None), getattr(self._file, "_file", None)
+            if snd is not None and handle is not None:
+                snd.sf_command(handle, _SFC_UPDATE_HEADER_NOW, sf._ffi.NULL, 0)
+            elif self.checkpoints == 0:
+                log.warning("soundfile %s offers no sf_command: the WAV header of %s is "
+                            "written only when the recording stops", sf.__version__, self.path)
             fd = os.open(self.path, os.O_RDONLY)
             try:
                 os.fsync(fd)  # any descriptor of the file syncs its pages
