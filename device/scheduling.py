@@ -63,9 +63,10 @@ def share_realtime(priority: int) -> tuple[int, int] | str:
     For the app's other threads (MIDI, display, control), below the audio thread's
     priority.  They share Python's GIL with the audio thread: one preempted by an
     ordinary process while it holds the GIL stalls the audio thread for a whole
-    scheduler slice (priority inversion; measured here as 7-10 ms engine stalls
-    under a MIDI storm).  At real-time priority an ordinary process cannot preempt
-    them.  New threads inherit the policy (glibc's default PTHREAD_INHERIT_SCHED);
+    scheduler slice (priority inversion).  At real-time priority an ordinary
+    process cannot preempt them.  Not shown to matter on the 2-core VM we
+    measure on: three A/B pairs under two busy loops gave no difference beyond
+    the VM's own hiccups (docs/play.md).  New threads inherit the policy (glibc's default PTHREAD_INHERIT_SCHED);
     SCHED_RESET_ON_FORK is not used because the kernel applies it to threads too,
     so child processes drop real-time scheduling themselves (validate_child).
 
