@@ -117,3 +117,45 @@ def test_the_players_threads_are_named_for_top(tmp_path):
     finally:
         app.close()
     assert want <= names, names
+
+
+def test_the_app_runs_its_threads_real_time_and_gives_the_priority_back(tmp_path):
+    """In a child process: realtime on means mlockall, which must not outlive the test."""
+    code = (
+        "import json, os, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from device.app import App\n"
+        "from tests.device.test_app import StandInEngine, app_config\n"
+        "tmp = Path(sys.argv[1])\n"
+        "cfg = app_config(tmp, input='none').replace('audio', realtime=True, others_priority=7,"
+        " priority=60)\n"
+        "app = App(cfg, engine_factory=StandInEngine).start()\n"
+        "seen = {}\n"
+        "deadline = time.monotonic() + 20\n"
+        "while len(seen) < 3 and time.monotonic() < deadline:\n"
+        "    for t in threading.enumerate():\n"
+        "        if t.name in ('audio', 'control', 'ui') and t.native_id:\n"
+        "            seen[t.name] = [os.sched_getscheduler(t.native_id),\n"
+        "                            os.sched_getparam(t.native_id).sched_priority]\n"
+        "    time.sleep(0.05)\n"
+        "time.sleep(0.3)\n"  # the audio thread raises itself once it runs
+        "seen['audio'] = [os.sched_getscheduler(app.loop._thread.native_id),\n"
+        "                 os.sched_getparam(app.loop._thread.native_id).sched_priority]\n"
+        "during = os.sched_getscheduler(0)\n"
+        "app.close()\n"
+        "print(json.dumps({'seen': seen, 'during': during, 'after': os.sched_getscheduler(0),\n"
+        "                  'warnings': app.loop.warnings}))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    refused = any("SCHED_FIFO" in w for w in out["warnings"])
+    if refused:  # no rtprio here: everything stays at normal priority, with a warning
+        assert "SCHED_FIFO priority 7 for the MIDI, display and control threads" in r.stderr
+        assert out["during"] == os.SCHED_OTHER
+    else:
+        assert out["seen"]["audio"] == [os.SCHED_FIFO, 60]
+        assert out["seen"]["control"] == [os.SCHED_FIFO, 7]
+        assert out["seen"]["ui"] == [os.SCHED_FIFO, 7]
+        assert out["during"] == os.SCHED_FIFO
+    assert out["after"] == os.SCHED_OTHER
