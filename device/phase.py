@@ -264,6 +264,10 @@ class RTPGHI:
         np.copyto(owner, left, where=use_left)
 
 
+SLEW_DB = 1.0    # the level keeper's gain moves at most this much per hop
+LISTEN_S = 0.1   # and only after averaging this long since its (re)start
+
+
 class LevelKeeper:
     """Make-up gain for invented phase: the output as loud as its magnitudes say.
 
@@ -274,7 +278,9 @@ class LevelKeeper:
     asymmetric window, on real music, by 4.3 dB, varying 3.3-5.0 dB with the
     music, so a fixed gain would not do.  The keeper follows both energies
     over ``tau_s`` and scales each output hop by the square root of their
-    ratio, within ±``limit_db``, ramped across the hop so the gain never steps.
+    ratio, within ±``limit_db`` and at most :data:`SLEW_DB` per hop, ramped
+    across the hop so the gain never steps.  After a (re)start, at a switch to
+    generate mode, it listens for :data:`LISTEN_S` before it moves.
     Allocates nothing per hop.
 
     The two energies are lined up in time first: a magnitude frame measures
@@ -304,6 +310,12 @@ class LevelKeeper:
         written = frame.n_fft - frame.synthesis_support + R / 2
         self.lag = int((written - centroid) / R)  # hops; > 0: the output sounds them later
         self._ring = np.zeros(abs(self.lag))     # the energies waiting to be lined up
+        # Hops before the averages start: the ring's zeros, the synthesis overlap filling
+        # up, and a phase generator's look-ahead frame; earlier ratios overshoot.  Then
+        # LISTEN_S of averaging before the gain moves: one hop's ratio is noisy (±4 dB).
+        self._warmup = len(self._ring) + -(-frame.synthesis_support // R) + 1
+        self._listen = self._warmup + max(1, round(LISTEN_S * frame.sample_rate / R))
+        self._slew = 10 ** (SLEW_DB / 20)
         self.reset()
 
     def reset(self) -> None:
@@ -312,6 +324,7 @@ class LevelKeeper:
         self.gain = 1.0
         self._ring[:] = 0.0
         self._at = 0
+        self._seen = 0        # hops since reset: the first aligned pair seeds both averages
 
     def _delayed(self, energy: float) -> float:
         if not len(self._ring):
@@ -331,12 +344,17 @@ class LevelKeeper:
             produced = self._delayed(produced)
         elif self.lag < 0:
             expected = self._delayed(expected)
+        self._seen += 1
+        if self._seen < self._warmup:
+            out *= self.gain
+            return out
         a = self._decay
         self.expected = a * self.expected + (1 - a) * expected
         self.produced = a * self.produced + (1 - a) * produced
         target = self.gain
-        if self.produced > 1e-12:  # silence: keep the gain it had
+        if self._seen >= self._listen and self.produced > 1e-12:  # silence: keep the gain
             target = min(max((self.expected / self.produced) ** 0.5, self._low), self._high)
+            target = min(max(target, self.gain / self._slew), self.gain * self._slew)
         g = self._gains
         np.multiply(self._ramp, target - self.gain, out=g)
         g += self.gain

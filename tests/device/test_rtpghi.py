@@ -84,21 +84,23 @@ def test_rtpghi_allocates_no_arrays_per_hop():
 
     gen = RTPGHI(LOW_LATENCY)
     rng = np.random.default_rng(0)
-    mags = np.abs(rng.standard_normal((50, LOW_LATENCY.n_bins)))
+    mags = np.abs(rng.standard_normal((500, LOW_LATENCY.n_bins)))
     out = np.zeros(LOW_LATENCY.n_bins, complex)
     tracemalloc.start()  # before the warm-up, so caches it fills count as the start
     try:
-        for m in mags[:5]:
+        # 50 hops of warm-up: numpy and CPython fill small one-time caches (seen: 1.2 kB,
+        # not always by hop 5), which must not count as a leak.
+        for m in mags[:50]:
             gen.synthesize(m, out)
         start, _ = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        for m in mags[5:]:
+        for m in mags[50:]:
             gen.synthesize(m, out)
         end, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak - start < 8 * LOW_LATENCY.n_bins, (start, end, peak)
-    assert end - start < 1024
+    assert end - start < 1024  # one 16-byte object kept per hop would be 7.2 kB
 
 
 # -- the level keeper: invented phase as loud as the magnitudes say --------------------
@@ -153,19 +155,22 @@ def test_level_keeper_leaves_true_phase_alone():
 
 
 def test_level_keeper_never_steps_the_gain_within_a_hop():
-    from device.phase import LevelKeeper
+    from device.phase import SLEW_DB, LevelKeeper
 
     keeper = LevelKeeper(LOW_LATENCY)
     loud = np.full(LOW_LATENCY.n_bins, 10.0)
     quiet = np.full(LOW_LATENCY.hop_length, 1e-3)  # far quieter than the magnitudes say
     steps = []
-    for _ in range(keeper.lag + 2):  # past the hops that line the energies up
+    for _ in range(keeper._listen + 10):  # past the hops it waits and listens, to the limit
         before, out = keeper.gain, quiet.copy()
         keeper.apply(loud, out)
         steps.append((before, out / 1e-3))
-    before, ramp = steps[-2]
-    assert ramp[-1] > before  # the gain rose within this hop ...
-    assert np.all(np.diff(ramp) >= 0) and ramp[0] - before < 2 * (ramp[1] - ramp[0]) + 1e-12
-    assert ramp[-1] == pytest.approx(keeper.gain) and keeper.gain == pytest.approx(10 ** (6 / 20))
+    assert all(r[-1] == before for before, r in steps[:keeper._listen - 1])  # listening
+    rising = [(before, r) for before, r in steps if r[-1] > before]
+    assert rising, "the gain never rose"
+    for before, ramp in rising:  # each hop: a smooth ramp, at most SLEW_DB higher
+        assert np.all(np.diff(ramp) >= 0) and ramp[0] - before < 2 * (ramp[1] - ramp[0]) + 1e-12
+        assert ramp[-1] <= before * 10 ** (SLEW_DB / 20) + 1e-12
+    assert keeper.gain == pytest.approx(10 ** (6 / 20))  # and no further than limit_db
     with pytest.raises(Exception, match=r"tau_s in \(0, 10\] s and limit_db in \(0, 24\] dB"):
         LevelKeeper(LOW_LATENCY, tau_s=0)
