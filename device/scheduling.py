@@ -66,9 +66,10 @@ def share_realtime(priority: int) -> tuple[int, int] | str:
     scheduler slice (priority inversion).  At real-time priority an ordinary
     process cannot preempt them.  Not shown to matter on the 2-core VM we
     measure on: three A/B pairs under two busy loops gave no difference beyond
-    the VM's own hiccups (docs/play.md).  New threads inherit the policy (glibc's default PTHREAD_INHERIT_SCHED);
-    SCHED_RESET_ON_FORK is not used because the kernel applies it to threads too,
-    so child processes drop real-time scheduling themselves (validate_child).
+    the VM's own hiccups (docs/play.md).  New threads inherit the policy
+    (glibc's default PTHREAD_INHERIT_SCHED); SCHED_RESET_ON_FORK is not used
+    because the kernel applies it to threads too, so child processes drop
+    real-time scheduling themselves (validate_child).
 
     Returns the previous (policy, priority) for :func:`restore_scheduling`, or a
     warning when not permitted.
