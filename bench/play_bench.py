@@ -8,8 +8,8 @@ paced: `aesynth play` through JACK's dummy driver for N minutes (default 10)
     with a nanoKONTROL2 MIDI storm (>= 500 CC/s, over JACK MIDI) and the unit
     table redrawn continuously; reports xruns, per-hop engine cost
     percentiles (from the app's own whole-run histogram), the longest gap
-    between two periods handed to ALSA (GIL and CPU waits included: an xrun
-    is a gap longer than the buffered cushion), the app's garbage
+    between two periods handed to ALSA (GIL and CPU waits included; past the
+    buffered cushion the card runs dry, unless the device was late too), the app's garbage
     collections, and the machine's own stalls as a SCHED_FIFO sleeper in
     another process sees them (to tell the VM's hiccups from the app's).
 
