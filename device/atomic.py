@@ -41,6 +41,15 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), 9)
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a file's data to the disk (any descriptor of the file flushes its pages)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Flush a directory's entries (creations, renames) to the disk."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -151,11 +160,7 @@ def fsync_tree(directory: str | os.PathLike) -> None:
     """Flush the regular files directly in ``directory``, then the directory itself."""
     for e in os.scandir(directory):
         if e.is_file(follow_symlinks=False):
-            fd = os.open(e.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(e.path)
     fsync_dir(directory)
 
 

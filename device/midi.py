@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import mido
@@ -88,6 +88,16 @@ class _RtMidiInput:
                 self._rt.close_port()
                 self._rt.delete()
                 self._rt = None
+
+
+def _close_ports(ports: Iterable[Any], why: str) -> None:
+    """Close each port that is there; a port that fails to close (unplugged) is only logged."""
+    for port in ports:
+        if port is not None:
+            try:
+                port.close()
+            except Exception as exc:
+                log.debug("closing MIDI port %r after %s: %s", port, why, exc)
 
 
 def find_port(names: list[str], match: str) -> str | None:
@@ -376,12 +386,7 @@ class MidiController:
                 self._leds_sent.clear()
                 self._surface.release()
         except BaseException:
-            for port in (out, inp):
-                if port is not None:
-                    try:
-                        port.close()
-                    except Exception as exc:
-                        log.debug("closing MIDI port %r after a failed connect: %s", name, exc)
+            _close_ports((out, inp), f"a failed connect to {name!r}")
             raise
         self.connects += 1
         log.info("MIDI controller on %r (LEDs via %r)", name, out_name)
@@ -448,12 +453,7 @@ class MidiController:
         with self._lock:
             inp, out = self._input, self._output
             self._input = self._output = self._poll = None
-        for port in (inp, out):
-            if port is not None:
-                try:
-                    port.close()
-                except Exception as exc:
-                    log.debug("closing MIDI port after %s: %s", reason, exc)
+        _close_ports((inp, out), reason)
         self._original_scene = None
         self.led_mode = "unknown"
 

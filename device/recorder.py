@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from device.atomic import fsync_dir
+from device.atomic import fsync_dir, fsync_file
 from device.errors import ConfigError, DeviceError
 from device.scheduling import name_thread
 
@@ -158,11 +158,7 @@ class Recorder:
         path = self.path
         try:
             self._file.close()
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(path)
             fsync_dir(path.parent)
         except (OSError, RuntimeError) as e:
             self._fail(f"cannot finish {str(path)!r}: {e}")
@@ -204,11 +200,7 @@ class Recorder:
             elif self.checkpoints == 0:
                 log.warning("soundfile %s offers no sf_command: the WAV header of %s is "
                             "written only when the recording stops", sf.__version__, self.path)
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # any descriptor of the file syncs its pages
-            finally:
-                os.close(fd)
+            fsync_file(self.path)
         except (OSError, RuntimeError) as e:  # a stick pulled out
             self._fail(f"cannot write {str(self.path)!r}: {e}")
             return

@@ -16,6 +16,17 @@ from device.app import App
 from device.scheduling import name_thread
 from tests.device.test_app import StandInEngine, app_config
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _in_child(code: str, *args: str) -> tuple[dict, str]:
+    """Run ``code`` in a fresh interpreter at the repo root; its last stdout line as JSON,
+    and its stderr.  Scheduling and mlockall changed there end with it."""
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1]), r.stderr
+
 
 def _comm(native_id: int) -> str:
     return Path(f"/proc/self/task/{native_id}/comm").read_text().strip()
@@ -33,9 +44,7 @@ def test_realtime_request_reports_what_it_could_not_do():
         "t = threading.Thread(target=run); t.start(); t.join()\n"
         "out['main_policy'] = os.sched_getscheduler(0)\n"
         "print(json.dumps(out))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    out, _ = _in_child(code)
     fifo_refused = any("SCHED_FIFO" in w for w in out["warnings"])
     assert fifo_refused or out["policy"] == os.SCHED_FIFO
     assert out["main_policy"] == os.SCHED_OTHER  # only the audio thread changes
@@ -67,9 +76,7 @@ def test_shared_realtime_reaches_later_threads_but_not_the_model_checker():
         "    out['restored'] = os.sched_getscheduler(0)\n"
         "t = threading.Thread(target=run); t.start(); t.join()\n"
         "print(json.dumps(out))\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    out = json.loads(r.stdout)
+    out, _ = _in_child(code)
     if out["refused"] is not None:
         assert "SCHED_FIFO priority 5" in out["refused"] and "GIL" in out["refused"]
         assert out["child_thread"][0] == os.SCHED_OTHER
@@ -145,13 +152,10 @@ def test_the_app_runs_its_threads_real_time_and_gives_the_priority_back(tmp_path
         "app.close()\n"
         "print(json.dumps({'seen': seen, 'during': during, 'after': os.sched_getscheduler(0),\n"
         "                  'warnings': app.loop.warnings}))\n")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                       text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
-    assert r.returncode == 0, r.stderr[-3000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out, stderr = _in_child(code, str(tmp_path))
     refused = any("SCHED_FIFO" in w for w in out["warnings"])
     if refused:  # no rtprio here: everything stays at normal priority, with a warning
-        assert "SCHED_FIFO priority 7 for the MIDI, display and control threads" in r.stderr
+        assert "SCHED_FIFO priority 7 for the MIDI, display and control threads" in stderr
         assert out["during"] == os.SCHED_OTHER
     else:
         assert out["seen"]["audio"] == [os.SCHED_FIFO, 60]
