@@ -51,24 +51,46 @@ class Source:
     pattern: str
     kind: str = "audio"  # "audio" (decoded by soundfile) or "midi" (rendered by fluidsynth)
     licence: str = ""
+    # Files shorter than this are sound effects in the soundtrack packages, but
+    # the one-hit samples of the sample packages are what those are for.
+    min_seconds: float = 20.0
+    # Only the start of longer files: planetblupi's 10-29 minute loops would
+    # otherwise outweigh every other source together.
+    max_seconds: float | None = None
+    genre: str = ""
 
 
 SOURCES = {
     s.name: s
     for s in (
         Source("pushover", "pushover-data", "/usr/share/pushover/themes", "*.ogg",
-               licence="GPL-3+"),
+               licence="GPL-3+", genre="game themes"),
         Source("drascula", "drascula-music", "/usr/share/scummvm/drascula/audio", "*.ogg",
-               licence="BSD-like"),
+               licence="BSD-like", genre="adventure score"),
         Source("frozen-bubble", "frozen-bubble-data", "/usr/share/games/frozen-bubble/snd",
-               "*zik*.ogg", licence="GPL-2"),
+               "*zik*.ogg", licence="GPL-2", genre="game pop"),
         Source("openttd", "openttd-openmsx", "/usr/share/games/openttd/baseset/openmsx",
-               "*.mid", kind="midi", licence="GPL-2"),
+               "*.mid", kind="midi", licence="GPL-2", genre="General MIDI"),
         Source("wesnoth", "wesnoth-1.16-music", "/usr/share/games/wesnoth/1.16/data/core/music",
-               "*.ogg", licence="GPL-2+"),
+               "*.ogg", licence="GPL-2+", genre="orchestral, folk"),
+        Source("planetblupi", "planetblupi-music-ogg", "/usr/share/planetblupi/music", "*.ogg",
+               licence="GPL-3+", max_seconds=240.0, genre="electronic game music"),
+        Source("asc", "asc-music", "/usr/share/games/asc/music", "*.mp3",
+               licence="GPL-2+", genre="rock, synth"),
+        Source("sonic-pi", "sonic-pi-samples", "/usr/share/sonic-pi/samples", "*.flac",
+               licence="CC0/CC-BY (see copyright)", min_seconds=0.25,
+               genre="recorded samples: drums, loops, tabla, guitar, ambient"),
+        Source("hydrogen", "hydrogen-drumkits", "/usr/share/hydrogen/data/drumkits",
+               "**/*.[wf][al][va]*", licence="GPL-2+/CC (see copyright)", min_seconds=0.1,
+               genre="recorded drum hits"),
     )
 }
-DEFAULT_SOURCES = ("pushover", "drascula", "frozen-bubble", "openttd")
+# Sources the shipped models train on.  Every other source in SOURCES is a
+# candidate unseen set; docs/training.md keeps hyperrogue-music and
+# nexuiz-music (neither listed here) out of all training and reports on them.
+DEFAULT_SOURCES = ("pushover", "drascula", "frozen-bubble", "openttd", "wesnoth",
+                   "planetblupi", "asc", "sonic-pi", "hydrogen")
+LEGACY_SOURCES = ("pushover", "drascula", "frozen-bubble", "openttd")  # models before 2026-11
 
 
 @dataclass(frozen=True)
@@ -106,6 +128,8 @@ def find_tracks(sources: Iterable[Source]) -> list[Track]:
     tracks = []
     for s in sources:
         for p in sorted(Path(s.directory).glob(s.pattern)):
+            if not p.is_file():
+                continue
             real = os.path.realpath(p)
             if real in seen:
                 continue
@@ -263,13 +287,17 @@ def build_dataset(out_dir: str | os.PathLike, *, frame: FrameConfig,
         tracks = tracks[:max_tracks]
     # Pass 1 reads only headers (MIDI is rendered once, cached), so memory
     # holds one decoded track at a time, not the corpus.
-    limit = None if max_seconds is None else int(max_seconds * frame.sample_rate)
-    shortest = min(MIN_TRACK_SECONDS, max_seconds or MIN_TRACK_SECONDS) * frame.sample_rate
     lengths: dict[str, int] = {}
     kept = []
     for i, t in enumerate(tracks):
         if progress:
             progress(i, len(tracks), f"scan {t.id}")
+        src = SOURCES[t.source]
+        caps = [c for c in (max_seconds, src.max_seconds) if c is not None]
+        limit = int(min(caps) * frame.sample_rate) if caps else None
+        shortest = min(src.min_seconds, max_seconds or src.min_seconds) * frame.sample_rate
+        # a frame needs win_length samples: shorter files give none
+        shortest = max(shortest, frame.win_length + frame.hop_length)
         n = track_length(t, frame.sample_rate, cache)
         n = n if limit is None else min(n, limit)
         if n >= shortest:

@@ -112,6 +112,9 @@ def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0)
     n_bins = ds.frame.n_bins
     x = normaliser.forward(ds.train).astype(np.float32)
     xv = normaliser.forward(ds.valid).astype(np.float32)
+    if recipe.get("augment_db"):
+        x = np.concatenate([x, normaliser.forward(
+            augment_levels(ds.train, recipe["augment_db"], seed=seed)).astype(np.float32)])
     auto, enc, dec = build(recipe, n_bins)
     history: dict[str, list[float]] = {}
     extra: dict[str, Any] = {}
@@ -119,7 +122,7 @@ def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0)
         history, extra = _greedy_pretrain(auto, recipe, x, xv, normaliser, global_max, n_bins,
                                           verbose)
         extra["composed_valid"] = _quick(auto, ds.valid, normaliser, global_max)
-    loss = make_loss(recipe, normaliser, global_max)
+    loss = make_loss(recipe, normaliser, global_max, decoder=dec)
     h = _fit_keras(auto, x, x, xv, xv, recipe, loss, verbose)
     history.update({("finetune_" + k if recipe.get("greedy") else k): v for k, v in h.items()})
     run = Run(recipe, seed, normaliser, global_max, n_bins, auto, enc, dec, history=history,
@@ -130,6 +133,21 @@ def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0)
     log.info("fit %s: valid mse %.3g, test mse %.3g (%.0f s)", recipe.get("name"),
              run.metrics["valid"]["mse_paper"], run.metrics["test"]["mse_paper"], run.seconds)
     return run
+
+
+def augment_levels(mags: np.ndarray, range_db, *, seed: int) -> np.ndarray:
+    """A copy of ``mags`` (frames x bins), each frame at a random gain in ``range_db``.
+
+    Gains are uniform in dB between the two bounds (e.g. ``[-24, 6]``): a
+    player's line-in is rarely as hot as a mastered record, and an encoder
+    that only saw mastered levels maps quiet input onto the wrong units.
+    """
+    lo, hi = (float(v) for v in range_db)
+    if not lo <= hi:
+        raise ValueError(f"augment_db must be [low, high] with low <= high, got {range_db!r}")
+    rng = np.random.default_rng(seed + 7)
+    gains = 10.0 ** (rng.uniform(lo, hi, size=(len(mags), 1)) / 20.0)
+    return (mags * gains).astype(np.float32)
 
 
 def _quick(auto, mags, normaliser, global_max) -> dict[str, float]:
@@ -238,3 +256,12 @@ RECIPES: dict[str, dict[str, Any]] = {
 # pure-MSE winner) and half the log-spectral distance, so quiet partials survive.
 RECIPES["best"] = recipe_with(RECIPES["deep-relu"], name="best", features="standard",
                               loss="mixed", feature_weight=3e-5, epochs=100, patience=8)
+# Parts-based: a deeper encoder, a monotone decoder (non-negative kernels,
+# increasing activations: raising a unit never lowers a bin), parts pushed
+# apart, and every frame also seen 24 dB quieter to 6 dB louder.
+RECIPES["parts"] = recipe_with(RECIPES["best"], name="parts", hidden=[512, 256, 8],
+                               decoder_hidden=[256], monotone=True, decorrelate=0.5,
+                               augment_db=[-24.0, 6.0])
+# The same encoder with a free (unconstrained) decoder: what monotonicity costs.
+RECIPES["deep-free"] = recipe_with(RECIPES["best"], name="deep-free", hidden=[512, 256, 8],
+                                   decoder_hidden=[256, 512], augment_db=[-24.0, 6.0])

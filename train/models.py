@@ -10,6 +10,22 @@ A recipe (a plain dict, recorded in every run and bundle) says what to build:
 * ``nonneg``: penalise negative weights (asymmetric decay, Lemme et al. 2012),
   strength ``nonneg``; makes units add energy rather than take it away.
 * ``noise``: standard deviation of Gaussian input corruption (denoising).
+* ``decoder_hidden``: the decoder's hidden layer sizes from the innermost
+  outwards (default: the encoder's, mirrored).
+* ``monotone``: a parts-based decoder: every decoder kernel is constrained
+  non-negative and every decoder activation is increasing, so with the
+  non-negative (sigmoid) units raising any unit never lowers any bin of the
+  decoded log-magnitude spectrum: each unit adds its part (the paper's future
+  work, section 5: non-negative weights "more intuitive to play"; a monotone
+  network after Sill 1998).
+* ``decorrelate``: weight of a penalty on the overlap of the units' parts:
+  the mean squared cosine between the columns of the decoder's kernel product
+  (bins x units, the decoder's linearisation when its slopes are equal), so
+  that units shape different regions of the spectrum instead of all moving
+  the level.
+* ``augment_db``: ``[low, high]``: each training frame is also seen at a
+  random gain drawn uniformly in dB from that range, so quiet input
+  is encoded as well as loud (train/fit.py).
 
 The TensorFlow inverse normaliser here mirrors ``device.features.Normaliser``
 so a loss can be taken in the paper's linear units; a test proves they agree.
@@ -28,6 +44,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "bottleneck": "sigmoid", "tied": False, "nonneg": 0.0, "noise": 0.0,
     "optimizer": "sgd", "learning_rate": 0.005, "momentum": 0.5, "batch_size": 100,
     "epochs": 20, "patience": 0, "loss": "features", "greedy": False,
+    "decoder_hidden": None, "monotone": False, "decorrelate": 0.0, "augment_db": None,
 }
 
 
@@ -57,6 +74,8 @@ def make_layers(recipe: dict[str, Any], n_bins: int):
         act = recipe["bottleneck"] if i == len(hidden) - 1 else recipe["activation"]
         enc.append(keras.layers.Dense(h, activation=act, kernel_regularizer=reg,
                                       name=f"enc{i + 1}"))
+    if recipe.get("decoder_hidden") is not None or recipe.get("monotone"):
+        return enc, _free_decoder(recipe, n_bins, hidden, reg)
     outs = [n_bins] + hidden[:-1]  # decoder layer i maps hidden[i] -> outs[i]
     dec = []
     for i in reversed(range(len(hidden))):
@@ -67,6 +86,59 @@ def make_layers(recipe: dict[str, Any], n_bins: int):
             dec.append(keras.layers.Dense(outs[i], activation=act, kernel_regularizer=reg,
                                           name=f"dec{i + 1}"))
     return enc, dec
+
+
+def _free_decoder(recipe: dict[str, Any], n_bins: int, hidden: list[int], reg):
+    """Decoder layers of their own sizes (``decoder_hidden``), monotone when asked."""
+    keras = _keras()
+    sizes = list(hidden[-2::-1] if recipe.get("decoder_hidden") is None
+                 else recipe["decoder_hidden"])
+    if recipe.get("tied"):
+        raise ValueError("tied weights need the mirrored decoder: drop decoder_hidden "
+                         "and monotone")
+    monotone = bool(recipe.get("monotone"))
+    # Increasing activations only, so non-negative kernels make an increasing map.
+    act = "sigmoid" if monotone else recipe["activation"]
+    con = keras.constraints.NonNeg() if monotone else None
+    fans = [int(hidden[-1])] + sizes + [n_bins]
+    dec = []
+    for i, size in enumerate(sizes + [n_bins]):
+        # Monotone from the first step: the constraint acts only after an update.
+        init = (keras.initializers.RandomUniform(0.0, float(np.sqrt(6.0 / (fans[i] + size))),
+                                                 seed=i)
+                if monotone else "glorot_uniform")
+        last = i == len(sizes)
+        # A non-negative kernel on sigmoid inputs (mean 1/2) adds about
+        # fan_in * limit / 4 to every output: start the bias there with the
+        # opposite sign, or the first epochs only learn to undo it.
+        bias = ("zeros" if not monotone or i == 0 else keras.initializers.Constant(
+            -fans[i] * float(np.sqrt(6.0 / (fans[i] + size))) / 4.0))
+        dec.append(keras.layers.Dense(size, activation="linear" if last else act,
+                                      kernel_constraint=con, kernel_initializer=init,
+                                      bias_initializer=bias,
+                                      kernel_regularizer=None if monotone else reg,
+                                      name="dec_out" if last else f"dec_h{i + 1}"))
+    return dec
+
+
+def parts_overlap(kernels) -> Any:
+    """Mean squared cosine between the units' parts (TensorFlow; for the loss).
+
+    ``kernels``: the decoder's kernels from the units outwards, shapes
+    (units, h1), (h1, h2), ..., (hk, bins).  Their product (units x bins) is
+    the decoder's linearisation up to the activations' slopes; row j is unit
+    j's part.  0 when the parts are orthogonal, 1 when they are identical.
+    """
+    import tensorflow as tf
+
+    p = kernels[0]
+    for k in kernels[1:]:
+        p = tf.matmul(p, k)
+    n = tf.math.l2_normalize(p, axis=1)
+    g = tf.matmul(n, n, transpose_b=True)
+    units = tf.cast(tf.shape(g)[0], g.dtype)
+    off = tf.reduce_sum(tf.square(g)) - tf.reduce_sum(tf.square(tf.linalg.diag_part(g)))
+    return off / tf.maximum(units * (units - 1.0), 1.0)
 
 
 def build(recipe: dict[str, Any], n_bins: int, *, batch_size: int | None = None):
@@ -149,7 +221,8 @@ def tf_inverse(normaliser: Normaliser, y):
     return tf.maximum(m, 0.0)
 
 
-def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float):
+def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
+              decoder=None):
     """The training loss named by ``recipe['loss']``.
 
     ``features``: MSE on the model's (normalised) features — the paper's loss
@@ -169,11 +242,22 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float)
     if kind not in ("paper", "mixed"):
         raise ValueError(f"loss must be 'features', 'paper' or 'mixed', got {kind!r}")
 
+    lam = float(recipe.get("decorrelate") or 0.0)
+    kernels = []
+    if lam:
+        if decoder is None:
+            raise ValueError("decorrelate needs the decoder model to read its kernels")
+        kernels = [layer.kernel for layer in decoder.layers if hasattr(layer, "kernel")]
+
     def loss(y_true, y_pred):
         d = (tf_inverse(normaliser, y_pred) - tf_inverse(normaliser, y_true)) / g
         out = tf.reduce_mean(tf.square(d), axis=-1)
         if w:
             out = out + w * tf.reduce_mean(tf.square(y_pred - y_true), axis=-1)
+        if lam:
+            # in the paper-unit scale of the batch's error, so lam is relative
+            out = out + lam * tf.stop_gradient(tf.reduce_mean(out)) * parts_overlap(
+                [tf.convert_to_tensor(k) for k in kernels])
         return out
 
     return loss

@@ -79,3 +79,77 @@ def test_unknown_recipe_key_is_refused():
 
     with pytest.raises(KeyError, match="hiden"):
         recipe_with(PAPER_RECIPE, hiden=[8])
+
+
+def _monotone_decoder(units: int = 4, bins: int = 33):
+    import keras
+
+    from train.models import PAPER_RECIPE, build, recipe_with
+
+    recipe = recipe_with(PAPER_RECIPE, hidden=[16, units], activation="relu",
+                         decoder_hidden=[12], monotone=True, optimizer="adam",
+                         learning_rate=1e-2, epochs=2, batch_size=16)
+    auto, enc, dec = build(recipe, bins)
+    # train a little on signed data so the constraint has to act, not just the init
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(256, bins)).astype(np.float32)
+    auto.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    auto.fit(x, x, epochs=2, batch_size=32, verbose=0)
+    return dec
+
+
+@pytest.fixture(scope="module")
+def monotone_decoder():
+    return _monotone_decoder()
+
+
+def test_monotone_decoder_kernels_stay_non_negative(monotone_decoder):
+    kernels = [w.numpy() for w in monotone_decoder.weights if "kernel" in w.path]
+    assert len(kernels) == 2
+    assert all(k.min() >= 0.0 for k in kernels)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+_unit_vectors = arrays(np.float32, 4, elements=st.floats(0.0, 1.0, width=32))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(h=_unit_vectors, delta=_unit_vectors)
+def test_raising_any_unit_never_lowers_any_bin(monotone_decoder, h, delta):
+    """The parts-based decoder is monotone: decode(h + d) >= decode(h) for d >= 0."""
+    low = monotone_decoder(h[None, :]).numpy()[0]
+    high = monotone_decoder((h + delta)[None, :]).numpy()[0]
+    assert np.all(high >= low - 1e-5 * (1 + np.abs(low)))
+
+
+def test_parts_overlap_is_zero_for_disjoint_parts_and_one_for_equal_ones():
+    import tensorflow as tf
+
+    from train.models import parts_overlap
+
+    disjoint = np.zeros((3, 12), np.float32)
+    for j in range(3):
+        disjoint[j, 4 * j: 4 * j + 4] = 1.0 + j
+    assert float(parts_overlap([tf.constant(disjoint)])) == pytest.approx(0.0, abs=1e-6)
+    same = np.tile(np.linspace(0.1, 1, 12, dtype=np.float32), (3, 1))
+    assert float(parts_overlap([tf.constant(same)])) == pytest.approx(1.0, rel=1e-5)
+    # through a product of kernels: units x h, h x bins
+    a = np.eye(3, dtype=np.float32)
+    assert float(parts_overlap([tf.constant(a), tf.constant(disjoint)])) == pytest.approx(
+        0.0, abs=1e-6)
+
+
+def test_level_augmentation_scales_whole_frames_within_the_range(mags):
+    from train.fit import augment_levels
+
+    out = augment_levels(mags, [-20.0, 0.0], seed=0)
+    ratio = out.sum(axis=1) / mags.sum(axis=1)
+    db = 20 * np.log10(ratio)
+    assert db.min() >= -20.001 and db.max() <= 0.001
+    assert db.std() > 3  # actually random, not one gain
+    np.testing.assert_allclose(out / ratio[:, None], mags, rtol=1e-4, atol=1e-9)
+    with pytest.raises(ValueError, match="augment_db"):
+        augment_levels(mags, [6.0, -6.0], seed=0)
