@@ -150,13 +150,14 @@ class UnitControls:
         return out
 
     def snapshot(self) -> ControlsSnapshot:
+        """An immutable copy.  Tuples from lists of known length: ``tuple(generator)``
+        over-allocates and resizes, so a looping motion take that republishes every
+        few hops would fill CPython's tuple free lists (a growth tracemalloc sees)."""
         return ControlsSnapshot(self.units, self.page, self.pages,
-                                tuple(float(v) for v in self.gain),
-                                tuple(float(v) for v in self.scale),
-                                tuple(bool(v) for v in self.muted),
-                                tuple(float(v) for v in self.lfo_rate),
-                                tuple(float(v) for v in self.lfo_depth),
-                                tuple(c.LFO_SHAPES[int(i)] for i in self.lfo_shape))
+                                tuple(self.gain.tolist()), tuple(self.scale.tolist()),
+                                tuple(self.muted.tolist()), tuple(self.lfo_rate.tolist()),
+                                tuple(self.lfo_depth.tolist()),
+                                tuple([c.LFO_SHAPES[i] for i in self.lfo_shape.tolist()]))
 
     def restore(self, snap: ControlsSnapshot) -> None:
         """Take the values of a snapshot (a preset) with the same unit count."""

@@ -115,7 +115,7 @@ class LfoBank:
                 np.add(self._cycle, self._offset, out=tmp)
                 np.remainder(tmp, RANDOM_TABLE, out=tmp)
                 np.copyto(self._idx, tmp, casting="unsafe")
-                np.take(self._table, self._idx, out=sw)
+                np.take(self._table, self._idx, out=sw, mode="clip")
             np.copyto(w, sw, where=self._masks[i])
         np.multiply(w, self._depth, out=w)
         w += 1.0

@@ -83,8 +83,8 @@ class Transposer:
         if self.identity:
             return mag
         a, b = self._a, self._b
-        np.take(mag, self._i0, out=a)
-        np.take(mag, self._i1, out=b)
+        np.take(mag, self._i0, out=a, mode="clip")  # "raise" buffers out
+        np.take(mag, self._i1, out=b, mode="clip")
         b -= a
         b *= self._w
         a += b
