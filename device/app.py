@@ -343,7 +343,8 @@ class App:
             from device.keyboard import KeyboardButtons
 
             try:
-                self.buttons = KeyboardButtons(self.post, stream=stream).start()
+                self.buttons = KeyboardButtons(self.post, stream=stream,
+                                               current=self.current_controls).start()
                 self._closers.append(self.buttons)
             except OSError as e:
                 log.warning("keyboard buttons unavailable: %s", e)
@@ -546,7 +547,9 @@ class App:
         if not stats.connected:
             message = "no sound card"
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
-                            playing=stats.playing, xruns=stats.xruns, message=message)
+                            playing=stats.playing, xruns=stats.xruns, message=message,
+                            motion=getattr(snap, "motion", "stop"),
+                            note=getattr(snap, "note", ""))
 
     # -- run and stop -------------------------------------------------------------------------
     def wait(self, duration: float | None = None) -> int:
