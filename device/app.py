@@ -87,6 +87,7 @@ class App:
         self.recording = False
         self.display: Any = None
         self.midi: Any = None
+        self.notes: Any = None
         self.buttons: Any = None
         self.usb: Any = None
         self.first_period_logged = False
@@ -158,11 +159,15 @@ class App:
                 raise StartError(EXIT_MODEL, f"cannot play {bundle.name}: {e}") from None
         if cfg.play.mode != self.engine.mode:
             self.engine.apply(c.SetMode(cfg.play.mode))  # before the audio thread owns it
+        n = cfg.notes
+        if hasattr(self.engine, "notes"):
+            self.engine.apply(c.SetNoteGate(n.reference_note, n.attack_s, n.release_s))
         self._switch_interval = sys.getswitchinterval()  # restored by close()
         sys.setswitchinterval(cfg.audio.switch_interval_ms / 1000.0)
         self._start_storage(bundle)
         self._start_display()
         self._start_midi()
+        self._start_notes()
         self._start_buttons()
         # Everything loaded so far lives until exit: collect the startup garbage now, while
         # no audio runs, and freeze the rest; the control thread freezes again once the
@@ -319,6 +324,22 @@ class App:
             log.warning("no MIDI: %s", e)
         except Exception as e:  # a missing controller reconnects later; a broken map is logged
             log.warning("MIDI controller unavailable: %s", e)
+
+    def _start_notes(self) -> None:
+        """Every MIDI input that is not the controller plays notes (device.notes)."""
+        n, m = self.config.notes, self.config.midi
+        if not (n.enabled and m.enabled):
+            return
+        try:
+            from device.notes import NoteInput
+
+            exclude = m.port_match or (self.midi.mapping.port if self.midi is not None
+                                       else "nanoKONTROL2")
+            self.notes = NoteInput(self.post, port_match=n.port_match, exclude=exclude,
+                                   backend=self._midi_backend).start()
+            self._closers.append(self.notes)
+        except Exception as e:  # no MIDI system: generate mode plays on as a drone
+            log.warning("MIDI keyboards unavailable: %s", e)
 
     def _start_buttons(self) -> None:
         b = self.config.buttons
