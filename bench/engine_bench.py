@@ -11,7 +11,10 @@ frame by swapping the frame configuration of the in-memory bundle (the
 weights do not depend on it; only the cost is measured).  Runtime: whichever
 TFLite interpreter device.runtime picks (named in the output).
 
-    .venv/bin/python bench/engine_bench.py [--seconds 20] [--json FILE] [BUNDLE ...]
+    .venv/bin/python bench/engine_bench.py [--seconds 20] [--json FILE] [--motion] [BUNDLE ...]
+
+``--motion``: an LFO on every unit (rates 0.3.. Hz, depth 0.8, the shapes in
+turn) and a note held (67: +7 semitones, so generate mode transposes).
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--phase", default="rtpghi")
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--motion", action="store_true",
+                    help="LFOs on every unit and a note held (see above)")
     args = ap.parse_args()
     paths = args.bundles or [p for p in DEFAULT_BUNDLES if (ROOT / p).exists()]
     x = np.array(clip("space", start_s=30.0, seconds=args.seconds))
@@ -89,6 +94,12 @@ def main() -> int:
         for frame_name, frame in (("low_latency", LOW_LATENCY), ("paper", PAPER)):
             b = dataclasses.replace(bundle, frame=frame)
             engine = Engine(b, phase=args.phase, mode="original")
+            if args.motion:
+                for u in range(b.units):
+                    engine.apply(c.SetLfoRate(u, min(0.3 + 0.37 * u, 20.0)))
+                    engine.apply(c.SetLfoDepth(u, 0.8))
+                    engine.apply(c.SetLfoShape(u, c.LFO_SHAPES[u % len(c.LFO_SHAPES)]))
+                engine.apply(c.NoteOn(67))
             hop_us = 1e6 * frame.hop_length / frame.sample_rate
             for mode in ("original", "resynth", "generate"):
                 engine.apply(c.SetMode(mode))
@@ -96,6 +107,7 @@ def main() -> int:
                 cases.append({
                     "bundle": path, "quantization": bundle.encoder.quantization,
                     "units": bundle.units, "frame": frame_name, "mode": mode,
+                    "motion": args.motion,
                     "phase": args.phase if mode == "generate" else None,
                     "runtime": engine.model.encoder.runtime, "hop_ms": round(hop_us / 1000, 3),
                     "latency_ms": round(frame.latency_ms, 2), "hops": len(costs),

@@ -87,6 +87,7 @@ class App:
         self.recording = False
         self.display: Any = None
         self.midi: Any = None
+        self.notes: Any = None
         self.buttons: Any = None
         self.usb: Any = None
         self.first_period_logged = False
@@ -158,11 +159,15 @@ class App:
                 raise StartError(EXIT_MODEL, f"cannot play {bundle.name}: {e}") from None
         if cfg.play.mode != self.engine.mode:
             self.engine.apply(c.SetMode(cfg.play.mode))  # before the audio thread owns it
+        n = cfg.notes
+        if hasattr(self.engine, "notes"):
+            self.engine.apply(c.SetNoteGate(n.reference_note, n.attack_s, n.release_s))
         self._switch_interval = sys.getswitchinterval()  # restored by close()
         sys.setswitchinterval(cfg.audio.switch_interval_ms / 1000.0)
         self._start_storage(bundle)
         self._start_display()
         self._start_midi()
+        self._start_notes()
         self._start_buttons()
         # Everything loaded so far lives until exit: collect the startup garbage now, while
         # no audio runs, and freeze the rest; the control thread freezes again once the
@@ -320,6 +325,22 @@ class App:
         except Exception as e:  # a missing controller reconnects later; a broken map is logged
             log.warning("MIDI controller unavailable: %s", e)
 
+    def _start_notes(self) -> None:
+        """Every MIDI input that is not the controller plays notes (device.notes)."""
+        n, m = self.config.notes, self.config.midi
+        if not (n.enabled and m.enabled):
+            return
+        try:
+            from device.notes import NoteInput
+
+            exclude = m.port_match or (self.midi.mapping.port if self.midi is not None
+                                       else "nanoKONTROL2")
+            self.notes = NoteInput(self.post, port_match=n.port_match, exclude=exclude,
+                                   backend=self._midi_backend).start()
+            self._closers.append(self.notes)
+        except Exception as e:  # no MIDI system: generate mode plays on as a drone
+            log.warning("MIDI keyboards unavailable: %s", e)
+
     def _start_buttons(self) -> None:
         b = self.config.buttons
         kind = b.kind
@@ -343,7 +364,8 @@ class App:
             from device.keyboard import KeyboardButtons
 
             try:
-                self.buttons = KeyboardButtons(self.post, stream=stream).start()
+                self.buttons = KeyboardButtons(self.post, stream=stream,
+                                               current=self.current_controls).start()
                 self._closers.append(self.buttons)
             except OSError as e:
                 log.warning("keyboard buttons unavailable: %s", e)
@@ -546,7 +568,9 @@ class App:
         if not stats.connected:
             message = "no sound card"
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
-                            playing=stats.playing, xruns=stats.xruns, message=message)
+                            playing=stats.playing, xruns=stats.xruns, message=message,
+                            motion=getattr(snap, "motion", "stop"),
+                            note=getattr(snap, "note", ""))
 
     # -- run and stop -------------------------------------------------------------------------
     def wait(self, duration: float | None = None) -> int:

@@ -105,3 +105,80 @@ class SwapModel:
     """Play ``prepared`` (a device.engine.PreparedModel, loaded off the audio thread)
     from the next hop boundary, crossfading from the current model."""
     prepared: object
+
+
+# -- motion: per-unit LFOs and the motion recorder (device.modulation) ----------------------
+LFO_SHAPES = ("sine", "triangle", "square", "saw", "random")  # random: sample and hold
+MOTION_STATES = ("stop", "record", "loop")
+
+
+@dataclass(frozen=True, slots=True)
+class SetLfoRate:
+    """LFO rate of ``unit`` in Hz (device.controls.LFO_RATE_RANGE)."""
+    unit: int
+    hz: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetLfoDepth:
+    """LFO depth of ``unit``, 0..1: the adjusted value swings over a·(1 ± depth); 0 is off."""
+    unit: int
+    depth: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetLfoShape:
+    """LFO shape of ``unit``: one of LFO_SHAPES."""
+    unit: int
+    shape: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepLfoShape:
+    """The next (+1) or previous (-1) LFO shape of ``unit`` (a button cycles them)."""
+    unit: int
+    delta: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SetMotion:
+    """The motion recorder: "record" (a new take), "loop" (play the take), "stop" (hold)."""
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToggleMotionRecord:
+    """R3 / ``o``: start recording a take; while recording, end it and loop it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToggleMotionLoop:
+    """R4 / ``p``: loop the recorded take, or stop it where it is."""
+
+
+# -- pitch: notes from a MIDI keyboard (device.pitch) ---------------------------------------
+@dataclass(frozen=True, slots=True)
+class NoteOn:
+    """A key pressed: ``note`` 0..127 (MIDI number, 60 = middle C), ``velocity`` 1..127."""
+    note: int
+    velocity: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class NoteOff:
+    note: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotesOff:
+    """Every key released.  ``drone``: back to playing untransposed with the gate open
+    (the keyboard was unplugged); otherwise the gate closes with its release."""
+    drone: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetNoteGate:
+    """Pitch settings: the reference ``note`` (plays untransposed), attack and release in s."""
+    reference: int = 60
+    attack_s: float = 0.01
+    release_s: float = 0.25

@@ -88,6 +88,16 @@ class MidiSection:
 
 
 @dataclass(frozen=True)
+class NotesSection:
+    """[notes]: USB-MIDI keyboards playing generate mode (device.notes, device.pitch)."""
+    enabled: bool = True
+    port_match: str = ""      # "" = every MIDI input that is not the controller
+    reference_note: int = 60  # the note that plays the spectrum untransposed
+    attack_s: float = 0.01
+    release_s: float = 0.25
+
+
+@dataclass(frozen=True)
 class DisplaySection:
     kind: str = "auto"        # auto: ssd1306 when /dev/i2c-<port> exists, else terminal/none
     i2c_port: int = 1
@@ -120,6 +130,7 @@ class Config:
     play: PlaySection = field(default_factory=PlaySection)
     audio: AudioSection = field(default_factory=AudioSection)
     midi: MidiSection = field(default_factory=MidiSection)
+    notes: NotesSection = field(default_factory=NotesSection)
     display: DisplaySection = field(default_factory=DisplaySection)
     buttons: ButtonsSection = field(default_factory=ButtonsSection)
     storage: StorageSection = field(default_factory=StorageSection)
@@ -154,6 +165,13 @@ class Config:
         if self.buttons.bounce_time < 0 or self.buttons.hold_time <= 0:
             raise ConfigError(f"buttons.bounce_time must be >= 0 and hold_time > 0 seconds, got "
                               f"{self.buttons.bounce_time} and {self.buttons.hold_time}")
+        if not 0 <= self.notes.reference_note <= 127:
+            raise ConfigError(f"notes.reference_note must be in 0..127, got "
+                              f"{self.notes.reference_note}")
+        for key in ("attack_s", "release_s"):
+            v = getattr(self.notes, key)
+            if not 0.0 <= v <= 10.0:
+                raise ConfigError(f"notes.{key} must be in 0..10 s, got {v}")
         self.audio.audio_config()  # the audio thread's own checks, now rather than at start
         return self
 

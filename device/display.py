@@ -7,7 +7,10 @@ Layout of the 128x64 frame in the X11 misc-fixed 5x7 font (25 columns of 5 px):
              remains): the paper's Figure 3 columns Neuron, Gain, Scale,
              Adj. value, Mute for the current page
     x 103..  a 5-character status column beside the rows: mode, play state,
-             xruns, then the model name over four rows
+             xruns, a blank row, the model name over three rows, then motion
+             and pitch: "REC" / "LOOP" (the motion recorder), the note
+             sounding ("C4", "-" gated shut), both as "L C4"; blank as a drone
+The M column shows "M" for a muted unit, "~" for one an LFO moves.
 
 All eight units of a page stay visible at once, which a status *line* under
 them would not allow (9 lines of 7 px is all 64 px hold).  ``render`` is pure;
@@ -58,6 +61,8 @@ class DisplayState:
     playing: bool
     xruns: int
     message: str | None = None
+    motion: str = "stop"   # device.modulation.MotionRecorder.state
+    note: str = ""         # device.pitch.NoteGate.label()
 
 
 def _printable(text: str) -> str:
@@ -76,7 +81,7 @@ def table_lines(state: DisplayState) -> list[str]:
     for row in state.controls.rows():
         unit = f"{row.unit + 1:3d}"[-3:]  # 1-based, as the faders are labelled
         lines.append(f"{unit} {_number(row.gain)} {_number(row.scale)} "
-                     f"{_number(row.adjusted)} {'M' if row.muted else ' '}")
+                     f"{_number(row.adjusted)} {'M' if row.muted else '~' if row.lfo else ' '}")
     lines += [" " * TABLE_CHARS] * (1 + UNITS_PER_PAGE - len(lines))
     return lines
 
@@ -86,13 +91,21 @@ def panel_lines(state: DisplayState) -> list[str]:
     c = state.controls
     page = f"{c.page + 1}/{c.pages}"
     xruns = f"X{state.xruns}" if state.xruns < 10_000 else "X>9k"
-    model = _printable(state.model[:PANEL_CHARS * 4])
-    chunks = [model[i:i + PANEL_CHARS] for i in range(0, PANEL_CHARS * 4, PANEL_CHARS)]
+    model = _printable(state.model[:PANEL_CHARS * 3])
+    chunks = [model[i:i + PANEL_CHARS] for i in range(0, PANEL_CHARS * 3, PANEL_CHARS)]
     lines = [page.rjust(PANEL_CHARS),
              _printable(MODE_LABELS.get(state.mode, state.mode.upper())),
              "PLAY" if state.playing else "PAUSE",
-             xruns, ""] + chunks
+             xruns, ""] + chunks + [motion_label(state.motion, state.note)]
     return [s[:PANEL_CHARS].ljust(PANEL_CHARS) for s in lines]
+
+
+def motion_label(motion: str, note: str) -> str:
+    """The status column's last row: "REC" / "LOOP", the note, or "L C#4" for both."""
+    word = {"record": "REC", "loop": "LOOP"}.get(motion, "")
+    if word and note:
+        return f"{word[0]} {note}"
+    return word or note
 
 
 def _wrap(text: str, width: int, max_lines: int) -> list[str]:

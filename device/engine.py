@@ -32,13 +32,16 @@ from device.bundle import Bundle
 from device.controls import ControlsSnapshot, UnitControls
 from device.errors import ControlError, ModelError
 from device.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
+from device.modulation import LfoBank, MotionRecorder
 from device.phase import LevelKeeper, make_phase
+from device.pitch import NoteGate
 from device.runtime import Model
 
 log = logging.getLogger(__name__)
 
 FADE_SECONDS = 0.02  # crossfade length: short enough to feel instant, long enough not to click
 _TINY = 1e-12  # below any audible magnitude; keeps the phase of silent bins finite
+MOTION_PUBLISH_S = 0.04  # a looping take republishes the controls at most this often
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class EngineSnapshot:
     units: int
     controls: ControlsSnapshot
     hops: int
+    motion: str = "stop"   # the motion recorder: stop, record, loop
+    note: str = ""         # device.pitch.NoteGate.label(): "" drone, "-" shut, "C4"
 
 
 class PreparedModel:
@@ -202,7 +207,13 @@ class Engine:
         self._spec = np.zeros(self.frame.n_bins, dtype=np.complex128)
         self._in = np.zeros(R)
         self._mix = np.zeros(R)
-        self._adjusted = np.zeros(bundle.units)
+        self._adjusted = np.zeros(bundle.units)  # what the voices play: _static × LFOs
+        self._static = np.zeros(bundle.units)    # gain × scale × (0 if muted)
+        self.lfo = LfoBank(bundle.units, hop_rate=self.frame.sample_rate / R)
+        self.motion = MotionRecorder(bundle.units)
+        self.notes = NoteGate(self.frame)
+        self._publish_hops = max(1, round(MOTION_PUBLISH_S * self.frame.sample_rate / R))
+        self._snapshot_due = False
         self._voices = (_Voice(self.frame, phase), _Voice(self.frame, phase))
         self._now = self._voices[0]
         self._now.start(mode, self._model)
@@ -225,12 +236,29 @@ class Engine:
 
     def _publish(self) -> None:
         self.snapshot = EngineSnapshot(self.mode, self._model.name, self._model.units,
-                                       self.controls.snapshot(), self.hops)
+                                       self.controls.snapshot(), self.hops,
+                                       self.motion.state, self.notes.label())
+        self._snapshot_due = False
 
-    def _controls_changed(self) -> None:
-        self.controls.adjusted(self._adjusted)
-        self._silenced = not self._adjusted.any()
-        self._publish()
+    def _controls_changed(self, publish: bool = True) -> None:
+        self.controls.adjusted(self._static)
+        self._silenced = not self._static.any()
+        self.lfo.configure(self.controls)
+        self.motion.configure(self.controls)
+        if publish:
+            self._publish()
+        else:
+            self._snapshot_due = True
+
+    def _advance_motion(self) -> None:
+        """Per hop, before rendering: the motion take, the LFOs, the note gate (no allocation
+        but the snapshot a looping take republishes every MOTION_PUBLISH_S)."""
+        if self.motion.advance(self.controls):
+            self._controls_changed(publish=False)
+        if self._snapshot_due and self.hops % self._publish_hops == 0:
+            self._publish()
+        self.lfo.advance(self._static, out=self._adjusted)
+        self.notes.advance()
 
     def apply(self, cmd: object) -> bool:
         """Apply a unit command, SetMode, StepMode or SwapModel; False if not ours.
@@ -248,10 +276,16 @@ class Engine:
             case c.SwapModel(prepared):
                 self._swap(prepared)
             case _:
-                if not self.controls.apply(cmd):
+                if self.notes.apply(cmd):
+                    pass
+                elif self.motion.apply(cmd, self.controls):
+                    self._controls_changed()
+                elif self.controls.apply(cmd):
+                    self.motion.record(cmd, self.controls)
+                    self._controls_changed()
+                    return True
+                else:
                     return False
-                self._controls_changed()
-                return True
         self._publish()
         return True
 
@@ -266,6 +300,7 @@ class Engine:
         if prepared.units != self.controls.units:
             self.controls = UnitControls(prepared.units)
             self._adjusted = np.zeros(prepared.units)
+            self._static = np.zeros(prepared.units)
         old = self._model
         self._model = prepared
         self._switch(self.mode, prepared)
@@ -307,6 +342,7 @@ class Engine:
     def process(self, block: np.ndarray, out: np.ndarray) -> np.ndarray:
         """One hop: ``block`` (hop_length samples, -1..1; ignored in generate mode) in,
         ``out`` (hop_length, float) filled and returned.  Allocates nothing."""
+        self._advance_motion()
         self._in[:] = block  # float64 copy: the analyzer wants a contiguous float hop
         self._analyzer.push(self._in, out=self._spec)
         now, old = self._now, self._old
@@ -362,10 +398,12 @@ class Engine:
         else:
             model.unit_values(v.adjusted, out=v.units)
             model.decode(v.units, out=v.mag)
+            self.notes.transpose(v.mag)
             v.phase.synthesize(v.mag, v.spec)
         v.synth.push(v.spec, out=v.out)
         if v.mode == "generate":
             v.keeper.apply(v.mag, v.out)
+            self.notes.gate(v.out)
         self._gate(v)
 
     def _gate(self, v: _Voice) -> None:

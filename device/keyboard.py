@@ -3,6 +3,12 @@
 Used when there is no GPIO (a laptop).  Reads single key presses from a
 terminal in cbreak mode on its own thread and posts commands; the terminal is
 restored on close.  The key map is data, and pure (``command_for``).
+
+Motion without faders (:class:`LfoKeys`, pure): ``1``..``8`` pick the strip
+(the page's unit n) that the LFO keys change; ``l`` steps its shape, ``,``
+and ``.`` divide and multiply its rate by 1.25 (0.01..20 Hz), ``-`` and
+``=`` (or ``+``) take its depth down and up by 0.1; ``o`` records a motion
+take (again: loop it), ``p`` loops the take or stops it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Callable
 from typing import IO
 
 from device import commands as c
+from device.controls import LFO_RATE_RANGE, ControlsSnapshot
 from device.scheduling import name_thread
 
 log = logging.getLogger(__name__)
@@ -30,20 +37,52 @@ KEYS: dict[str, object] = {
     "z": c.ZeroAll(), "r": c.ResetAll(),
     "R": c.ToggleRecording(),
     "q": c.Shutdown(),
+    "o": c.ToggleMotionRecord(), "p": c.ToggleMotionLoop(),
 }
 HELP = ("keys: m/M mode, n/N model, space play/pause, s stop, [ ] page, z zero all, "
-        "r reset all, R record, q quit")
+        "r reset all, R record, q quit; LFO of strip 1-8: l shape, , . rate, - = depth; "
+        "o motion record/loop, p loop/stop")
+RATE_STEP = 1.25
+DEPTH_STEP = 0.1
 
 
 def command_for(key: str) -> object | None:
     return KEYS.get(key)
 
 
+class LfoKeys:
+    """The strip the LFO keys act on, and the commands of those keys.  Pure."""
+
+    def __init__(self) -> None:
+        self.strip = 0
+
+    def handle(self, key: str, controls: ControlsSnapshot | None) -> list[object]:
+        if key in "12345678" and len(key) == 1:
+            self.strip = int(key) - 1
+            return []
+        if controls is None or key not in ("l", ",", ".", "-", "=", "+"):
+            return []
+        unit = controls.page * c.UNITS_PER_PAGE + self.strip
+        if unit >= controls.units:
+            return []
+        rate, depth, _ = controls.lfo(unit)
+        if key == "l":
+            return [c.StepLfoShape(unit, 1)]
+        if key in ",.":
+            rate = rate * RATE_STEP if key == "." else rate / RATE_STEP
+            return [c.SetLfoRate(unit, min(max(rate, LFO_RATE_RANGE[0]), LFO_RATE_RANGE[1]))]
+        depth = depth - DEPTH_STEP if key == "-" else depth + DEPTH_STEP
+        return [c.SetLfoDepth(unit, round(min(max(depth, 0.0), 1.0), 6))]
+
+
 class KeyboardButtons:
     """Posts the command of each key pressed on ``stream`` (a terminal)."""
 
-    def __init__(self, post: Callable[[object], None], *, stream: IO[str] | None = None):
+    def __init__(self, post: Callable[[object], None], *, stream: IO[str] | None = None,
+                 current: Callable[[], ControlsSnapshot] | None = None):
         self.post = post
+        self.current = current  # the published controls, for the LFO keys
+        self.lfo_keys = LfoKeys()
         self.stream = stream or sys.stdin
         self._fd = self.stream.fileno()
         if not os.isatty(self._fd):
@@ -76,6 +115,10 @@ class KeyboardButtons:
             key = data.decode(errors="replace")
             cmd = command_for(key)
             if cmd is not None:
+                self.post(cmd)
+                continue
+            controls = self.current() if self.current is not None else None
+            for cmd in self.lfo_keys.handle(key, controls):
                 self.post(cmd)
 
     def close(self) -> None:

@@ -20,11 +20,18 @@ Choices where the paper is silent, or where we add to it:
   paper's Set (every unit's output to 0, ZeroAll), on press.
 - S n: released before ``preset_hold_s`` recalls preset slot n (1-based),
   held at least that long saves the current controls into slot n.
-- R buttons: free.  Cycle posts Shutdown; the app asks for a confirm.
+- R1 records the output to WAV.  Motion (device.modulation):
+  R2 held is the LFO shift: while it is down, fader n sets the LFO depth of
+  the page's unit n (0..1), knob n its rate (0.05..20 Hz, logarithmic) and
+  M n steps its shape (sine → triangle → square → saw → random); faders and
+  knobs must pick their units up again after R2 is released.  R3 records a
+  motion take (press again: it loops), R4 loops the take or stops it.
+  R5..R8: free.  Cycle posts Shutdown; the app asks for a confirm.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +61,12 @@ ACTIONS: dict[str, object] = {
     "model_prev": c.StepModel(-1),
     "model_next": c.StepModel(1),
     "record": c.ToggleRecording(),
+    "motion_record": c.ToggleMotionRecord(),
+    "motion_loop": c.ToggleMotionLoop(),
 }
+# Buttons that change what the strips do while held, rather than post a command.
+MODIFIERS = ("lfo_shift",)
+LFO_KNOB_HZ = (0.05, 20.0)  # knob 0 → 127 under the LFO shift, logarithmic
 # What an LED may show: play state, or the current mode.
 LED_STATES = ("playing", "paused", *MODES)
 # Commands after which the physical faders and knobs no longer match the units.
@@ -84,6 +96,8 @@ class ControllerMap:
         "reset_all": 45,                             # Record
         "model_prev": 61, "model_next": 62,          # Marker ◀ ▶
         "record": 64,                                # R1: record the output to WAV
+        "lfo_shift": 65,                             # R2 held: strips set LFOs
+        "motion_record": 66, "motion_loop": 67,      # R3, R4: the motion recorder
     })
     leds: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: {
         "playing": (41,), "paused": (42,),
@@ -127,8 +141,9 @@ def _check_map(m: ControllerMap) -> None:
                 raise _fail(f"{role}[{i}]", f"a CC not already used by {used[cc]}", cc)
             used[cc] = f"{role}[{i}]"
     for action, cc in m.buttons.items():
-        if action not in ACTIONS:
-            raise _fail(f"buttons.{action}", f"one of {', '.join(ACTIONS)}", action)
+        if action not in ACTIONS and action not in MODIFIERS:
+            raise _fail(f"buttons.{action}", f"one of {', '.join((*ACTIONS, *MODIFIERS))}",
+                        action)
         _check_cc(f"buttons.{action}", cc)
         if cc in used:
             raise _fail(f"buttons.{action}", f"a CC not already used by {used[cc]}", cc)
@@ -273,6 +288,16 @@ class Surface:
             self._view = view
             self.pickup.release()
         out: list[object] = []
+        if self._buttons.get(cc) == "lfo_shift":
+            if value >= 64:
+                self._down[cc] = now
+            elif self._down.pop(cc, None) is not None:
+                self.pickup.release()  # the faders and knobs moved under the shift
+            return []
+        if self.lfo_shift:
+            lfo = self._lfo(cc, value, value >= 64, controls)
+            if lfo is not None:
+                return lfo
         if cc in self._faders:
             unit = controls.page * UNITS_PER_PAGE + self._faders[cc]
             if unit < controls.units and self._move(
@@ -290,6 +315,33 @@ class Surface:
         if any(isinstance(cmd, _RELEASING) for cmd in out):
             self.pickup.release()
         return out
+
+    @property
+    def lfo_shift(self) -> bool:
+        """The LFO shift button (R2) is held."""
+        return any(self._buttons.get(cc) == "lfo_shift" for cc in self._down)
+
+    def _lfo(self, cc: int, value: int, pressed: bool,
+             controls: ControlsSnapshot) -> list[object] | None:
+        """Under the LFO shift: fader → depth, knob → rate, M → next shape; None when ``cc``
+        is none of these (it then does what it always does)."""
+        start = controls.page * UNITS_PER_PAGE
+        if cc in self._faders:
+            unit = start + self._faders[cc]
+            return [c.SetLfoDepth(unit, value / 127)] if unit < controls.units else []
+        if cc in self._knobs:
+            unit = start + self._knobs[cc]
+            lo, hi = LFO_KNOB_HZ
+            hz = lo * math.exp(math.log(hi / lo) * value / 127)
+            return [c.SetLfoRate(unit, min(max(hz, lo), hi))] if unit < controls.units else []
+        if cc in self._mutes:
+            if not pressed:
+                self._down.pop(cc, None)
+                return []
+            self._down[cc] = 0.0
+            unit = start + self._mutes[cc]
+            return [c.StepLfoShape(unit, 1)] if unit < controls.units else []
+        return None
 
     def _move(self, kind: str, strip: int, unit: int, value: int, current: float,
               now: float) -> bool:
@@ -327,7 +379,7 @@ class Surface:
             unit = controls.page * UNITS_PER_PAGE + self._mutes[cc]
             return [c.ToggleMute(unit)] if unit < controls.units else []
         action = self._buttons.get(cc)
-        return [ACTIONS[action]] if action else []
+        return [ACTIONS[action]] if action in ACTIONS else []
 
     def leds(self, controls: ControlsSnapshot, mode: str, playing: bool) -> dict[int, bool]:
         """CC → lit, for every LED this map drives."""

@@ -32,7 +32,14 @@ from pathlib import Path
 
 from device import commands as c
 from device.atomic import read_json, remove_leftovers, write_json_atomic
-from device.controls import GAIN_RANGE, SCALE_RANGE, ControlsSnapshot
+from device.controls import (
+    GAIN_RANGE,
+    LFO_DEFAULT_RATE,
+    LFO_DEPTH_RANGE,
+    LFO_RATE_RANGE,
+    SCALE_RANGE,
+    ControlsSnapshot,
+)
 from device.errors import ControlError
 from device.scheduling import name_thread
 
@@ -98,7 +105,8 @@ class PresetStore:
         remove_leftovers(path.parent, for_name=path.name)
         doc = {"format_version": FORMAT_VERSION, "model": model, "slot": slot,
                "units": snap.units, "page": snap.page, "gain": list(snap.gain),
-               "scale": list(snap.scale), "muted": list(snap.muted)}
+               "scale": list(snap.scale), "muted": list(snap.muted),
+               **_lfo_dict(snap)}
         write_json_atomic(path, doc)
         return path
 
@@ -136,9 +144,17 @@ def _slot(slot: int) -> int:
     return slot
 
 
+def _lfo_dict(snap: ControlsSnapshot) -> dict:
+    """The LFO settings of every unit (rate Hz, depth, shape name), as preset keys."""
+    lfos = [snap.lfo(u) for u in range(snap.units)]
+    return {"lfo_rate": [r for r, _, _ in lfos], "lfo_depth": [d for _, d, _ in lfos],
+            "lfo_shape": [s for _, _, s in lfos]}
+
+
 def _check_snapshot(snap: ControlsSnapshot) -> None:
     snapshot_from_dict({"units": snap.units, "page": snap.page, "gain": list(snap.gain),
-                        "scale": list(snap.scale), "muted": list(snap.muted)})
+                        "scale": list(snap.scale), "muted": list(snap.muted),
+                        **_lfo_dict(snap)})
 
 
 def snapshot_from_dict(doc: object) -> ControlsSnapshot:
@@ -162,6 +178,16 @@ def snapshot_from_dict(doc: object) -> ControlsSnapshot:
 
     gain = values("gain", *GAIN_RANGE)
     scale = values("scale", *SCALE_RANGE)
+    # LFO keys came with format 1's motion: a preset saved before them has every LFO off.
+    lfo_rate = values("lfo_rate", *LFO_RATE_RANGE) if "lfo_rate" in doc \
+        else (LFO_DEFAULT_RATE,) * units
+    lfo_depth = values("lfo_depth", *LFO_DEPTH_RANGE) if "lfo_depth" in doc \
+        else (0.0,) * units
+    shapes = doc.get("lfo_shape", [c.LFO_SHAPES[0]] * units)
+    if not isinstance(shapes, list) or len(shapes) != units or not all(
+            s in c.LFO_SHAPES for s in shapes):
+        raise ControlError(f"lfo_shape must be a list of {units} of "
+                           f"{', '.join(c.LFO_SHAPES)}")
     muted = doc.get("muted")
     if not isinstance(muted, list) or len(muted) != units or not all(
             isinstance(m, bool) for m in muted):
@@ -170,7 +196,8 @@ def snapshot_from_dict(doc: object) -> ControlsSnapshot:
     page = doc.get("page", 0)
     if isinstance(page, bool) or not isinstance(page, int) or not 0 <= page < pages:
         page = 0  # the view is not worth refusing a preset for
-    return ControlsSnapshot(units, page, pages, gain, scale, tuple(muted))
+    return ControlsSnapshot(units, page, pages, gain, scale, tuple(muted), lfo_rate,
+                            lfo_depth, tuple(shapes))
 
 
 def commands_for(snap: ControlsSnapshot, current: ControlsSnapshot | None = None) -> list:
@@ -189,6 +216,14 @@ def commands_for(snap: ControlsSnapshot, current: ControlsSnapshot | None = None
             cmds.append(c.SetScale(u, snap.scale[u]))
         if current is None or current.muted[u] != snap.muted[u]:
             cmds.append(c.SetMute(u, snap.muted[u]))
+        rate, depth, shape = snap.lfo(u)
+        now = None if current is None else current.lfo(u)
+        if now is None or now[0] != rate:
+            cmds.append(c.SetLfoRate(u, rate))
+        if now is None or now[1] != depth:
+            cmds.append(c.SetLfoDepth(u, depth))
+        if now is None or now[2] != shape:
+            cmds.append(c.SetLfoShape(u, shape))
     return cmds
 
 

@@ -14,9 +14,20 @@ or after ``t``::
      {"t": 2.0, "muted": [4, true]},      # set unit 4's mute
      {"t": 2.2, "zero": true},            # Set: every unit to 0
      {"t": 2.4, "reset": true},           # Record: every unit back to 1, unmuted
-     {"t": 2.5, "mode": "generate"}]      # original | resynth | generate
+     {"t": 2.5, "mode": "generate"},      # original | resynth | generate
+     {"t": 3.0, "lfo": {"unit": 0, "rate": 0.5, "depth": 1.0, "shape": "sine"}},
+                                          # any of rate (Hz, 0.01..20), depth (0..1),
+                                          # shape (sine|triangle|square|saw|random);
+                                          # a list of such objects sets several units
+     {"t": 3.0, "motion": "record"},      # record | loop | stop (the motion recorder)
+     {"t": 3.0, "gate": {"reference": 60, "attack": 0.01, "release": 0.25}},
+                                          # any of them: note played untransposed, s, s
+     {"t": 4.0, "note_on": 72},           # or [note, velocity]; notes 0..127
+     {"t": 5.0, "note_off": 72},
+     {"t": 6.0, "notes_off": true}]       # every key up; "drone": back to the drone
 
-Within one event the changes apply in the order above.  Generate mode ignores
+Within one event the changes apply in the order above.  Until the first
+``note_on`` generate mode is a drone (untransposed, gate open: device/pitch.py).  Generate mode ignores
 the input; ``--seconds`` sets the output length (default: the input's).
 """
 
@@ -37,7 +48,8 @@ from device.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-EVENT_KEYS = ("gain", "scale", "mute", "muted", "zero", "reset", "mode")
+EVENT_KEYS = ("gain", "scale", "mute", "muted", "zero", "reset", "mode", "lfo", "motion",
+              "gate", "note_on", "note_off", "notes_off")
 
 
 @dataclass(frozen=True)
@@ -97,14 +109,98 @@ def parse_controls(events: Any, *, source: str = "controls") -> list[TimedComman
                 if v is not True:
                     raise ConfigError(f"{where}.{key} must be true, got {v!r}")
                 cmd = c.ZeroAll() if key == "zero" else c.ResetAll()
-            else:
+            elif key == "mode":
                 if v not in c.MODES:
                     raise ConfigError(f"{where}.mode must be one of {', '.join(c.MODES)}, "
                                       f"got {v!r}")
                 cmd = c.SetMode(v)
+            else:
+                out.extend(TimedCommand(float(t), cmd) for cmd in _motion_pitch(where, key, v))
+                continue
             out.append(TimedCommand(float(t), cmd))
     out.sort(key=lambda tc: tc.t)  # stable: ties keep file order
     return out
+
+
+def _number(where: str, v: Any, lo: float, hi: float, unit: str = "") -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+            or not lo <= v <= hi:
+        raise ConfigError(f"{where} must be a number in {lo}..{hi}{unit}, got {v!r}")
+    return float(v)
+
+
+def _note(where: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 127:
+        raise ConfigError(f"{where} must be a note number in 0..127, got {v!r}")
+    return v
+
+
+def _table(where: str, v: Any, keys: tuple[str, ...]) -> dict:
+    if not isinstance(v, dict):
+        raise ConfigError(f"{where} must be an object with {', '.join(keys)}, got {v!r}")
+    unknown = sorted(set(v) - set(keys))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: "
+                          f"{', '.join(keys)}")
+    return v
+
+
+def _motion_pitch(where: str, key: str, v: Any) -> list[object]:
+    """The commands of an lfo, motion, gate or note event (checked here, so that a bad
+    value is reported before rendering starts)."""
+    from device.controls import LFO_DEPTH_RANGE, LFO_RATE_RANGE
+    from device.pitch import GATE_TIME_RANGE
+
+    w = f"{where}.{key}"
+    if key == "lfo":
+        items = v if isinstance(v, list) else [v]
+        cmds: list[object] = []
+        for i, item in enumerate(items):
+            wi = f"{w}[{i}]" if isinstance(v, list) else w
+            item = _table(wi, item, ("unit", "rate", "depth", "shape"))
+            unit = item.get("unit")
+            if isinstance(unit, bool) or not isinstance(unit, int) or unit < 0:
+                raise ConfigError(f"{wi}.unit must be a unit number >= 0, got {unit!r}")
+            if len(item) == 1:
+                raise ConfigError(f"{wi} changes nothing: give rate, depth or shape")
+            if "rate" in item:
+                cmds.append(c.SetLfoRate(unit, _number(f"{wi}.rate", item["rate"],
+                                                       *LFO_RATE_RANGE, " Hz")))
+            if "depth" in item:
+                cmds.append(c.SetLfoDepth(unit, _number(f"{wi}.depth", item["depth"],
+                                                        *LFO_DEPTH_RANGE)))
+            if "shape" in item:
+                if item["shape"] not in c.LFO_SHAPES:
+                    raise ConfigError(f"{wi}.shape must be one of {', '.join(c.LFO_SHAPES)}, "
+                                      f"got {item['shape']!r}")
+                cmds.append(c.SetLfoShape(unit, item["shape"]))
+        return cmds
+    if key == "motion":
+        if v not in c.MOTION_STATES:
+            raise ConfigError(f"{w} must be one of {', '.join(c.MOTION_STATES)}, got {v!r}")
+        return [c.SetMotion(v)]
+    if key == "gate":
+        g = _table(w, v, ("reference", "attack", "release"))
+        default = c.SetNoteGate()
+        return [c.SetNoteGate(
+            _note(f"{w}.reference", g.get("reference", default.reference)),
+            _number(f"{w}.attack", g.get("attack", default.attack_s), *GATE_TIME_RANGE, " s"),
+            _number(f"{w}.release", g.get("release", default.release_s), *GATE_TIME_RANGE,
+                    " s"))]
+    if key == "note_on":
+        if isinstance(v, list):
+            if len(v) != 2:
+                raise ConfigError(f"{w} must be a note or [note, velocity], got {v!r}")
+            vel = v[1]
+            if isinstance(vel, bool) or not isinstance(vel, int) or not 1 <= vel <= 127:
+                raise ConfigError(f"{w} velocity must be in 1..127, got {vel!r}")
+            return [c.NoteOn(_note(w, v[0]), vel)]
+        return [c.NoteOn(_note(w, v))]
+    if key == "note_off":
+        return [c.NoteOff(_note(w, v))]
+    if v is not True and v != "drone":
+        raise ConfigError(f"{w} must be true or \"drone\", got {v!r}")
+    return [c.NotesOff(drone=v == "drone")]
 
 
 def load_controls(path: str | os.PathLike) -> list[TimedCommand]:

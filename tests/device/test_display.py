@@ -29,6 +29,7 @@ from device.display import (
     DisplayState,
     NullDevice,
     TerminalDevice,
+    motion_label,
     open_display,
     render,
     render_text,
@@ -69,8 +70,25 @@ def original_paused_xruns() -> DisplayState:
                         "original", "a-very-long-model-name-indeed", False, 123456)
 
 
+def generate_lfo_loop_note() -> DisplayState:
+    """LFOs on units 2 and 5 (5 also muted: M wins), a looping motion take, note C#4."""
+    depth = [0.0, 0.7, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    snap = ControlsSnapshot(8, 0, 1, (1.0,) * 8, (1.0,) * 8, (False,) * 4 + (True,) + (False,) * 3,
+                            (1.0,) * 8, tuple(depth), ("sine",) * 8)
+    return DisplayState(snap, "generate", "default", True, 0, motion="loop", note="C#4")
+
+
 STATES = {"paper_figure3": paper_figure3, "short_page_message": short_page_with_message,
-          "original_paused_xruns": original_paused_xruns}
+          "original_paused_xruns": original_paused_xruns,
+          "generate_lfo_loop_note": generate_lfo_loop_note}
+
+
+def test_lfo_motion_and_note_in_the_text():
+    text = render_text(generate_lfo_loop_note()).splitlines()
+    assert text[2].startswith("  2 1.00 1.00 1.00 ~")
+    assert text[5].startswith("  5 1.00 1.00 0.00 M")
+    assert text[8].split("|")[1].strip() == "L C#4"
+    assert motion_label("record", "") == "REC" and motion_label("stop", "-") == "-"
 
 
 def lit(img: Image.Image) -> bytes:

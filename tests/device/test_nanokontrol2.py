@@ -75,8 +75,27 @@ def test_default_map_is_the_papers_table():
     assert r.press(61) == [c.StepModel(-1)]             # Marker ◀
     assert r.press(62) == [c.StepModel(1)]              # Marker ▶
     assert r.press(52) == [c.ToggleMute(4)]             # M5
-    assert r.press(66) == []                            # R3: free
+    assert r.press(66) == [c.ToggleMotionRecord()]      # R3: motion take
+    assert r.press(67) == [c.ToggleMotionLoop()]        # R4: loop / stop it
+    assert r.press(68) == []                            # R5: free
     assert r.press(64) == [c.ToggleRecording()]         # R1: record the output
+
+
+def test_r2_held_turns_the_strips_into_lfo_controls():
+    r = Rig()
+    r.press(59)                                         # page 2: units 8..15
+    assert r.send(cc(65, 127)) == []                    # R2 down: the LFO shift
+    assert r.send(cc(2, 64)) == [c.SetLfoDepth(10, 64 / 127)]   # fader 3: depth, no pickup
+    got = r.send(cc(18, 0), cc(18, 127))                # knob 3: rate, 0.05..20 Hz log
+    assert got == [c.SetLfoRate(10, pytest.approx(0.05)), c.SetLfoRate(10, pytest.approx(20.0))]
+    mid = r.send(cc(18, 64))[0].hz
+    assert mid == pytest.approx(0.05 * 400 ** (64 / 127))
+    assert r.press(50) == [c.StepLfoShape(10, 1)]       # M3: next shape, not a mute
+    assert r.controls.lfo_shape[10] == 1 and not r.controls.muted[10]
+    assert r.send(cc(65, 0)) == []                      # R2 up
+    assert r.send(cc(2, 20)) == []                      # the fader must pick gain up again
+    assert r.controls.gain[10] == 1.0
+    assert r.press(50) == [c.ToggleMute(10)]            # M3 mutes again
 
 
 def test_faders_and_knobs_address_the_page_and_scale_to_ranges():
