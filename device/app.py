@@ -546,7 +546,8 @@ class App:
         if not stats.connected:
             message = "no sound card"
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
-                            playing=stats.playing, xruns=stats.xruns, message=message)
+                            playing=stats.playing, xruns=stats.xruns, message=message,
+                            labels=snap.labels)
 
     # -- run and stop -------------------------------------------------------------------------
     def wait(self, duration: float | None = None) -> int:

@@ -370,3 +370,17 @@ def test_the_click_bound_catches_a_hard_cut(default):
     before = max_step(y[(at - 20) * R:at * R])
     after = max_step(y[at * R + fade + R:at * R + fade + 21 * R])
     assert max_step(y[at * R - 1:at * R + fade + R]) > 1.25 * max(before, after)
+
+
+def test_snapshot_carries_the_models_unit_labels(tiny, tmp_path):
+    from tests.device.bundles import copy_fixture, edit_manifest
+
+    engine = Engine(tiny, mode="resynth")
+    assert engine.snapshot.labels == tuple(str(u) for u in range(1, 9))  # no labels: numbers
+    b = copy_fixture(tmp_path / "b")
+    labels = ["low", "air", "body", "mid", "pres", "sub", "noise", "low2"]
+    edit_manifest(b, lambda m: m.update(unit_labels=labels))
+    engine.apply(c.SwapModel(prepare_model(read_bundle(b))))
+    assert engine.snapshot.labels == tuple(labels)
+    engine.apply(c.SetGain(0, 0.5))  # every publish keeps them
+    assert engine.snapshot.labels == tuple(labels)
