@@ -28,9 +28,9 @@ reconstruction:
    permutation of the encoder's last kernel columns and bias and of the
    decoder's first kernel rows.
 4. **Label** each unit from its part (:func:`label`): ``sub`` ``low`` ``body``
-   ``mid`` ``pres`` ``air`` for the frequency region its effect is
-   concentrated in, ``level`` for a flat change, ``noise`` for a broad,
-   uneven one, ``weak`` for one that barely changes anything; a digit makes
+   ``mid`` ``pres`` ``air`` for the frequency region its effect stands out
+   in, ``level`` for a broad change one way, ``noise`` for a broad change
+   both ways, ``weak`` for one that barely changes anything; a digit makes
    repeated names unique (``low``, ``low2``), at most 5 characters (the unit
    table's column, ``device.bundle.LABEL_MAX_CHARS``).
 
@@ -61,8 +61,9 @@ BAND_LOW_HZ = 40.0  # below this the 1/3-octave bands hold no bin at n_fft 2048
 FLOOR_DB = -80.0  # band powers are floored this far below the base spectrum's total
 INHIBITORY_DB = 0.0  # a unit whose level change is below this is inhibitory
 WEAK_DB = 0.5  # effect size (RMS band change) below which a unit is "weak"
-FLAT_SPREAD = 0.35  # std/|mean| of the band changes under which a change is a "level"
-BROAD_OCTAVES = 1.5  # weighted spread (std, octaves) above which an effect is "noise"
+STANDOUT_DB = 1.5  # a region names a unit when its mean change exceeds the all-band
+STANDOUT_FRACTION = 0.3  # mean by more than this (dB) and this fraction of that mean
+FLAT_SAME_SIGN = 0.8  # fraction of bands moving the unit's way for a "level"
 # Upper edges (Hz) of the named regions; "air" is everything above the last.
 REGIONS = (("sub", 60.0), ("low", 250.0), ("body", 800.0), ("mid", 2500.0),
            ("pres", 6000.0))
@@ -155,27 +156,27 @@ def region(hz: float) -> str:
 def label(band_change: np.ndarray, centres_hz: np.ndarray, level_db: float) -> str:
     """A name for one unit's part from its band level changes (dB, one per band).
 
-    ``weak``: RMS change under WEAK_DB.  ``level``: (nearly) every band moves
-    the same way by about the same amount (std/|mean| < FLAT_SPREAD).
-    Otherwise the change in the unit's own direction (what raising it adds,
-    or for an inhibitory unit what it takes away) weights the bands: spread
-    wider than BROAD_OCTAVES (std of log2 frequency) is ``noise``, else the
-    region of the weighted centre (geometric mean frequency).
+    The change is taken in the unit's own direction (what raising it adds, or
+    for an inhibitory unit what raising it takes away).  ``weak``: RMS change
+    under WEAK_DB.  Otherwise each named region (REGIONS, then ``air``) gets
+    the mean change of its bands; the region standing out most above the
+    mean over all bands names the unit, unless none stands out by more than
+    STANDOUT_DB or STANDOUT_FRACTION of that mean: then the unit is a
+    ``level`` when at least FLAT_SAME_SIGN of the bands move its way, else
+    ``noise`` (a broad change of texture, not of loudness or region).
     """
     d = np.asarray(band_change, np.float64)
     if np.sqrt(np.mean(d ** 2)) < WEAK_DB:
         return "weak"
-    if abs(d.mean()) > 0 and d.std() / abs(d.mean()) < FLAT_SPREAD:
-        return "level"
-    w = np.maximum(d if level_db >= 0 else -d, 0.0)
-    if w.sum() <= 0:
-        w = np.abs(d)
-    octave = np.log2(centres_hz)
-    centre = np.sum(w * octave) / w.sum()
-    spread = np.sqrt(np.sum(w * (octave - centre) ** 2) / w.sum())
-    if spread > BROAD_OCTAVES:
-        return "noise"
-    return region(float(2 ** centre))
+    w = d if level_db >= 0 else -d
+    mean = float(w.mean())
+    names = [region(float(hz)) for hz in centres_hz]
+    scores = {n: float(w[[k for k, m in enumerate(names) if m == n]].mean())
+              for n in dict.fromkeys(names)}
+    best = max(scores, key=scores.get)
+    if scores[best] - mean > max(STANDOUT_DB, STANDOUT_FRACTION * abs(mean)):
+        return best
+    return "level" if np.mean(w > 0) >= FLAT_SAME_SIGN else "noise"
 
 
 def unique_labels(names: list[str]) -> list[str]:

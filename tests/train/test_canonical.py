@@ -212,7 +212,12 @@ def test_labels_from_band_changes():
     assert label(np.full(len(centres), 6.0) + np.linspace(-1, 1, len(centres)), centres,
                  6.0) == "level"
     uneven = np.where(np.arange(len(centres)) % 2 == 0, 8.0, 1.0)
-    assert label(uneven, centres, 4.0) == "noise"
+    assert label(uneven, centres, 4.0) == "level"  # broad and one way: louder overall
+    both_ways = np.where(np.arange(len(centres)) % 2 == 0, 5.0, -4.0)
+    assert label(both_ways, centres, 0.5) == "noise"
+    tilt = np.linspace(-6, 6, len(centres))  # darker below, brighter above
+    assert label(tilt, centres, 1.0) == "air"
+    assert label(np.full(len(centres), 3.0) + bump(120, db=6), centres, 4.0) == "low"
     assert label(np.full(len(centres), 0.1), centres, 0.1) == "weak"
     assert unique_labels(["low", "air", "low", "noise", "noise", "level", "level", "low"]) == [
         "low", "air", "low2", "noise", "nse2", "level", "lvl2", "low3"]
