@@ -71,7 +71,7 @@ ROLES = ("encoder", "decoder")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-_LABEL_RE = re.compile(r"[ -~]{1,%d}" % LABEL_MAX_CHARS)  # fullmatch: no "\n" at the end
+_LABEL_RE = re.compile(rf"[ -~]{{1,{LABEL_MAX_CHARS}}}")  # fullmatch: no "\n" at the end
 
 
 def default_labels(units: int) -> tuple[str, ...]:
