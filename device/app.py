@@ -570,7 +570,8 @@ class App:
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
                             playing=stats.playing, xruns=stats.xruns, message=message,
                             motion=getattr(snap, "motion", "stop"),
-                            note=getattr(snap, "note", ""))
+                            note=getattr(snap, "note", ""),
+                            labels=snap.labels)
 
     # -- run and stop -------------------------------------------------------------------------
     def wait(self, duration: float | None = None) -> int:

@@ -16,7 +16,14 @@ one top folder), holding ``manifest.json``, ``encoder.tflite`` and
                  "quantization": "dynamic"},
      "decoder": {... input [1, units], output [1, n_bins] ...},
      "unit_stats": {"min": [...], "max": [...], "mean": [...]},
-     "training": {"data": [...], "recipe": {...}, "metrics": {...}}}
+     "unit_labels": ["body", "air", ...],
+     "training": {"data": [...], "recipe": {...}, "metrics": {...},
+                  "canonical": {...}}}
+
+``unit_labels`` (optional; ``units`` strings of 1..5 printable ASCII
+characters, what the unit table shows in its first column) name each unit
+by what it does, written by ``train.canonical``; without them the units are
+numbered "1", "2", ...
 
 A bundle from a USB stick is untrusted: every field is checked, every size is
 capped, no name may leave the bundle, checksums must match, and (with
@@ -58,11 +65,18 @@ MODEL_MAX_BYTES = 32 << 20  # a 1025-512-256 float32 model is ~5 MB
 ZIP_MAX_MEMBERS = 32
 ZIP_MAX_TOTAL_BYTES = 2 * MODEL_MAX_BYTES + MANIFEST_MAX_BYTES
 MAX_UNITS = 4096
+LABEL_MAX_CHARS = 5  # the unit table's first column (device.display)
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 ROLES = ("encoder", "decoder")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_LABEL_RE = re.compile(rf"[ -~]{{1,{LABEL_MAX_CHARS}}}")  # fullmatch: no "\n" at the end
+
+
+def default_labels(units: int) -> tuple[str, ...]:
+    """Unit labels for a bundle that has none: the 1-based unit numbers."""
+    return tuple(str(u + 1) for u in range(units))
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,11 @@ class Bundle:
     decoder: ModelFile
     unit_stats: UnitStats | None
     manifest: dict
+    unit_labels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.unit_labels:  # a Bundle built in code without labels
+            object.__setattr__(self, "unit_labels", default_labels(self.units))
 
     @property
     def n_bins(self) -> int:
@@ -427,6 +446,9 @@ def _check_fields(m: dict, problems: list[Problem]) -> dict | None:
                     c.bad("unit_stats", "min must be <= max for every unit")
                 else:
                     stats = UnitStats(**arrays)
+    labels = None
+    if units is not None:
+        labels = _check_labels(c, m.get("unit_labels"), units)
     training = m.get("training", {})
     if not isinstance(training, dict):
         c.bad("training", f"must be an object, got {type(training).__name__}")
@@ -443,7 +465,28 @@ def _check_fields(m: dict, problems: list[Problem]) -> dict | None:
     if problems:
         return None
     return {"name": name, "description": description, "frame": frame,
-            "normaliser": normaliser, "units": units, "specs": specs, "stats": stats}
+            "normaliser": normaliser, "units": units, "specs": specs, "stats": stats,
+            "labels": labels}
+
+
+def _check_labels(c: _Checker, v: Any, units: int) -> tuple[str, ...] | None:
+    """The optional ``unit_labels``: ``units`` strings of 1..LABEL_MAX_CHARS printable
+    ASCII characters each; None (after a Problem) when bad, unit numbers when absent."""
+    if v is None:
+        return default_labels(units)
+    if not isinstance(v, list):
+        c.bad("unit_labels", f"must be a list of {units} strings, got {type(v).__name__} "
+                             f"{_short(v)}")
+        return None
+    if len(v) != units:
+        c.bad("unit_labels", f"must have {units} labels (one per unit), got {len(v)}")
+        return None
+    for i, label in enumerate(v):
+        if not isinstance(label, str) or not _LABEL_RE.fullmatch(label):
+            c.bad(f"unit_labels[{i}]", f"must be 1..{LABEL_MAX_CHARS} printable ASCII "
+                                       f"characters, got {_short(label)}")
+            return None
+    return tuple(v)
 
 
 def _check_model_run(mf: ModelFile, problems: list[Problem], runtime: str | None) -> None:
@@ -513,7 +556,7 @@ def check_bundle(path: str | os.PathLike, *, check_models: bool = True,
     bundle = Bundle(source=str(path), name=parsed["name"], description=parsed["description"],
                     frame=parsed["frame"], normaliser=parsed["normaliser"],
                     units=parsed["units"], encoder=models["encoder"], decoder=models["decoder"],
-                    unit_stats=parsed["stats"], manifest=m)
+                    unit_stats=parsed["stats"], manifest=m, unit_labels=parsed["labels"])
     return bundle, []
 
 

@@ -2,10 +2,14 @@
 
 Layout of the 128x64 frame in the X11 misc-fixed 5x7 font (25 columns of 5 px):
 
-    y 0..7   header band, inverted:   "  # Gain Scal  Adj M" and the page "1/2"
+    y 0..7   header band, inverted:   "Unit  Gain Scal  Adj" and the page "1/2"
     y 8..63  eight unit rows, 7 px apart (digits are 6 px tall, so a 1-px gap
              remains): the paper's Figure 3 columns Neuron, Gain, Scale,
-             Adj. value, Mute for the current page
+             Adj. value, Mute for the current page; the neuron is named by
+             its label (``Bundle.unit_labels``, 5 characters: "low", "air2",
+             or the unit number), and a muted unit shows MUTE as its adjusted
+             value (which is 0), so label and mute share the 20 columns the
+             number and the M column had
     x 103..  a 5-character status column beside the rows: mode, play state,
              xruns, a blank row, the model name over three rows, then motion
              and pitch: "REC" / "LOOP" (the motion recorder), the note
@@ -44,17 +48,22 @@ FONT_PATH = Path(__file__).with_name("fonts") / "misc-fixed-5x7.pil"
 CHAR_W = 5
 HEADER_H = 8          # inverted band; text at y=0, a clear row under descenders
 ROW_H = 7
-TABLE_CHARS = 20      # "nnn g.gg s.ss a.aa M"
+TABLE_CHARS = 20      # "lllll g.gg s.ss a.aa" (a.aa is MUTE when muted)
+LABEL_CHARS = 5       # device.bundle.LABEL_MAX_CHARS
 PANEL_X = 103         # 100 px of table, a rule at x=101, then 5 characters
 PANEL_CHARS = 5
-TABLE_HEADER = "  # Gain Scal  Adj M"
+TABLE_HEADER = "Unit  Gain Scal  Adj"
 MODE_LABELS = {"original": "ORIG", "resynth": "RESYN", "generate": "GEN"}
 KINDS = ("ssd1306", "sh1106", "dummy", "emulator", "terminal", "none")
 
 
 @dataclass(frozen=True)
 class DisplayState:
-    """Everything one frame shows; built by the app from the engine's snapshot."""
+    """Everything one frame shows; built by the app from the engine's snapshot.
+
+    ``labels``: one per unit (``EngineSnapshot.labels``); empty, or of another
+    length than the units, shows unit numbers.
+    """
     controls: ControlsSnapshot
     mode: str
     model: str
@@ -63,6 +72,7 @@ class DisplayState:
     message: str | None = None
     motion: str = "stop"   # device.modulation.MotionRecorder.state
     note: str = ""         # device.pitch.NoteGate.label()
+    labels: tuple[str, ...] = ()
 
 
 def _printable(text: str) -> str:
@@ -78,10 +88,14 @@ def _number(value: float) -> str:
 def table_lines(state: DisplayState) -> list[str]:
     """The table's text: header plus 8 rows of TABLE_CHARS (blank past the last unit)."""
     lines = [TABLE_HEADER]
+    labels = state.labels if len(state.labels) == state.controls.units else ()
     for row in state.controls.rows():
-        unit = f"{row.unit + 1:3d}"[-3:]  # 1-based, as the faders are labelled
-        lines.append(f"{unit} {_number(row.gain)} {_number(row.scale)} "
-                     f"{_number(row.adjusted)} {'M' if row.muted else '~' if row.lfo else ' '}")
+        # the unit number is 1-based, as the faders are labelled; "~" marks an LFO
+        name = _printable(labels[row.unit]) if labels else str(row.unit + 1)
+        adjusted = "MUTE" if row.muted else _number(row.adjusted)
+        lfo = "~" if row.lfo and not row.muted else " "
+        lines.append(f"{name[:LABEL_CHARS]:<{LABEL_CHARS}}{lfo}{_number(row.gain)} "
+                     f"{_number(row.scale)} {adjusted}")
     lines += [" " * TABLE_CHARS] * (1 + UNITS_PER_PAGE - len(lines))
     return lines
 

@@ -1,7 +1,8 @@
 """The real-time engine: one hop of audio in, one hop out, in the paper's three modes.
 
     original   analysis → synthesis, untouched (reconstructs the input exactly)
-    resynth    |X| → encoder → units × controls → decoder → |Y|, with X's phase
+    resynth    |X| → encoder → units moved by the controls inside their trained range
+               (PreparedModel.resynth_values) → decoder → |Y|, with X's phase
     generate   controls mapped onto each unit's range → decoder → |Y|, invented phase,
                its level kept to what |Y| implies (phase.LevelKeeper)
 
@@ -48,7 +49,8 @@ MOTION_PUBLISH_S = 0.04  # a looping take republishes the controls at most this 
 class EngineSnapshot:
     """What the display, LEDs and presets need; replaced (never mutated) on change.
 
-    ``hops`` is the number of hops processed when the snapshot was published.
+    ``hops`` is the number of hops processed when the snapshot was published;
+    ``labels`` the model's unit labels (``Bundle.unit_labels``, one per unit).
     """
 
     mode: str
@@ -58,6 +60,7 @@ class EngineSnapshot:
     hops: int
     motion: str = "stop"   # the motion recorder: stop, record, loop
     note: str = ""         # device.pitch.NoteGate.label(): "" drone, "-" shut, "C4"
+    labels: tuple[str, ...] = ()
 
 
 class PreparedModel:
@@ -100,9 +103,14 @@ class PreparedModel:
                            (stats.min, stats.mean, stats.max))
         # Segment slopes of the generate-mode map (see unit_values).
         self._lo = lo.copy()
+        self._hi = hi.copy()
         self._rise_low = mid - lo
         self._rise_high = hi - mid
         self._seg = np.zeros(self.units)
+        self._down = np.zeros(self.units)  # resynth_values' scratch
+        self._up = np.zeros(self.units)
+        self._ranged = stats is not None  # resynth maps onto [min, max] only when known
+        self.labels: tuple[str, ...] = bundle.unit_labels
 
     def encode(self, mag: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Magnitudes (n_bins) → hidden units (units, float64 ``out``)."""
@@ -137,6 +145,41 @@ class PreparedModel:
         np.clip(seg, 0.0, 1.0, out=seg)
         seg *= self._rise_high
         out += seg
+        return out
+
+    def resynth_values(self, encoded: np.ndarray, adjusted: np.ndarray,
+                       out: np.ndarray) -> np.ndarray:
+        """Resynth mode: encoded units h and adjusted controls a (0..2) → unit values.
+
+        ``encoded``, ``adjusted`` and ``out`` are float64 arrays of ``units``;
+        ``out`` may be ``encoded`` itself.  Piecewise linear per unit through
+        (a=0, min(lo, h)), (a=1, h), (a=2, max(hi, h)), where lo and hi are the
+        unit's min and max activations on the training data (``unit_stats``):
+        a=1 plays the encoded value exactly (written h - 0 + 0, so the model's
+        own reconstruction is bit-exact), a=0 the quietest the unit ever was,
+        a=2 its loudest, so no control drives a unit beyond what the decoder
+        saw in training (nor below), unless the input itself already did.
+        The paper multiplied instead (units × a), which at a=2 doubled a unit
+        far past its trained range (20× full scale on loud music, issue 11).
+        A bundle without ``unit_stats`` keeps that product.  Allocates nothing.
+        """
+        if not self._ranged:
+            return np.multiply(encoded, adjusted, out=out)
+        down, up = self._down, self._up
+        # below a=1: (1 - a) of the way from h down to min(lo, h)
+        np.minimum(self._lo, encoded, out=down)
+        np.subtract(encoded, down, out=down)
+        np.subtract(1.0, adjusted, out=self._seg)
+        np.clip(self._seg, 0.0, 1.0, out=self._seg)
+        down *= self._seg
+        # above a=1: (a - 1) of the way from h up to max(hi, h)
+        np.maximum(self._hi, encoded, out=up)
+        np.subtract(up, encoded, out=up)
+        np.subtract(adjusted, 1.0, out=self._seg)
+        np.clip(self._seg, 0.0, 1.0, out=self._seg)
+        up *= self._seg
+        np.subtract(encoded, down, out=out)
+        out += up
         return out
 
     def close(self) -> None:
@@ -237,7 +280,8 @@ class Engine:
     def _publish(self) -> None:
         self.snapshot = EngineSnapshot(self.mode, self._model.name, self._model.units,
                                        self.controls.snapshot(), self.hops,
-                                       self.motion.state, self.notes.label())
+                                       self.motion.state, self.notes.label(),
+                                       self._model.labels)
         self._snapshot_due = False
 
     def _controls_changed(self, publish: bool = True) -> None:
@@ -387,7 +431,7 @@ class Engine:
         if v.mode == "resynth":
             np.abs(self._spec, out=v.mag_in)
             model.encode(v.mag_in, out=v.units)
-            v.units *= v.adjusted
+            model.resynth_values(v.units, v.adjusted, out=v.units)
             model.decode(v.units, out=v.mag)
             # Y = |Y| · X/|X|: the input's phase on the decoded magnitudes.
             np.maximum(v.mag_in, _TINY, out=v.mag_in)

@@ -18,7 +18,8 @@ from device.features import FrameConfig, Normaliser
 def build_manifest(*, name: str, frame: FrameConfig, normaliser: Normaliser, units: int,
                    encoder: bytes, decoder: bytes, quantization: str,
                    unit_stats: UnitStats | None = None, training: dict | None = None,
-                   description: str = "") -> dict[str, Any]:
+                   description: str = "", unit_labels: list[str] | None = None
+                   ) -> dict[str, Any]:
     """The manifest for a pair of .tflite models (see ``device.bundle``)."""
     def model(role: str, data: bytes, shape_in: list[int], shape_out: list[int]) -> dict:
         return {"file": f"{role}.tflite", "sha256": hashlib.sha256(data).hexdigest(),
@@ -35,6 +36,8 @@ def build_manifest(*, name: str, frame: FrameConfig, normaliser: Normaliser, uni
     m["decoder"] = model("decoder", decoder, [1, units], [1, frame.n_bins])
     if unit_stats is not None:
         m["unit_stats"] = unit_stats.to_dict()
+    if unit_labels is not None:
+        m["unit_labels"] = list(unit_labels)
     m["training"] = training or {}
     return m
 

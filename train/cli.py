@@ -96,7 +96,8 @@ def cmd_export(a: argparse.Namespace) -> int:
 
         print(json.dumps(compare_quantizations(run, ds.train, ds.test)))
     report = export_bundle(run, a.out, name=a.name, frame=ds.frame, quantization=a.quantization,
-                           train_mags=ds.train, test_mags=ds.test, description=a.description)
+                           train_mags=ds.train, test_mags=ds.test, description=a.description,
+                           canonical=a.canonical)
     print(json.dumps({"out": str(a.out), **{k: report[k] for k in (
         "quantization", "parity", "bytes", "quantization_sc_loss_db")},
         "test": report[f"test_{a.quantization}"]}))
@@ -173,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", required=True)
     e.add_argument("--quantization", choices=EXPORT_QUANTIZATIONS, default="dynamic")
     e.add_argument("--description", default="")
+    e.add_argument("--no-canonical", dest="canonical", action="store_false",
+                   help="keep the units' trained signs and order, no labels "
+                        "(default: flip inhibitory units, order by effect, label)")
     e.add_argument("--compare-quantizations", action="store_true",
                    help="first print test metrics of every quantisation (JSON)")
     e.set_defaults(func=cmd_export)

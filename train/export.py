@@ -136,17 +136,27 @@ def tflite_reconstruct(run: Run, enc: bytes, dec: bytes, mags: np.ndarray) -> np
 def export_bundle(run: Run, directory: str | os.PathLike, *, name: str, frame: FrameConfig,
                   quantization: str, train_mags: np.ndarray, test_mags: np.ndarray,
                   description: str = "", parity_frames: int = 200,
-                  extra_training: dict | None = None) -> dict[str, Any]:
+                  extra_training: dict | None = None,
+                  canonical: bool = True) -> dict[str, Any]:
     """Convert, check parity, measure, and write a bundle; return the export report.
 
     The report (also stored in the manifest's training record) holds parity
     against Keras for the chosen quantisation, the test metrics of float32 and
     of the chosen quantisation through TFLite, and the spectral-convergence
-    loss between them.
+    loss between them.  With ``canonical`` (the default) the units are first
+    sign-flipped, ordered and labelled by :func:`train.canonical.canonicalize`
+    (reconstruction unchanged); the manifest gets ``unit_labels`` and
+    ``training.canonical``, and everything below measures the canonical model.
     """
     if frame.n_bins != run.n_bins:
         raise ExportError(f"frame must have the model's {run.n_bins} bins, got "
                           f"{frame.n_bins}")
+    labels = None
+    canon = None
+    if canonical:
+        from train.canonical import canonicalize
+
+        run, labels, canon = canonicalize(run, train_mags, sample_rate=frame.sample_rate)
     report: dict[str, Any] = {"quantization": quantization}
     blobs = {q: export_pair(run, q, train_mags) for q in dict.fromkeys(("float32",
                                                                          quantization))}
@@ -167,6 +177,8 @@ def export_bundle(run: Run, directory: str | os.PathLike, *, name: str, frame: F
     stats = unit_stats(run, train_mags)
     training = run.record()
     training["export"] = report
+    if canon is not None:
+        training["canonical"] = canon
     if extra_training:
         training.update(extra_training)
     shipped = report[f"test_{quantization}"]
@@ -177,7 +189,8 @@ def export_bundle(run: Run, directory: str | os.PathLike, *, name: str, frame: F
                            "tflite_test": shipped, "keras": run.metrics}
     write_bundle(directory, encoder=enc_b, decoder=dec_b, name=name, frame=frame,
                  normaliser=run.normaliser, units=run.units, quantization=quantization,
-                 unit_stats=stats, training=training, description=description)
+                 unit_stats=stats, training=training, description=description,
+                 unit_labels=labels)
     # write_bundle(check=True) has run the device's own validator, models loaded and run
     log.info("wrote %s (%s): test sc %.2f dB, quantisation loss %.3f dB", directory,
              quantization, report[f"test_{quantization}"]["sc_db"],

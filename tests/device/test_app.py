@@ -152,6 +152,7 @@ class Snap:
     mode: str
     model: str
     controls: ControlsSnapshot
+    labels: tuple[str, ...] = ()  # EngineSnapshot.labels: none here, the table numbers units
 
 
 class StandInEngine:

@@ -232,3 +232,41 @@ def test_not_a_bundle_at_all(tmp_path):
     f.write_bytes(b"ID3")
     assert problems_of(f) == [f"bundle: must be a directory or a .zip file, got {str(f)!r}"]
     assert problems_of(tmp_path / "nothing")[0].startswith("bundle: cannot open")
+
+
+def test_bundle_without_unit_labels_numbers_its_units():
+    b = read_bundle(FIXTURE)
+    assert "unit_labels" not in b.manifest
+    assert b.unit_labels == ("1", "2", "3", "4", "5", "6", "7", "8")
+
+
+def test_unit_labels_are_read(tmp_path):
+    b = copy_fixture(tmp_path / "b")
+    labels = ["body", "air", "low", "sub", "mid", "pres", "noise", "low2"]
+    edit_manifest(b, lambda m: m.update(unit_labels=labels))
+    assert read_bundle(b, check_models=False).unit_labels == tuple(labels)
+
+
+@pytest.mark.parametrize("labels, expected", [
+    ("body", "unit_labels: must be a list of 8 strings, got str 'body'"),
+    (["a"] * 7, "unit_labels: must have 8 labels (one per unit), got 7"),
+    (["a"] * 9, "unit_labels: must have 8 labels (one per unit), got 9"),
+    (["a"] * 7 + ["toolong"],
+     "unit_labels[7]: must be 1..5 printable ASCII characters, got 'toolong'"),
+    ([""] + ["a"] * 7, "unit_labels[0]: must be 1..5 printable ASCII characters, got ''"),
+    (["a", 2] + ["a"] * 6, "unit_labels[1]: must be 1..5 printable ASCII characters, got 2"),
+    (["a", "b\n"] + ["a"] * 6,
+     "unit_labels[1]: must be 1..5 printable ASCII characters, got 'b\\n'"),
+    (["a", "b", "\u00e9t\u00e9"] + ["a"] * 5,
+     "unit_labels[2]: must be 1..5 printable ASCII characters, got '\u00e9t\u00e9'"),
+    (["a", None] + ["a"] * 6,
+     "unit_labels[1]: must be 1..5 printable ASCII characters, got None"),
+], ids=["not-a-list", "too-few", "too-many", "too-long", "empty", "not-a-string",
+        "control-char", "not-ascii", "null"])
+def test_bad_unit_labels(tmp_path, labels, expected):
+    b = copy_fixture(tmp_path / "b")
+    edit_manifest(b, lambda m: m.update(unit_labels=labels))
+    assert problems_of(b, check_models=False) == [expected]
+    with pytest.raises(BundleError, match=r"invalid bundle '.*b': 1 problem") as err:
+        read_bundle(b, check_models=False)
+    assert expected in str(err.value)

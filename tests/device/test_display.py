@@ -61,13 +61,16 @@ def short_page_with_message() -> DisplayState:
     """10 units: page 2 holds two; a confirm message over the table."""
     return DisplayState(snapshot(10, 1, [0.5] * 10, [1.5] * 10, [False] * 9 + [True]),
                         "generate", "pushover-techno-v2", False, 123,
-                        message="Shut down? Press Cycle again to confirm")
+                        message="Shut down? Press Cycle again to confirm",
+                        labels=("low", "body", "mid", "air", "pres", "sub", "low2", "nse2",
+                                "noise", "level"))
 
 
 def original_paused_xruns() -> DisplayState:
     return DisplayState(snapshot(8, 0, [i / 7 for i in range(8)], [2 - i / 4 for i in range(8)],
                                  [i % 3 == 0 for i in range(8)]),
-                        "original", "a-very-long-model-name-indeed", False, 123456)
+                        "original", "a-very-long-model-name-indeed", False, 123456,
+                        labels=("low", "air", "body", "mid", "noise", "pres", "sub", "bod10"))
 
 
 def generate_lfo_loop_note() -> DisplayState:
@@ -85,8 +88,9 @@ STATES = {"paper_figure3": paper_figure3, "short_page_message": short_page_with_
 
 def test_lfo_motion_and_note_in_the_text():
     text = render_text(generate_lfo_loop_note()).splitlines()
-    assert text[2].startswith("  2 1.00 1.00 1.00 ~")
-    assert text[5].startswith("  5 1.00 1.00 0.00 M")
+    # no labels in this state: unit numbers; "~" after the name marks the LFO
+    assert text[2].startswith("2    ~1.00 1.00 1.00")
+    assert text[5].startswith("5     1.00 1.00 MUTE")
     assert text[8].split("|")[1].strip() == "L C#4"
     assert motion_label("record", "") == "REC" and motion_label("stop", "-") == "-"
 
@@ -114,22 +118,43 @@ def test_frame_matches_reference_png(name, tmp_path):
 
 
 def test_paper_table_values_and_status_are_in_the_text():
+    """No labels (the paper's figure, an old bundle): units by number, 1-based."""
     text = render_text(paper_figure3()).splitlines()
-    assert text[0].startswith("  # Gain Scal  Adj M") and text[0].endswith("4/4")
-    assert text[1].startswith(" 25 1.00 2.00 2.00  ")
-    assert text[2].startswith(" 26 1.00 1.00 0.00 M")
-    assert text[3].startswith(" 27 0.27 1.00 0.27")
-    assert text[7].startswith(" 31 0.69 0.69 0.00 M")
+    assert text[0].startswith("Unit  Gain Scal  Adj |") and text[0].endswith("4/4")
+    assert text[1].startswith("25    1.00 2.00 2.00 |")
+    assert text[2].startswith("26    1.00 1.00 MUTE |")
+    assert text[3].startswith("27    0.27 1.00 0.27 |")
+    assert text[7].startswith("31    0.69 0.69 MUTE |")
     assert [line.split("|")[1].strip() for line in text[1:4]] == ["RESYN", "PLAY", "X0"]
     assert len(text) == 9  # header + 8 units: all of the page visible
 
 
 def test_short_page_leaves_rows_blank_and_shows_the_message():
     text = render_text(short_page_with_message()).splitlines()
-    assert text[1].startswith("  9 0.50 1.50 0.75")
-    assert text[2].startswith(" 10 0.50 1.50 0.00 M")
+    assert text[1].startswith("noise 0.50 1.50 0.75 |")  # the labels of units 9 and 10
+    assert text[2].startswith("level 0.50 1.50 MUTE |")
     assert text[3].split("|")[0].strip() == ""
     assert text[-1] == "** Shut down? Press Cycle again to confirm **"
+
+
+def test_labels_name_the_units_of_the_page():
+    text = render_text(original_paused_xruns()).splitlines()
+    assert [line[:5] for line in text[1:]] == ["low  ", "air  ", "body ", "mid  ", "noise",
+                                               "pres ", "sub  ", "bod10"]
+    assert text[1].startswith("low   0.00 2.00 MUTE |")  # unit 1 muted
+    assert text[2].startswith("air   0.14 1.75 0.25 |")
+
+
+def test_labels_of_the_wrong_count_or_odd_characters():
+    s = original_paused_xruns()
+    wrong = DisplayState(s.controls, s.mode, s.model, s.playing, s.xruns, labels=("a", "b"))
+    assert render_text(wrong).splitlines()[2].startswith("2     0.14")  # numbers instead
+    odd = DisplayState(s.controls, s.mode, s.model, s.playing, s.xruns,
+                       labels=("toolong", "\x1b[2J", "\u00e9", "d", "e", "f", "g", "h"))
+    lines = render_text(odd).splitlines()
+    assert lines[1].startswith("toolo ") and lines[2].startswith("?[2J ")
+    assert lines[3].startswith("\u00e9     ")  # in the font (ISO 8859-1)
+    assert all(len(line.split(" |")[0]) == 20 for line in lines)
 
 
 def test_message_changes_the_frame():
@@ -315,17 +340,19 @@ def test_bad_max_fps():
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(units=st.integers(1, 1000), data=st.data(),
        model=st.text(max_size=60), message=st.none() | st.text(max_size=200),
+       label=st.text(max_size=8),
        xruns=st.integers(0, 10**9), mode=st.sampled_from(["original", "resynth", "generate",
                                                           "weird-mode"]))
-def test_any_state_renders(units, data, model, message, xruns, mode):
+def test_any_state_renders(units, data, model, message, label, xruns, mode):
     pages = -(-units // 8)
     page = data.draw(st.integers(0, pages - 1))
     floats = st.floats(0, 2, allow_nan=False)
     gain = data.draw(st.lists(floats, min_size=units, max_size=units))
     scale = data.draw(st.lists(floats, min_size=units, max_size=units))
     muted = data.draw(st.lists(st.booleans(), min_size=units, max_size=units))
+    labels = tuple(f"{label}{u}"[-6:] for u in range(units)) if label else ()
     state = DisplayState(snapshot(units, page, gain, scale, muted), mode, model,
-                         data.draw(st.booleans()), xruns, message)
+                         data.draw(st.booleans()), xruns, message, labels)
     img = render(state)
     assert img.size == (WIDTH, HEIGHT) and img.mode == "1"
     lines = render_text(state).splitlines()
