@@ -230,7 +230,10 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
     of the magnitudes divided by the training set's global maximum (the
     paper's units) whatever the features are.  ``mixed``: ``paper`` plus
     ``feature_weight`` times ``features``, which keeps quiet bins from being
-    ignored entirely.
+    ignored entirely.  ``sc_log``: per frame, the squared spectral
+    convergence ``||S - S'||² / ||S||²`` of the linear magnitudes (so a quiet
+    frame counts as much as a loud one: the metric is level-free, the paper's
+    MSE is not), plus ``feature_weight`` times the feature (log-magnitude) MSE.
     """
     import tensorflow as tf
 
@@ -238,9 +241,10 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
     if kind == "features":
         return "mse"
     g = float(global_max)
-    w = float(recipe.get("feature_weight", 0.0)) if kind == "mixed" else 0.0
-    if kind not in ("paper", "mixed"):
-        raise ValueError(f"loss must be 'features', 'paper' or 'mixed', got {kind!r}")
+    w = float(recipe.get("feature_weight", 0.0)) if kind in ("mixed", "sc_log") else 0.0
+    if kind not in ("paper", "mixed", "sc_log"):
+        raise ValueError(f"loss must be 'features', 'paper', 'mixed' or 'sc_log', "
+                         f"got {kind!r}")
 
     lam = float(recipe.get("decorrelate") or 0.0)
     kernels = []
@@ -250,8 +254,14 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
         kernels = [layer.kernel for layer in decoder.layers if hasattr(layer, "kernel")]
 
     def loss(y_true, y_pred):
-        d = (tf_inverse(normaliser, y_pred) - tf_inverse(normaliser, y_true)) / g
-        out = tf.reduce_mean(tf.square(d), axis=-1)
+        t = tf_inverse(normaliser, y_true)
+        d = (tf_inverse(normaliser, y_pred) - t) / g
+        if kind == "sc_log":
+            # per frame ||S - S'||² / ||S||²: every frame weighs the same, loud or quiet
+            energy = tf.reduce_sum(tf.square(t / g), axis=-1)
+            out = tf.reduce_sum(tf.square(d), axis=-1) / (energy + 1e-10)
+        else:
+            out = tf.reduce_mean(tf.square(d), axis=-1)
         if w:
             out = out + w * tf.reduce_mean(tf.square(y_pred - y_true), axis=-1)
         if lam:
