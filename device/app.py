@@ -257,7 +257,7 @@ class App:
             self.loop = AudioLoop(self.engine, source, sample_rate=bundle.frame.sample_rate,
                                   commands=self.commands, to_control=self._control.put,
                                   config=audio_cfg, recorder=self.recorder,
-                                  latency_samples=bundle.frame.latency_samples)
+                                  latency_samples=self.engine.latency_samples)
             try:
                 self.loop.start()
                 return

@@ -5,6 +5,13 @@
     generate   controls mapped onto each unit's range → decoder → |Y|, invented phase,
                its level kept to what |Y| implies (phase.LevelKeeper)
 
+Every mode aims at one loudness (device.level: resynth and generate get a
+make-up gain, calibrated per model at load and refined while playing), and
+every hop ends in a soft-knee look-ahead limiter (device.level.Limiter), so no
+control setting puts a sample beyond full scale; the limiter's look-ahead
+adds ``Engine.limiter.delay`` samples to the frame's latency
+(:attr:`Engine.latency_samples`).
+
 Real-time rules (the audio thread calls :meth:`Engine.process` every hop):
 every buffer is allocated here, in ``__init__`` / :func:`prepare_model`; a hop
 only writes into them (``out=``), takes no lock and does no I/O.
@@ -32,12 +39,15 @@ from device.bundle import Bundle
 from device.controls import ControlsSnapshot, UnitControls
 from device.errors import ControlError, ModelError
 from device.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
+from device.level import Limiter, ProgramLevel, ResynthMakeUp, coherent_weights, ramp_gain
 from device.phase import LevelKeeper, make_phase
 from device.runtime import Model
 
 log = logging.getLogger(__name__)
 
 FADE_SECONDS = 0.02  # crossfade length: short enough to feel instant, long enough not to click
+KEEPER_LIMIT_DB = 24.0  # a safety bound for the level keeper, not a working range (see docs/play.md)
+MAKEUP_LIMIT_DB = 30.0  # generate's make-up: the same, for a model whose defaults are near silent
 _TINY = 1e-12  # below any audible magnitude; keeps the phase of silent bins finite
 
 
@@ -98,6 +108,32 @@ class PreparedModel:
         self._rise_low = mid - lo
         self._rise_high = hi - mid
         self._seg = np.zeros(self.units)
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """Per-model level constants, at load (off the audio thread; see device.level).
+
+        ``power0``: output power per sample (mean square) that the decoded spectrum
+        at default controls implies, the reference for generate mode's make-up.
+        ``resynth``: resynth's make-up, seeded with the energy ratio of one typical
+        frame (the normaliser's mean spectrum) to its reconstruction.
+        """
+        weights, scale = coherent_weights(self.frame)
+        R = self.frame.hop_length
+        n = self.frame.n_bins
+        units, mag = np.zeros(self.units), np.zeros(n)
+        self.unit_values(np.ones(self.units), units)
+        self.decode(units, mag)
+        self.power0 = scale * float(np.dot(mag * mag, weights)) / R
+        norm = self.normaliser
+        typical = norm.inverse(np.full(n, 0.0 if norm.kind == "standard" else 0.5))
+        self.encode(typical, units)
+        self.decode(units, mag)
+        e_in = float(np.dot(typical * typical, weights))
+        e_out = float(np.dot(mag * mag, weights))
+        seed = math.sqrt(e_in / e_out) if e_in > 0 and e_out > 0 else 1.0
+        self.resynth = ResynthMakeUp(self.frame, seed=seed)
+        self.weights = weights
 
     def encode(self, mag: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Magnitudes (n_bins) → hidden units (units, float64 ``out``)."""
@@ -155,9 +191,16 @@ class _Voice:
         n = frame.n_bins
         self.synth = StreamSynthesizer(frame)
         self.phase = make_phase(phase, frame)
-        self.keeper = LevelKeeper(frame)  # generate mode: invented phase comes out quieter
+        # generate mode: invented phase comes out quieter (or louder) than |Y| implies
+        self.keeper = LevelKeeper(frame, limit_db=KEEPER_LIMIT_DB)
         self.mag_in = np.zeros(n)
         self.mag = np.zeros(n)
+        self.mag0 = np.zeros(n)  # resynth: the decoded spectrum at default controls
+        self.units0: np.ndarray = np.zeros(1)
+        self.makeup = 1.0  # the make-up gain of the last hop (device.level)
+        self.at_defaults = True  # every unit's gain × scale is 1 (resynth needs no 2nd decode)
+        self.ramp = np.arange(1, frame.hop_length + 1) / frame.hop_length
+        self.scratch = np.zeros(frame.hop_length)
         self.spec = np.zeros(n, dtype=np.complex128)
         self.out = np.zeros(frame.hop_length)
         self.mode = "original"
@@ -171,10 +214,12 @@ class _Voice:
         self.mode, self.model = mode, model
         if self.units.shape != (model.units,):  # only at a swap to another unit count
             self.units = np.zeros(model.units)
+            self.units0 = np.zeros(model.units)
             self.adjusted = np.zeros(model.units)
         self.synth.reset()
         self.phase.reset()
         self.keeper.reset()
+        self.makeup = model.resynth.gain if mode == "resynth" else 1.0
 
 
 class Engine:
@@ -204,6 +249,11 @@ class Engine:
         self._mix = np.zeros(R)
         self._adjusted = np.zeros(bundle.units)
         self._voices = (_Voice(self.frame, phase), _Voice(self.frame, phase))
+        self.program = ProgramLevel(self.frame)  # the loudness every mode aims at
+        self.limiter = Limiter(self.frame)
+        self._pre = np.zeros(R)   # the hop before the limiter
+        self._post = np.zeros(R)
+        self._at_defaults = True
         self._now = self._voices[0]
         self._now.start(mode, self._model)
         self._old: _Voice | None = None
@@ -223,6 +273,22 @@ class Engine:
         """The model playing now (or fading in)."""
         return self._model
 
+    @property
+    def latency_samples(self) -> int:
+        """Input sample to output sample: the frame's latency plus the limiter's look-ahead."""
+        return self.frame.latency_samples + self.limiter.delay
+
+    @property
+    def stream_delay(self) -> int:
+        """Samples by which the output of :meth:`process` lags its input."""
+        return self.frame.stream_delay + self.limiter.delay
+
+    @property
+    def gain_reduction_db(self) -> float:
+        """The limiter's gain reduction meter (dB >= 0, peak hold falling 20 dB/s);
+        a float read by the display thread."""
+        return self.limiter.gain_reduction_db
+
     def _publish(self) -> None:
         self.snapshot = EngineSnapshot(self.mode, self._model.name, self._model.units,
                                        self.controls.snapshot(), self.hops)
@@ -230,6 +296,7 @@ class Engine:
     def _controls_changed(self) -> None:
         self.controls.adjusted(self._adjusted)
         self._silenced = not self._adjusted.any()
+        self._at_defaults = bool(np.all(self._adjusted == 1.0))
         self._publish()
 
     def apply(self, cmd: object) -> bool:
@@ -309,18 +376,19 @@ class Engine:
         ``out`` (hop_length, float) filled and returned.  Allocates nothing."""
         self._in[:] = block  # float64 copy: the analyzer wants a contiguous float hop
         self._analyzer.push(self._in, out=self._spec)
+        self.program.push(self._in)
         now, old = self._now, self._old
         self._render(now)
+        pre = self._pre
         if old is None:
-            out[:] = now.out
+            pre[:] = now.out
         else:
             self._render(old)
             R = self.hop_length
             pos = self._fade_pos
-            np.multiply(now.out, self._fade_in[pos:pos + R], out=self._mix)
-            out[:] = self._mix
+            np.multiply(now.out, self._fade_in[pos:pos + R], out=pre)
             np.multiply(old.out, self._fade_out[pos:pos + R], out=self._mix)
-            out += self._mix
+            pre += self._mix
             self._fade_pos = pos + R
             if self._fade_pos >= len(self._fade_in):
                 self._old = None
@@ -329,6 +397,8 @@ class Engine:
                     self._pending = None
                     if mode != now.mode or model is not now.model:
                         self._begin_fade(mode, model)
+        self.limiter.process(pre, self._post)
+        out[:] = self._post  # a plain cast copy into the caller's dtype
         self.hops += 1
         return out
 
@@ -336,6 +406,7 @@ class Engine:
         if v.model is self._model:  # an outgoing model keeps the controls it had
             v.adjusted[:] = self._adjusted
             v.silenced = self._silenced
+            v.at_defaults = self._at_defaults
 
     @staticmethod
     def _gated(v: _Voice) -> bool:
@@ -351,8 +422,17 @@ class Engine:
         if v.mode == "resynth":
             np.abs(self._spec, out=v.mag_in)
             model.encode(v.mag_in, out=v.units)
+            if not v.at_defaults:  # the reference for the make-up: the same units, as encoded
+                v.units0[:] = v.units
             v.units *= v.adjusted
             model.decode(v.units, out=v.mag)
+            np.multiply(v.mag, v.mag, out=v.mag0)
+            e_now = float(np.dot(v.mag0, model.weights))
+            e_default = e_now
+            if not v.at_defaults:
+                model.decode(v.units0, out=v.mag0)
+                np.multiply(v.mag0, v.mag0, out=v.mag0)
+                e_default = float(np.dot(v.mag0, model.weights))
             # Y = |Y| · X/|X|: the input's phase on the decoded magnitudes.
             np.maximum(v.mag_in, _TINY, out=v.mag_in)
             np.divide(v.mag, v.mag_in, out=v.mag)
@@ -366,6 +446,15 @@ class Engine:
         v.synth.push(v.spec, out=v.out)
         if v.mode == "generate":
             v.keeper.apply(v.mag, v.out)
+            # At default controls, as loud as the program; elsewhere as |Y| says.
+            target = math.sqrt(self.program.power / model.power0) if model.power0 > 0 else 1.0
+            target = min(target, 10 ** (MAKEUP_LIMIT_DB / 20))
+        else:
+            p_out = float(np.dot(v.out, v.out))
+            target = model.resynth.update(self.program.last, p_out / self.hop_length,
+                                          e_now, e_default)
+        ramp_gain(v.out, v.makeup, target, v.ramp, v.scratch)
+        v.makeup = target
         self._gate(v)
 
     def _gate(self, v: _Voice) -> None:
