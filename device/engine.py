@@ -46,7 +46,7 @@ from device.runtime import Model
 log = logging.getLogger(__name__)
 
 FADE_SECONDS = 0.02  # crossfade length: short enough to feel instant, long enough not to click
-KEEPER_LIMIT_DB = 24.0  # a safety bound for the level keeper, not a working range (see docs/play.md)
+KEEPER_LIMIT_DB = 24.0  # a safety bound for the level keeper, not a working range
 MAKEUP_LIMIT_DB = 30.0  # generate's make-up: the same, for a model whose defaults are near silent
 _TINY = 1e-12  # below any audible magnitude; keeps the phase of silent bins finite
 

@@ -142,9 +142,10 @@ class RTPGHI:
     decoder output moves by nothing.  In proportion to ``w``:
 
     * a *tonal* peak (at least ``tonal_db`` above the higher of the two
-      valleys that bound its lobe, and within ``tol_db`` of the maximum) advances at its quadratic-interpolated
-      frequency, and its phase also diffuses (a random walk of variance
-      2π·``line_hz``·hop/sample_rate rad² per hop): a Lorentzian line
+      valleys that bound its lobe, and within ``tol_db`` of the maximum)
+      advances at its quadratic-interpolated frequency, and its phase also
+      diffuses (a random walk of variance 2π·``line_hz``·hop/sample_rate rad²
+      per hop): a Lorentzian line
       ``line_hz`` wide, whose autocorrelation at lag τ decays as
       exp(-π·line_hz·τ): 0.17 at τ = n_fft for 6 Hz at 22050 Hz;
     * every other bin (a broad hump, a flat floor, anything below the
