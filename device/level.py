@@ -280,8 +280,9 @@ class Limiter:
         np.subtract(c[L + 1:L + 1 + R], c[:R], out=s)
         s *= 1.0 / (L + 1)
         np.multiply(x[:R], s, out=out)
-        low = float(s.min())
-        self.hop_reduction_db = -20.0 * math.log10(low) if low < 1.0 else 0.0
+        low = float(s[s.argmin()])  # (s.min() buffers 1 kB: a reduction's scratch)
+        # (the box average of ones is 1 within rounding: that is no reduction)
+        self.hop_reduction_db = -20.0 * math.log10(low) if low < 1.0 - 1e-9 else 0.0
         self.gain_reduction_db = max(self.hop_reduction_db, self.gain_reduction_db - self._fall)
         # keep the last L samples of input, required gain and gain for the next hop
         if L:

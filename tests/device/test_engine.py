@@ -244,8 +244,9 @@ def test_apply_and_snapshot(tiny):
 HOPS = 600
 
 
-@pytest.mark.parametrize("phase", ["rtpghi", "advance"])
-def test_process_allocates_nothing_per_hop(tiny, phase):
+@pytest.mark.parametrize("phase, moved", [("rtpghi", False), ("advance", False),
+                                          ("rtpghi", True)])
+def test_process_allocates_nothing_per_hop(tiny, phase, moved):
     """tracemalloc sees every numpy array buffer and every Python object.
 
     After a switch and a warm-up under tracing, 600 more hops in each mode
@@ -261,9 +262,12 @@ def test_process_allocates_nothing_per_hop(tiny, phase):
     Python objects (an int, a bound method) CPython makes without asking.  What this cannot rule
     out: short-lived small Python objects (a float, a bound method) freed
     within the hop, which CPython makes without asking and which are not
-    array allocations.
+    array allocations.  The output limiter (device.level.Limiter) runs in every hop, and
+    ``moved`` controls take resynth's second decode (the make-up's reference).
     """
     engine = Engine(tiny, mode="resynth", phase=phase)
+    if moved:  # away from the defaults resynth decodes twice (device.level.ResynthMakeUp)
+        engine.apply(c.SetGain(0, 0.5))
     R = engine.hop_length
     x = np.asarray(clip("aztec", seconds=1.0), dtype=np.float32)
     blocks = [x[i * R:(i + 1) * R].copy() for i in range(len(x) // R)]
@@ -303,3 +307,77 @@ def test_the_click_bound_catches_a_hard_cut(default):
     before = max_step(y[(at - 20) * R:at * R])
     after = max_step(y[at * R + fade + R:at * R + fade + 21 * R])
     assert max_step(y[at * R - 1:at * R + fade + R]) > 1.25 * max(before, after)
+
+
+# -- generate mode: a held setting lives, at the level its spectrum says ------------------
+def autocorrelation(y: np.ndarray, lag: int) -> float:
+    a, b = y[:-lag] - y[:-lag].mean(), y[lag:] - y[lag:].mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def decoded_power(bundle, adjusted: np.ndarray) -> float:
+    """Output power (mean square per sample) that the decoded spectrum of ``adjusted``
+    implies, computed here from the bundle alone: units on the line through
+    (0, min), (1, mean), (2, max) of unit_stats, the decoder through the runtime, the
+    normaliser's inverse, then Parseval through weighted overlap-add: a hop of a
+    consistent STFT carries R/(n_fft·Σw_a²) of the two-sided spectral energy, i.e.
+    1/(n_fft·Σw_a²) of it per sample."""
+    s = bundle.unit_stats
+    lo, mid, hi = (np.asarray(a) for a in (s.min, s.mean, s.max))
+    units = np.where(adjusted <= 1, lo + adjusted * (mid - lo), mid + (adjusted - 1) * (hi - mid))
+    dec = Model(bundle.decoder.content, name="dec")
+    y = np.zeros((1, bundle.n_bins), dtype=np.float32)
+    dec.run(units[None].astype(np.float32), out=y)
+    mag = bundle.normaliser.inverse(y[0].astype(np.float64))
+    two_sided = 2 * np.sum(mag ** 2) - mag[0] ** 2 - mag[-1] ** 2
+    frame = bundle.frame
+    return two_sided / (frame.n_fft * np.sum(frame.analysis_window ** 2))
+
+
+@pytest.fixture(scope="module")
+def wide32():
+    return read_bundle(ROOT / "models" / "wide32")
+
+
+@pytest.mark.parametrize("which", ["default", "wide32"])
+def test_generate_held_settings_live_and_follow_their_spectra(which, default, wide32):
+    """No input, faders still: at default controls and at 3 seeded random settings the
+    output does not repeat every n_fft samples (autocorrelation at that lag <= 0.3;
+    the seed's bin-centre phase advance, for contrast, > 0.8) and its level is the
+    reference level (-18 dBFS RMS) plus the decoded spectrum's power relative to the
+    default spectrum's, within 1 dB."""
+    bundle = {"default": default, "wide32": wide32}[which]
+    units = bundle.units
+    rng = np.random.default_rng(12)
+    settings = [np.ones(units)] + [rng.uniform(0.0, 1.0, units) for _ in range(3)]
+    p0 = decoded_power(bundle, np.ones(units))
+    silence = np.zeros(3 * 22050)
+    for gains in settings:
+        engine = Engine(bundle, mode="generate")
+        for u, g in enumerate(gains):
+            engine.apply(c.SetGain(u, float(g)))
+        y = run(engine, silence)[22050:]  # from 1 s: the keeper listened, the hold began
+        assert engine.gain_reduction_db == 0.0
+        assert abs(autocorrelation(y, bundle.frame.n_fft)) <= 0.3
+        want_db = -18.0 + 10 * np.log10(decoded_power(bundle, gains) / p0)
+        got_db = 10 * np.log10(np.mean(y ** 2))
+        assert abs(got_db - want_db) <= 1.0, (gains, got_db, want_db)
+    buzz = run(Engine(bundle, mode="generate", phase="advance"), silence)[22050:]
+    assert autocorrelation(buzz, bundle.frame.n_fft) > 0.8
+
+
+@pytest.mark.parametrize("mode", ["original", "resynth", "generate"])
+def test_no_control_setting_goes_beyond_full_scale(default, mode):
+    """Real music normalised to a 0 dBFS peak; every control at its extremes (all knobs
+    up, one knob up, all faders down but one): never a sample beyond ±1.0."""
+    x = clip("castle", start_s=40.0, seconds=2.0)
+    x = x / np.max(np.abs(x))
+    cases = [[c.SetScale(u, 2.0) for u in range(8)],
+             [c.SetScale(3, 2.0)],
+             [c.SetGain(u, 0.0) for u in range(1, 8)] + [c.SetScale(0, 2.0)]]
+    for commands in cases:
+        engine = Engine(default, mode=mode)
+        for cmd in commands:
+            engine.apply(cmd)
+        y = run(engine, x)
+        assert np.max(np.abs(y)) <= 1.0
