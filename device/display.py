@@ -7,7 +7,8 @@ Layout of the 128x64 frame in the X11 misc-fixed 5x7 font (25 columns of 5 px):
              remains): the paper's Figure 3 columns Neuron, Gain, Scale,
              Adj. value, Mute for the current page
     x 103..  a 5-character status column beside the rows: mode, play state,
-             xruns, then the model name over four rows
+             xruns, the output limiter's gain reduction ("GR-6": 6 dB; blank
+             below 0.5 dB), then the model name over four rows
 
 All eight units of a page stay visible at once, which a status *line* under
 them would not allow (9 lines of 7 px is all 64 px hold).  ``render`` is pure;
@@ -58,6 +59,7 @@ class DisplayState:
     playing: bool
     xruns: int
     message: str | None = None
+    gain_reduction_db: int = 0  # the output limiter's meter, whole dB (Engine.gain_reduction_db)
 
 
 def _printable(text: str) -> str:
@@ -82,16 +84,17 @@ def table_lines(state: DisplayState) -> list[str]:
 
 
 def panel_lines(state: DisplayState) -> list[str]:
-    """The status column: page (header), mode, play state, xruns, blank, model x4."""
+    """The status column: page (header), mode, play state, xruns, gain reduction, model x4."""
     c = state.controls
     page = f"{c.page + 1}/{c.pages}"
     xruns = f"X{state.xruns}" if state.xruns < 10_000 else "X>9k"
     model = _printable(state.model[:PANEL_CHARS * 4])
     chunks = [model[i:i + PANEL_CHARS] for i in range(0, PANEL_CHARS * 4, PANEL_CHARS)]
+    gr = min(state.gain_reduction_db, 99)
     lines = [page.rjust(PANEL_CHARS),
              _printable(MODE_LABELS.get(state.mode, state.mode.upper())),
              "PLAY" if state.playing else "PAUSE",
-             xruns, ""] + chunks
+             xruns, f"GR-{gr}" if gr >= 1 else ""] + chunks
     return [s[:PANEL_CHARS].ljust(PANEL_CHARS) for s in lines]
 
 

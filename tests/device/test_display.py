@@ -69,8 +69,15 @@ def original_paused_xruns() -> DisplayState:
                         "original", "a-very-long-model-name-indeed", False, 123456)
 
 
+def generate_limiting() -> DisplayState:
+    """Generate mode with every knob up: the output limiter takes 7 dB off."""
+    return DisplayState(snapshot(8, 0, [1.0] * 8, [2.0] * 8, [False] * 8),
+                        "generate", "default", True, 0, gain_reduction_db=7)
+
+
 STATES = {"paper_figure3": paper_figure3, "short_page_message": short_page_with_message,
-          "original_paused_xruns": original_paused_xruns}
+          "original_paused_xruns": original_paused_xruns,
+          "generate_limiting": generate_limiting}
 
 
 def lit(img: Image.Image) -> bytes:
@@ -112,6 +119,18 @@ def test_short_page_leaves_rows_blank_and_shows_the_message():
     assert text[2].startswith(" 10 0.50 1.50 0.00 M")
     assert text[3].split("|")[0].strip() == ""
     assert text[-1] == "** Shut down? Press Cycle again to confirm **"
+
+
+def test_gain_reduction_shows_in_the_status_column():
+    """Blank below 1 dB (the frames above, unchanged); "GR-7" for 7 dB; capped at 99."""
+    rows = [line.split("|")[1].strip() for line in render_text(generate_limiting()).splitlines()]
+    assert rows[1:6] == ["GEN", "PLAY", "X0", "GR-7", "defau"]
+    s = generate_limiting()
+    quiet = DisplayState(s.controls, s.mode, s.model, s.playing, s.xruns)
+    assert render_text(quiet).splitlines()[4].split("|")[1].strip() == ""
+    assert not same_image(render(s), render(quiet))
+    loud = DisplayState(s.controls, s.mode, s.model, s.playing, s.xruns, gain_reduction_db=140)
+    assert "GR-99" in render_text(loud)
 
 
 def test_message_changes_the_frame():
