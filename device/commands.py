@@ -105,3 +105,13 @@ class SwapModel:
     """Play ``prepared`` (a device.engine.PreparedModel, loaded off the audio thread)
     from the next hop boundary, crossfading from the current model."""
     prepared: object
+
+
+@dataclass(frozen=True, slots=True)
+class SetLevel:
+    """Gain staging (device.level): the program level with no input, ``reference_dbfs``
+    (dB RMS re full scale, -60..0), and the output limiter's ``ceiling_dbfs`` (-20..0);
+    None leaves a value as it is."""
+    reference_dbfs: float | None = None
+    ceiling_dbfs: float | None = None
+

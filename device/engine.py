@@ -300,7 +300,7 @@ class Engine:
         self._publish()
 
     def apply(self, cmd: object) -> bool:
-        """Apply a unit command, SetMode, StepMode or SwapModel; False if not ours.
+        """Apply a unit command, SetMode, StepMode, SwapModel or SetLevel; False if not ours.
 
         Raises ControlError (or ModelError for a model of another frame) and
         changes nothing when the command cannot be applied.
@@ -314,6 +314,11 @@ class Engine:
                 self._switch(mode, self._model)
             case c.SwapModel(prepared):
                 self._swap(prepared)
+            case c.SetLevel(reference, ceiling):
+                if reference is not None:
+                    self.program.set_reference(float(reference))
+                if ceiling is not None:
+                    self.limiter.set_ceiling(float(ceiling))
             case _:
                 if not self.controls.apply(cmd):
                     return False

@@ -90,6 +90,14 @@ class ProgramLevel:
         self.last = 0.0  # the last hop's power
         self._heard = 0  # hops above the gate since the reset
 
+    def set_reference(self, dbfs: float) -> None:
+        """A new level for no input (dB RMS, -60..0); takes over at once if none was heard."""
+        if not -60.0 <= dbfs <= 0.0:
+            raise ConfigError(f"program level reference_dbfs must be in -60..0, got {dbfs!r}")
+        self.reference = 10.0 ** (dbfs / 10.0)
+        if self._heard == 0:
+            self.power = self.reference
+
     def push(self, block: np.ndarray) -> float:
         """One input hop (R samples); returns the program power."""
         p = self.last = float(np.dot(block, block)) * self._inv_r
@@ -192,9 +200,8 @@ class Limiter:
         R = frame.hop_length
         L = min(round(lookahead_s * frame.sample_rate), R)
         self.delay = L
-        self.ceiling = 10 ** (ceiling_db / 20)
         self._knee = knee_db
-        self._k0 = ceiling_db - knee_db / 2
+        self.set_ceiling(ceiling_db)
         self._x = np.zeros(L + R)     # input: the last L samples, then this hop
         self._req = np.ones(L + R)    # required gain per input sample, same layout
         self._m = (np.zeros(L + R), np.zeros(L + R))  # sliding-minimum scratch
@@ -220,6 +227,13 @@ class Limiter:
             span *= 2
         self._span = span
         self.reset()
+
+    def set_ceiling(self, ceiling_db: float) -> None:
+        """A new ceiling (dBFS, -20..0), from the next hop on."""
+        if not -20.0 <= ceiling_db <= 0.0:
+            raise ConfigError(f"limiter ceiling_db must be in -20..0, got {ceiling_db!r}")
+        self.ceiling = 10 ** (ceiling_db / 20)
+        self._k0 = ceiling_db - self._knee / 2
 
     def reset(self) -> None:
         self._x[:] = 0.0
