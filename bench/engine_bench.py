@@ -108,7 +108,8 @@ def main() -> int:
                     "latency_ms": round(frame.latency_ms, 2), "hops": len(costs),
                     "wall": summary(costs, hop_us), "cpu": summary(cpu, hop_us)})
                 w, u = cases[-1]["wall"], cases[-1]["cpu"]
-                print(f"{path} {frame_name} {mode} {cases[-1]['controls']}: p99 wall {w['us']['p99']} us = "
+                print(f"{path} {frame_name} {mode} {cases[-1]['controls']}: "
+                      f"p99 wall {w['us']['p99']} us = "
                       f"{w['fraction_of_hop']['p99']:.1%} of the hop, cpu {u['us']['p99']} us "
                       f"= {u['fraction_of_hop']['p99']:.1%}", file=sys.stderr)
             engine.close()
