@@ -130,7 +130,9 @@ def check_held(ctx: Context) -> dict:
                      "autocorrelation_at_n_fft": autocorrelation(y, ctx.bundle.frame.n_fft),
                      "level_dbfs": got, "spectrum_level_dbfs": round(want, 2),
                      "level_minus_spectrum_db": round(got - want, 2),
-                     "keeper_gain_db": round(20 * np.log10(engine._now.keeper.gain), 2),
+                     "keeper_gain_db": {  # the level keepers' corrections: partials, noise
+                         "tonal": round(20 * np.log10(engine._now.keeper.gain), 2),
+                         "noise": round(20 * np.log10(engine._now.keeper_noise.gain), 2)},
                      "stillness": round(float(engine._now.phase.stillness), 3),
                      "limiter_max_gr_db": round(gr, 2)})
     return {"settings": rows,

@@ -191,8 +191,17 @@ class _Voice:
         n = frame.n_bins
         self.synth = StreamSynthesizer(frame)
         self.phase = make_phase(phase, frame)
-        # generate mode: invented phase comes out quieter (or louder) than |Y| implies
+        # generate mode: invented phase comes out quieter (or louder) than |Y| implies.
+        # A held spectrum's noise-like bins and its partials come out differently (random
+        # phase adds up incoherently, a lobe made coherent adds up as a pulse), so they
+        # are synthesised apart and each kept to its own energy: the balance stays |Y|'s.
         self.keeper = LevelKeeper(frame, limit_db=KEEPER_LIMIT_DB)
+        self.keeper_noise = LevelKeeper(frame, limit_db=KEEPER_LIMIT_DB)
+        self.synth_noise = StreamSynthesizer(frame)
+        self.spec_noise = np.zeros(n, dtype=np.complex128)
+        self.mag_noise = np.zeros(n)
+        self.out_noise = np.zeros(frame.hop_length)
+        self.no_bins = np.zeros(n, dtype=bool)
         self.mag_in = np.zeros(n)
         self.mag = np.zeros(n)
         self.mag0 = np.zeros(n)  # resynth: the decoded spectrum at default controls
@@ -219,6 +228,8 @@ class _Voice:
         self.synth.reset()
         self.phase.reset()
         self.keeper.reset()
+        self.keeper_noise.reset()
+        self.synth_noise.reset()
         self.makeup = model.resynth.gain if mode == "resynth" else 1.0
 
 
@@ -448,9 +459,20 @@ class Engine:
             model.unit_values(v.adjusted, out=v.units)
             model.decode(v.units, out=v.mag)
             v.phase.synthesize(v.mag, v.spec)
+            # Split off the noise-like bins of a held frame (none otherwise).
+            noisy = getattr(v.phase, "noisy", v.no_bins)
+            v.spec_noise[:] = 0.0
+            np.copyto(v.spec_noise, v.spec, where=noisy)
+            np.copyto(v.spec, 0.0, where=noisy)
+            v.mag_noise[:] = 0.0
+            np.copyto(v.mag_noise, v.mag, where=noisy)
+            np.copyto(v.mag, 0.0, where=noisy)
+            v.synth_noise.push(v.spec_noise, out=v.out_noise)
         v.synth.push(v.spec, out=v.out)
         if v.mode == "generate":
             v.keeper.apply(v.mag, v.out)
+            v.keeper_noise.apply(v.mag_noise, v.out_noise)
+            v.out += v.out_noise
             # At default controls, as loud as the program; elsewhere as |Y| says.
             target = math.sqrt(self.program.power / model.power0) if model.power0 > 0 else 1.0
             target = min(target, 10 ** (MAKEUP_LIMIT_DB / 20))

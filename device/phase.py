@@ -215,6 +215,9 @@ class RTPGHI:
         self._tonal_prom = tonal_db / 20.0 * np.log(10.0)
         self._prom = np.zeros(n)
         self._ones = np.ones(n)
+        self._outmag = np.zeros(n)
+        self._noise_gain = float(np.sqrt(frame.n_fft * a / (
+            np.sum(np.asarray(frame.synthesis_window) ** 2) * np.sum(w * w))))
         self._bins = np.arange(n, dtype=np.float64)  # float: adding intp would buffer a cast
         self._first = np.zeros(n, dtype=np.intp)
         self._last = np.zeros(n, dtype=np.intp)
@@ -228,6 +231,9 @@ class RTPGHI:
         self._tonal = np.zeros(n, dtype=bool)
         self._noisy = np.zeros(n, dtype=bool)
         self.stillness = 0.0  # w of the last frame, 0..1
+        # The bins of the last frame that were noise-like (all False unless held); the
+        # engine synthesises them apart, each part kept to its own energy.
+        self.noisy = self._noisy
 
     def reset(self) -> None:
         for a in (self._mag, self._s, self._tg, self._phase, self._history):
@@ -236,6 +242,7 @@ class RTPGHI:
         self._hist_at = 0
         self._rng = np.random.default_rng(self._seed)
         self.stillness = 0.0
+        self._noisy[:] = False
 
     def _measure_stillness(self) -> float:
         """w in 0..1 from the newest frame against the one a window earlier."""
@@ -359,7 +366,9 @@ class RTPGHI:
             g += cum
             np.copyto(g, phase, where=quiet)
             phase[:] = g
-        if w > 0.0:
+        if w == 0.0:
+            self._noisy[:] = False
+        else:
             # Noise-like bins of a held frame (not in a tonal peak's lobe, or below the
             # tolerance) decorrelate: w·2π·(U - 1/2) on top, uniform at w = 1.
             noisy = self._noisy
@@ -377,6 +386,16 @@ class RTPGHI:
         np.rint(turns, out=turns)
         turns *= 2.0 * np.pi
         phase -= turns
+        if w > 0.0:
+            # Random phase adds up incoherently across overlapping frames: a hop carries
+            # Σw_s²·Σw_a²/(n_fft·hop) of the energy a consistent spectrum gives (-3.6 dB
+            # on the low-latency frame, -6 dB on the paper's), so noise-like bins are
+            # raised by its inverse square root, in proportion to w: the balance of
+            # noise to partials stays the decoded spectrum's.
+            mag = self._outmag
+            mag[:] = self._mag[0]
+            np.multiply(mag, 1.0 + w * (self._noise_gain - 1.0), out=mag, where=self._noisy)
+            return _polar(mag, phase, out)
         return _polar(self._mag[0], phase, out)
 
     def _assign_lobes(self, s: np.ndarray) -> None:
