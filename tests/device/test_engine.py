@@ -385,7 +385,7 @@ def third_octave_deviation_db(y: np.ndarray, mag: np.ndarray, frame) -> float:
     f = np.arange(frame.n_bins) * frame.sample_rate / frame.n_fft
     edges = 40.0 * 2 ** (np.arange(0, 28) / 3)
     d = [10 * np.log10(got[(f >= a) & (f < b)].sum() / (mag[(f >= a) & (f < b)] ** 2).sum())
-         for a, b in zip(edges[:-1], edges[1:]) if np.any((f >= a) & (f < b))]
+         for a, b in zip(edges[:-1], edges[1:], strict=True) if np.any((f >= a) & (f < b))]
     return float(np.std(d))
 
 
