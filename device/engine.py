@@ -201,7 +201,9 @@ class _Voice:
         self.spec_noise = np.zeros(n, dtype=np.complex128)
         self.mag_noise = np.zeros(n)
         self.out_noise = np.zeros(frame.hop_length)
-        self.no_bins = np.zeros(n, dtype=bool)
+        # hops the noise path still sounds after the last held frame: its overlap-add tail
+        self.noise_hops = -(-frame.synthesis_support // frame.hop_length)
+        self.noise_tail = -1  # -1: idle
         self.mag_in = np.zeros(n)
         self.mag = np.zeros(n)
         self.mag0 = np.zeros(n)  # resynth: the decoded spectrum at default controls
@@ -230,6 +232,7 @@ class _Voice:
         self.keeper.reset()
         self.keeper_noise.reset()
         self.synth_noise.reset()
+        self.noise_tail = -1
         self.makeup = model.resynth.gain if mode == "resynth" else 1.0
 
 
@@ -459,20 +462,31 @@ class Engine:
             model.unit_values(v.adjusted, out=v.units)
             model.decode(v.units, out=v.mag)
             v.phase.synthesize(v.mag, v.spec)
-            # Split off the noise-like bins of a held frame (none otherwise).
-            noisy = getattr(v.phase, "noisy", v.no_bins)
-            v.spec_noise[:] = 0.0
-            np.copyto(v.spec_noise, v.spec, where=noisy)
-            np.copyto(v.spec, 0.0, where=noisy)
-            v.mag_noise[:] = 0.0
-            np.copyto(v.mag_noise, v.mag, where=noisy)
-            np.copyto(v.mag, 0.0, where=noisy)
-            v.synth_noise.push(v.spec_noise, out=v.out_noise)
+            # Split off the noise-like bins of a held frame; while nothing is held (and
+            # the noise path's overlap-add tail has played out) the split is skipped.
+            if getattr(v.phase, "stillness", 0.0) > 0.0:
+                noisy = v.phase.noisy
+                v.spec_noise[:] = 0.0
+                np.copyto(v.spec_noise, v.spec, where=noisy)
+                np.copyto(v.spec, 0.0, where=noisy)
+                v.mag_noise[:] = 0.0
+                np.copyto(v.mag_noise, v.mag, where=noisy)
+                np.copyto(v.mag, 0.0, where=noisy)
+                v.noise_tail = v.noise_hops
+            elif v.noise_tail > 0:
+                v.spec_noise[:] = 0.0
+                v.mag_noise[:] = 0.0
+                v.noise_tail -= 1
+            else:
+                v.noise_tail = -1
+            if v.noise_tail >= 0:
+                v.synth_noise.push(v.spec_noise, out=v.out_noise)
         v.synth.push(v.spec, out=v.out)
         if v.mode == "generate":
             v.keeper.apply(v.mag, v.out)
-            v.keeper_noise.apply(v.mag_noise, v.out_noise)
-            v.out += v.out_noise
+            if v.noise_tail >= 0:
+                v.keeper_noise.apply(v.mag_noise, v.out_noise)
+                v.out += v.out_noise
             # At default controls, as loud as the program; elsewhere as |Y| says.
             target = math.sqrt(self.program.power / model.power0) if model.power0 > 0 else 1.0
             target = min(target, 10 ** (MAKEUP_LIMIT_DB / 20))

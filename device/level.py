@@ -201,6 +201,7 @@ class Limiter:
         L = min(round(lookahead_s * frame.sample_rate), R)
         self.delay = L
         self._knee = knee_db
+        self._idle = True  # no reduction anywhere in the state: the fast path applies
         self.set_ceiling(ceiling_db)
         self._x = np.zeros(L + R)     # input: the last L samples, then this hop
         self._req = np.ones(L + R)    # required gain per input sample, same layout
@@ -234,11 +235,13 @@ class Limiter:
             raise ConfigError(f"limiter ceiling_db must be in -20..0, got {ceiling_db!r}")
         self.ceiling = 10 ** (ceiling_db / 20)
         self._k0 = ceiling_db - self._knee / 2
+        self._knee_start = 10 ** (self._k0 / 20)  # samples below this need no reduction
 
     def reset(self) -> None:
         self._x[:] = 0.0
         self._req[:] = 1.0
         self._g[:] = 1.0
+        self._idle = True
         self.gain_reduction_db = 0.0  # the meter: peak hold falling METER_FALL_DB_S
         self.hop_reduction_db = 0.0   # the largest reduction in the last hop
 
@@ -253,6 +256,17 @@ class Limiter:
         # u = max(a - k0, 0); v = min(u, knee); reduction = v²/(2·knee) + (u - v).
         a, v = self._a, self._v
         np.abs(block, out=a)
+        if self._idle and a[a.argmax()] < self._knee_start:
+            # Fast path (most hops): nothing in the look-ahead needs reduction and the
+            # gain is fully released, so every stage above gives 1: just the delay.
+            out[:] = x[:R]
+            req[L:] = 1.0
+            self.hop_reduction_db = 0.0
+            self.gain_reduction_db = max(0.0, self.gain_reduction_db - self._fall)
+            if L:
+                x[:L] = x[R:]
+                req[:L] = req[R:]
+            return out
         np.maximum(a, 1e-12, out=a)
         np.log10(a, out=a)
         a *= 20.0
@@ -303,6 +317,9 @@ class Limiter:
             x[:L] = x[R:]
             req[:L] = req[R:]
             g[:L] = g[R:]
+        # Idle again once every gain still in the box average is back to exactly 1
+        # (the release reaches 1.0 in floating point after ~40 time constants).
+        self._idle = bool(g[g.argmin()] >= 1.0) and low >= 1.0
         return out
 
     def __repr__(self) -> str:
