@@ -32,6 +32,7 @@ from device.features import FrameConfig
 REFERENCE_DBFS = -18.0  # program level with no input: RMS, dB re full scale
 GATE_DBFS = -45.0       # input hops quieter than this do not move the program level
 PROGRAM_TAU_S = 3.0
+IDLE_EPS = 1e-5  # a gain this close to 1 (1e-4 dB) counts as released: the fast path
 METER_FALL_DB_S = 20.0  # the gain-reduction meter falls this fast after a peak
 
 
@@ -317,9 +318,16 @@ class Limiter:
             x[:L] = x[R:]
             req[:L] = req[R:]
             g[:L] = g[R:]
-        # Idle again once every gain still in the box average is back to exactly 1
-        # (the release reaches 1.0 in floating point after ~40 time constants).
-        self._idle = bool(g[g.argmin()] >= 1.0) and low >= 1.0
+        # Idle again once every gain still in the box average is back within IDLE_EPS of
+        # 1 (11.5 release time constants after a reduction of any depth; exactly 1 would
+        # take ~37).  Snapping those gains to 1 is safe: a sample that needed less than
+        # IDLE_EPS of reduction lies far below the ceiling (the knee's reduction at
+        # the ceiling is knee/8 dB).
+        if g[g.argmin()] >= 1.0 - IDLE_EPS and low >= 1.0 - IDLE_EPS:
+            g[:] = 1.0
+            self._idle = True
+        else:
+            self._idle = False
         return out
 
     def __repr__(self) -> str:

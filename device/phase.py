@@ -215,6 +215,10 @@ class RTPGHI:
         self._tonal_prom = tonal_db / 20.0 * np.log(10.0)
         self._prom = np.zeros(n)
         self._ones = np.ones(n)
+        self._same = np.zeros(n, dtype=bool)
+        self._unchanged = 0
+        self._held_before = False
+        self._peak_step = np.zeros(n)
         self._outmag = np.zeros(n)
         self._noise_gain = float(np.sqrt(frame.n_fft * a / (
             np.sum(np.asarray(frame.synthesis_window) ** 2) * np.sum(w * w))))
@@ -243,6 +247,8 @@ class RTPGHI:
         self._rng = np.random.default_rng(self._seed)
         self.stillness = 0.0
         self._noisy[:] = False
+        self._unchanged = 0
+        self._held_before = False
 
     def _measure_stillness(self) -> float:
         """w in 0..1 from the newest frame against the one a window earlier."""
@@ -282,31 +288,37 @@ class RTPGHI:
         np.maximum(prom, lo, out=prom)
         np.subtract(s, prom, out=prom)
 
-    def _hold_peaks(self, cur: np.ndarray, w: float) -> None:
+    def _hold_peaks(self, cur: np.ndarray, w: float, stable: bool) -> None:
         """Tonal peaks of a held frame: interpolated frequency and a diffusing phase.
 
         Marks ``_tonal`` (tonal peaks) and adds to ``_phase`` at them
         w·(ω(m + δ) - step + σ·z), δ the quadratic-interpolated offset in bins.
+        ``stable``: the frame is the one of the last call, so the tonal peaks and
+        their frequencies are too (kept from then).
         """
         curv, num, tonal = self._curv, self._num, self._tonal
-        curv[0] = curv[-1] = 0.0
-        np.add(cur[:-2], cur[2:], out=curv[1:-1])
-        curv[1:-1] -= cur[1:-1]
-        curv[1:-1] -= cur[1:-1]
-        self._prominence(cur)
-        np.greater_equal(self._prom, self._tonal_prom, out=tonal)
-        tonal &= self._peak
-        np.greater_equal(cur, cur.max() - self._tol, out=self._tmp_n)
-        tonal &= self._tmp_n
-        # δ = (s[m-1] - s[m+1]) / (2·curvature), in -0.5..0.5 at a peak
-        num[0] = num[-1] = 0.0
-        np.subtract(cur[:-2], cur[2:], out=num[1:-1])
-        num *= 0.5
-        np.divide(num, curv, out=num, where=tonal)
-        np.clip(num, -0.5, 0.5, out=num)
-        num += self._bins  # the peak's frequency, in bins
-        num *= self._bin_step
-        num -= self._step  # what the time integration already added
+        if not stable:
+            curv[0] = curv[-1] = 0.0
+            np.add(cur[:-2], cur[2:], out=curv[1:-1])
+            curv[1:-1] -= cur[1:-1]
+            curv[1:-1] -= cur[1:-1]
+        if not stable:  # which peaks are tonal, and their frequencies, change with |Y|
+            self._prominence(cur)
+            np.greater_equal(self._prom, self._tonal_prom, out=tonal)
+            tonal &= self._peak
+            np.greater_equal(cur, cur.max() - self._tol, out=self._tmp_n)
+            tonal &= self._tmp_n
+            # δ = (s[m-1] - s[m+1]) / (2·curvature), in -0.5..0.5 at a peak
+            freq = self._peak_step
+            freq[0] = freq[-1] = 0.0
+            np.subtract(cur[:-2], cur[2:], out=freq[1:-1])
+            freq *= 0.5
+            np.divide(freq, curv, out=freq, where=tonal)
+            np.minimum(freq, 0.5, out=freq)  # (np.clip's Python wrapper costs µs)
+            np.maximum(freq, -0.5, out=freq)
+            freq += self._bins  # the peak's frequency, in bins
+            freq *= self._bin_step  # as a phase advance per hop
+        np.subtract(self._peak_step, self._step, out=num)  # less what the time step added
         self._rng.standard_normal(out=self._noise)
         self._noise *= self._sigma
         num += self._noise
@@ -321,6 +333,12 @@ class RTPGHI:
         s[1] = s[2]
         np.add(mag, 1e-12, out=s[2])
         np.log(s[2], out=s[2])
+        # A frame equal to the one before, twice running, leaves this frame equal to
+        # the last call's: its lobes, φ_t and tonal peaks are kept (a held setting).
+        same = self._same
+        np.not_equal(mag, self._mag[1], out=same)
+        self._unchanged = 0 if same[same.argmax()] else self._unchanged + 1
+        stable = self._unchanged >= 2 and self._frames > 2
         self._mag[0] = self._mag[1]
         self._mag[1] = mag
         first = self._frames == 0
@@ -329,12 +347,13 @@ class RTPGHI:
         w = self.stillness = self._measure_stillness() if self.hold else 0.0
         # φ_t of this frame (centred difference across bins, one-sided at the edges)
         tg[0] = tg[1]
-        t = tg[1]
-        np.subtract(cur[2:], cur[:-2], out=t[1:-1])
-        t[0] = 2.0 * (cur[1] - cur[0])
-        t[-1] = 2.0 * (cur[-1] - cur[-2])
-        t *= self._t_scale
-        t += self._omega
+        if not stable:
+            t = tg[1]
+            np.subtract(cur[2:], cur[:-2], out=t[1:-1])
+            t[0] = 2.0 * (cur[1] - cur[0])
+            t[-1] = 2.0 * (cur[-1] - cur[-2])
+            t *= self._t_scale
+            t += self._omega
         # φ_ω of this frame (centred difference across hops)
         fg = self._fg
         np.subtract(s[2], s[0], out=fg)
@@ -354,11 +373,14 @@ class RTPGHI:
         np.add(fg[:-1], fg[1:], out=inc[1:])
         inc[1:] *= 0.5
         inc.cumsum(out=cum)  # the method: np.cumsum's Python wrapper costs µs
-        self._assign_lobes(cur)
         quiet = self._quiet
-        np.less(cur, cur.max() - self._tol, out=quiet)
+        if not stable:
+            self._assign_lobes(cur)
+            np.less(cur, cur.max() - self._tol, out=quiet)
         if w > 0.0:
-            self._hold_peaks(cur, w)  # reads step (self._step) before it is reused below
+            # reads step (self._step) before it is reused below
+            self._hold_peaks(cur, w, stable and self._held_before)
+        self._held_before = w > 0.0
         if self._left[-1] >= 0:  # at least one peak: spread the peaks' phases over lobes
             owner, g = self._owner, self._gather
             phase.take(owner, out=g, mode="clip")  # "raise" buffers a copy
