@@ -4,8 +4,9 @@ Each case runs :meth:`device.engine.Engine.process` hop by hop over real music
 (pushover/space.ogg from 30 s, mono, 22050 Hz) on one thread, times every
 call with ``perf_counter_ns`` after a warm-up, and reports the median, p99,
 p99.9 and max as µs and as a fraction of the hop's duration (the real-time
-budget), with the frame's algorithmic latency.  Models: every bundle given
-(default: models/default, dynamic-range int8 weights; models/wide32 if
+budget), with the frame's algorithmic latency; resynth and generate also
+with every fader moved to 0.7 (resynth then decodes twice per hop).
+Models: every bundle given (default: models/default, dynamic-range int8 weights; models/wide32 if
 present; the float32 tiny test fixture); each is also run with the paper's
 frame by swapping the frame configuration of the in-memory bundle (the
 weights do not depend on it; only the cost is measured).  Runtime: whichever
@@ -101,19 +102,26 @@ def main() -> int:
                     engine.apply(c.SetLfoShape(u, c.LFO_SHAPES[u % len(c.LFO_SHAPES)]))
                 engine.apply(c.NoteOn(67))
             hop_us = 1e6 * frame.hop_length / frame.sample_rate
-            for mode in ("original", "resynth", "generate"):
+            for mode, moved in (("original", False), ("resynth", False), ("resynth", True),
+                                ("generate", False), ("generate", True)):
                 engine.apply(c.SetMode(mode))
+                # moved: every fader at 0.7; resynth then decodes twice per hop (the
+                # make-up's reference at default controls, device.level.ResynthMakeUp)
+                for u in range(bundle.units):
+                    engine.apply(c.SetGain(u, 0.7 if moved else 1.0))
                 costs, cpu = time_hops(engine, x)
                 cases.append({
                     "bundle": path, "quantization": bundle.encoder.quantization,
                     "units": bundle.units, "frame": frame_name, "mode": mode,
                     "motion": args.motion,
+                    "controls": "moved" if moved else "default",
                     "phase": args.phase if mode == "generate" else None,
                     "runtime": engine.model.encoder.runtime, "hop_ms": round(hop_us / 1000, 3),
                     "latency_ms": round(frame.latency_ms, 2), "hops": len(costs),
                     "wall": summary(costs, hop_us), "cpu": summary(cpu, hop_us)})
                 w, u = cases[-1]["wall"], cases[-1]["cpu"]
-                print(f"{path} {frame_name} {mode}: p99 wall {w['us']['p99']} us = "
+                print(f"{path} {frame_name} {mode} {cases[-1]['controls']}: "
+                      f"p99 wall {w['us']['p99']} us = "
                       f"{w['fraction_of_hop']['p99']:.1%} of the hop, cpu {u['us']['p99']} us "
                       f"= {u['fraction_of_hop']['p99']:.1%}", file=sys.stderr)
             engine.close()

@@ -262,7 +262,7 @@ class App:
             self.loop = AudioLoop(self.engine, source, sample_rate=bundle.frame.sample_rate,
                                   commands=self.commands, to_control=self._control.put,
                                   config=audio_cfg, recorder=self.recorder,
-                                  latency_samples=bundle.frame.latency_samples)
+                                  latency_samples=self.engine.latency_samples)
             try:
                 self.loop.start()
                 return
@@ -544,13 +544,16 @@ class App:
                 return
             snap, stats = self.engine.snapshot, self.loop.stats
             # The snapshot itself, not its id(): a freed snapshot's id can be reused.
-            key = (snap, stats.playing, stats.xruns, self.message, stats.connected)
+            # The limiter's meter in whole dB: a redraw when it moves by one (the OLED's
+            # 30 frames a second at most still apply).
+            gr = int(round(self.engine.gain_reduction_db))
+            key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr)
             if len(last) == len(key) and key[0] is last[0] and key[1:] == last[1:]:
                 continue
             last = key
             if self.last_state is not None:
                 self.last_state.offer(snap.model, snap.controls)
-            state = self._display_state(snap, stats)
+            state = self._display_state(snap, stats, gr)
             if state is None:
                 continue
             self.display_state = state
@@ -559,7 +562,7 @@ class App:
             if self.midi is not None:
                 self.midi.update_leds(state)
 
-    def _display_state(self, snap: Any, stats: Any) -> Any:
+    def _display_state(self, snap: Any, stats: Any, gain_reduction_db: int = 0) -> Any:
         try:
             from device.display import DisplayState
         except ModuleNotFoundError:
@@ -571,7 +574,9 @@ class App:
                             playing=stats.playing, xruns=stats.xruns, message=message,
                             motion=getattr(snap, "motion", "stop"),
                             note=getattr(snap, "note", ""),
-                            labels=snap.labels)
+                            labels=snap.labels,
+
+                            gain_reduction_db=gain_reduction_db)
 
     # -- run and stop -------------------------------------------------------------------------
     def wait(self, duration: float | None = None) -> int:

@@ -182,3 +182,13 @@ class SetNoteGate:
     reference: int = 60
     attack_s: float = 0.01
     release_s: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class SetLevel:
+    """Gain staging (device.level): the program level with no input, ``reference_dbfs``
+    (dB RMS re full scale, -60..0), and the output limiter's ``ceiling_dbfs`` (-20..0);
+    None leaves a value as it is."""
+    reference_dbfs: float | None = None
+    ceiling_dbfs: float | None = None
+

@@ -11,7 +11,8 @@ Layout of the 128x64 frame in the X11 misc-fixed 5x7 font (25 columns of 5 px):
              value (which is 0), so label and mute share the 20 columns the
              number and the M column had
     x 103..  a 5-character status column beside the rows: mode, play state,
-             xruns, a blank row, the model name over three rows, then motion
+             xruns, the output limiter's gain reduction ("GR-6": 6 dB; blank
+             below 0.5 dB), the model name over three rows, then motion
              and pitch: "REC" / "LOOP" (the motion recorder), the note
              sounding ("C4", "-" gated shut), both as "L C4"; blank as a drone
 The M column shows "M" for a muted unit, "~" for one an LFO moves.
@@ -73,6 +74,7 @@ class DisplayState:
     motion: str = "stop"   # device.modulation.MotionRecorder.state
     note: str = ""         # device.pitch.NoteGate.label()
     labels: tuple[str, ...] = ()
+    gain_reduction_db: int = 0  # the output limiter's meter, whole dB (Engine.gain_reduction_db)
 
 
 def _printable(text: str) -> str:
@@ -101,16 +103,18 @@ def table_lines(state: DisplayState) -> list[str]:
 
 
 def panel_lines(state: DisplayState) -> list[str]:
-    """The status column: page (header), mode, play state, xruns, blank, model x4."""
+    """The status column: page (header), mode, play state, xruns, gain reduction, model x4."""
     c = state.controls
     page = f"{c.page + 1}/{c.pages}"
     xruns = f"X{state.xruns}" if state.xruns < 10_000 else "X>9k"
     model = _printable(state.model[:PANEL_CHARS * 3])
     chunks = [model[i:i + PANEL_CHARS] for i in range(0, PANEL_CHARS * 3, PANEL_CHARS)]
+    gr = min(state.gain_reduction_db, 99)
     lines = [page.rjust(PANEL_CHARS),
              _printable(MODE_LABELS.get(state.mode, state.mode.upper())),
              "PLAY" if state.playing else "PAUSE",
-             xruns, ""] + chunks + [motion_label(state.motion, state.note)]
+             xruns, f"GR-{gr}" if gr >= 1 else ""] + chunks + [
+                 motion_label(state.motion, state.note)]
     return [s[:PANEL_CHARS].ljust(PANEL_CHARS) for s in lines]
 
 

@@ -6,6 +6,13 @@
     generate   controls mapped onto each unit's range → decoder → |Y|, invented phase,
                its level kept to what |Y| implies (phase.LevelKeeper)
 
+Every mode aims at one loudness (device.level: resynth and generate get a
+make-up gain, calibrated per model at load and refined while playing), and
+every hop ends in a soft-knee look-ahead limiter (device.level.Limiter), so no
+control setting puts a sample beyond full scale; the limiter's look-ahead
+adds ``Engine.limiter.delay`` samples to the frame's latency
+(:attr:`Engine.latency_samples`).
+
 Real-time rules (the audio thread calls :meth:`Engine.process` every hop):
 every buffer is allocated here, in ``__init__`` / :func:`prepare_model`; a hop
 only writes into them (``out=``), takes no lock and does no I/O.
@@ -34,6 +41,7 @@ from device.controls import ControlsSnapshot, UnitControls
 from device.errors import ControlError, ModelError
 from device.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
 from device.modulation import LfoBank, MotionRecorder
+from device.level import Limiter, ProgramLevel, ResynthMakeUp, coherent_weights, ramp_gain
 from device.phase import LevelKeeper, make_phase
 from device.pitch import NoteGate
 from device.runtime import Model
@@ -41,6 +49,8 @@ from device.runtime import Model
 log = logging.getLogger(__name__)
 
 FADE_SECONDS = 0.02  # crossfade length: short enough to feel instant, long enough not to click
+KEEPER_LIMIT_DB = 24.0  # a safety bound for the level keeper, not a working range
+MAKEUP_LIMIT_DB = 30.0  # generate's make-up: the same, for a model whose defaults are near silent
 _TINY = 1e-12  # below any audible magnitude; keeps the phase of silent bins finite
 MOTION_PUBLISH_S = 0.04  # a looping take republishes the controls at most this often
 
@@ -111,6 +121,32 @@ class PreparedModel:
         self._up = np.zeros(self.units)
         self._ranged = stats is not None  # resynth maps onto [min, max] only when known
         self.labels: tuple[str, ...] = bundle.unit_labels
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """Per-model level constants, at load (off the audio thread; see device.level).
+
+        ``power0``: output power per sample (mean square) that the decoded spectrum
+        at default controls implies, the reference for generate mode's make-up.
+        ``resynth``: resynth's make-up, seeded with the energy ratio of one typical
+        frame (the normaliser's mean spectrum) to its reconstruction.
+        """
+        weights, scale = coherent_weights(self.frame)
+        R = self.frame.hop_length
+        n = self.frame.n_bins
+        units, mag = np.zeros(self.units), np.zeros(n)
+        self.unit_values(np.ones(self.units), units)
+        self.decode(units, mag)
+        self.power0 = scale * float(np.dot(mag * mag, weights)) / R
+        norm = self.normaliser
+        typical = norm.inverse(np.full(n, 0.0 if norm.kind == "standard" else 0.5))
+        self.encode(typical, units)
+        self.decode(units, mag)
+        e_in = float(np.dot(typical * typical, weights))
+        e_out = float(np.dot(mag * mag, weights))
+        seed = math.sqrt(e_in / e_out) if e_in > 0 and e_out > 0 else 1.0
+        self.resynth = ResynthMakeUp(self.frame, seed=seed)
+        self.weights = weights
 
     def encode(self, mag: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Magnitudes (n_bins) → hidden units (units, float64 ``out``)."""
@@ -203,9 +239,27 @@ class _Voice:
         n = frame.n_bins
         self.synth = StreamSynthesizer(frame)
         self.phase = make_phase(phase, frame)
-        self.keeper = LevelKeeper(frame)  # generate mode: invented phase comes out quieter
+        # generate mode: invented phase comes out quieter (or louder) than |Y| implies.
+        # A held spectrum's noise-like bins and its partials come out differently (random
+        # phase adds up incoherently, a lobe made coherent adds up as a pulse), so they
+        # are synthesised apart and each kept to its own energy: the balance stays |Y|'s.
+        self.keeper = LevelKeeper(frame, limit_db=KEEPER_LIMIT_DB)
+        self.keeper_noise = LevelKeeper(frame, limit_db=KEEPER_LIMIT_DB)
+        self.synth_noise = StreamSynthesizer(frame)
+        self.spec_noise = np.zeros(n, dtype=np.complex128)
+        self.mag_noise = np.zeros(n)
+        self.out_noise = np.zeros(frame.hop_length)
+        # hops the noise path still sounds after the last held frame: its overlap-add tail
+        self.noise_hops = -(-frame.synthesis_support // frame.hop_length)
+        self.noise_tail = -1  # -1: idle
         self.mag_in = np.zeros(n)
         self.mag = np.zeros(n)
+        self.mag0 = np.zeros(n)  # resynth: the decoded spectrum at default controls
+        self.units0: np.ndarray = np.zeros(1)
+        self.makeup = 1.0  # the make-up gain of the last hop (device.level)
+        self.at_defaults = True  # every unit's gain × scale is 1 (resynth needs no 2nd decode)
+        self.ramp = np.arange(1, frame.hop_length + 1) / frame.hop_length
+        self.scratch = np.zeros(frame.hop_length)
         self.spec = np.zeros(n, dtype=np.complex128)
         self.out = np.zeros(frame.hop_length)
         self.mode = "original"
@@ -219,10 +273,15 @@ class _Voice:
         self.mode, self.model = mode, model
         if self.units.shape != (model.units,):  # only at a swap to another unit count
             self.units = np.zeros(model.units)
+            self.units0 = np.zeros(model.units)
             self.adjusted = np.zeros(model.units)
         self.synth.reset()
         self.phase.reset()
         self.keeper.reset()
+        self.keeper_noise.reset()
+        self.synth_noise.reset()
+        self.noise_tail = -1
+        self.makeup = model.resynth.gain if mode == "resynth" else 1.0
 
 
 class Engine:
@@ -252,12 +311,18 @@ class Engine:
         self._mix = np.zeros(R)
         self._adjusted = np.zeros(bundle.units)  # what the voices play: _static × LFOs
         self._static = np.zeros(bundle.units)    # gain × scale × (0 if muted)
+        self._is_default = np.zeros(bundle.units, dtype=bool)
         self.lfo = LfoBank(bundle.units, hop_rate=self.frame.sample_rate / R)
         self.motion = MotionRecorder(bundle.units)
         self.notes = NoteGate(self.frame)
         self._publish_hops = max(1, round(MOTION_PUBLISH_S * self.frame.sample_rate / R))
         self._snapshot_due = False
         self._voices = (_Voice(self.frame, phase), _Voice(self.frame, phase))
+        self.program = ProgramLevel(self.frame)  # the loudness every mode aims at
+        self.limiter = Limiter(self.frame)
+        self._pre = np.zeros(R)   # the hop before the limiter
+        self._post = np.zeros(R)
+        self._at_defaults = True
         self._now = self._voices[0]
         self._now.start(mode, self._model)
         self._old: _Voice | None = None
@@ -277,6 +342,22 @@ class Engine:
         """The model playing now (or fading in)."""
         return self._model
 
+    @property
+    def latency_samples(self) -> int:
+        """Input sample to output sample: the frame's latency plus the limiter's look-ahead."""
+        return self.frame.latency_samples + self.limiter.delay
+
+    @property
+    def stream_delay(self) -> int:
+        """Samples by which the output of :meth:`process` lags its input."""
+        return self.frame.stream_delay + self.limiter.delay
+
+    @property
+    def gain_reduction_db(self) -> float:
+        """The limiter's gain reduction meter (dB >= 0, peak hold falling 20 dB/s);
+        a float read by the display thread."""
+        return self.limiter.gain_reduction_db
+
     def _publish(self) -> None:
         self.snapshot = EngineSnapshot(self.mode, self._model.name, self._model.units,
                                        self.controls.snapshot(), self.hops,
@@ -289,6 +370,10 @@ class Engine:
         self._silenced = not self._static.any()
         self.lfo.configure(self.controls)
         self.motion.configure(self.controls)
+        # resynth's make-up is defined at default controls (see device.level); a moving
+        # LFO is not at defaults.  out=: a motion take replays on the audio thread.
+        np.equal(self._static, 1.0, out=self._is_default)
+        self._at_defaults = bool(self._is_default.all()) and not self.lfo.active
         if publish:
             self._publish()
         else:
@@ -305,7 +390,7 @@ class Engine:
         self.notes.advance()
 
     def apply(self, cmd: object) -> bool:
-        """Apply a unit command, SetMode, StepMode or SwapModel; False if not ours.
+        """Apply a unit command, SetMode, StepMode, SwapModel or SetLevel; False if not ours.
 
         Raises ControlError (or ModelError for a model of another frame) and
         changes nothing when the command cannot be applied.
@@ -319,6 +404,11 @@ class Engine:
                 self._switch(mode, self._model)
             case c.SwapModel(prepared):
                 self._swap(prepared)
+            case c.SetLevel(reference, ceiling):
+                if reference is not None:
+                    self.program.set_reference(float(reference))
+                if ceiling is not None:
+                    self.limiter.set_ceiling(float(ceiling))
             case _:
                 if self.notes.apply(cmd):
                     pass
@@ -345,6 +435,7 @@ class Engine:
             self.controls = UnitControls(prepared.units)
             self._adjusted = np.zeros(prepared.units)
             self._static = np.zeros(prepared.units)
+            self._is_default = np.zeros(prepared.units, dtype=bool)
         old = self._model
         self._model = prepared
         self._switch(self.mode, prepared)
@@ -389,18 +480,19 @@ class Engine:
         self._advance_motion()
         self._in[:] = block  # float64 copy: the analyzer wants a contiguous float hop
         self._analyzer.push(self._in, out=self._spec)
+        self.program.push(self._in)
         now, old = self._now, self._old
         self._render(now)
+        pre = self._pre
         if old is None:
-            out[:] = now.out
+            pre[:] = now.out
         else:
             self._render(old)
             R = self.hop_length
             pos = self._fade_pos
-            np.multiply(now.out, self._fade_in[pos:pos + R], out=self._mix)
-            out[:] = self._mix
+            np.multiply(now.out, self._fade_in[pos:pos + R], out=pre)
             np.multiply(old.out, self._fade_out[pos:pos + R], out=self._mix)
-            out += self._mix
+            pre += self._mix
             self._fade_pos = pos + R
             if self._fade_pos >= len(self._fade_in):
                 self._old = None
@@ -409,6 +501,8 @@ class Engine:
                     self._pending = None
                     if mode != now.mode or model is not now.model:
                         self._begin_fade(mode, model)
+        self.limiter.process(pre, self._post)
+        out[:] = self._post  # a plain cast copy into the caller's dtype
         self.hops += 1
         return out
 
@@ -416,6 +510,7 @@ class Engine:
         if v.model is self._model:  # an outgoing model keeps the controls it had
             v.adjusted[:] = self._adjusted
             v.silenced = self._silenced
+            v.at_defaults = self._at_defaults
 
     @staticmethod
     def _gated(v: _Voice) -> bool:
@@ -431,8 +526,17 @@ class Engine:
         if v.mode == "resynth":
             np.abs(self._spec, out=v.mag_in)
             model.encode(v.mag_in, out=v.units)
+            if not v.at_defaults:  # the reference for the make-up: the same units, as encoded
+                v.units0[:] = v.units
             model.resynth_values(v.units, v.adjusted, out=v.units)
             model.decode(v.units, out=v.mag)
+            np.multiply(v.mag, v.mag, out=v.mag0)
+            e_now = float(np.dot(v.mag0, model.weights))
+            e_default = e_now
+            if not v.at_defaults:
+                model.decode(v.units0, out=v.mag0)
+                np.multiply(v.mag0, v.mag0, out=v.mag0)
+                e_default = float(np.dot(v.mag0, model.weights))
             # Y = |Y| · X/|X|: the input's phase on the decoded magnitudes.
             np.maximum(v.mag_in, _TINY, out=v.mag_in)
             np.divide(v.mag, v.mag_in, out=v.mag)
@@ -444,10 +548,42 @@ class Engine:
             model.decode(v.units, out=v.mag)
             self.notes.transpose(v.mag)
             v.phase.synthesize(v.mag, v.spec)
+            # Split off the noise-like bins of a held frame; while nothing is held (and
+            # the noise path's overlap-add tail has played out) the split is skipped.
+            if getattr(v.phase, "stillness", 0.0) > 0.0:
+                noisy = v.phase.noisy
+                v.spec_noise[:] = 0.0
+                np.copyto(v.spec_noise, v.spec, where=noisy)
+                np.copyto(v.spec, 0.0, where=noisy)
+                v.mag_noise[:] = 0.0
+                np.copyto(v.mag_noise, v.mag, where=noisy)
+                np.copyto(v.mag, 0.0, where=noisy)
+                v.noise_tail = v.noise_hops
+            elif v.noise_tail > 0:
+                v.spec_noise[:] = 0.0
+                v.mag_noise[:] = 0.0
+                v.noise_tail -= 1
+            else:
+                v.noise_tail = -1
+            if v.noise_tail >= 0:
+                v.synth_noise.push(v.spec_noise, out=v.out_noise)
         v.synth.push(v.spec, out=v.out)
         if v.mode == "generate":
             v.keeper.apply(v.mag, v.out)
-            self.notes.gate(v.out)
+            if v.noise_tail >= 0:
+                v.keeper_noise.apply(v.mag_noise, v.out_noise)
+                v.out += v.out_noise
+            # At default controls, as loud as the program; elsewhere as |Y| says.
+            target = math.sqrt(self.program.power / model.power0) if model.power0 > 0 else 1.0
+            target = min(target, 10 ** (MAKEUP_LIMIT_DB / 20))
+        else:
+            p_out = float(np.dot(v.out, v.out))
+            target = model.resynth.update(self.program.last, p_out / self.hop_length,
+                                          e_now, e_default)
+        ramp_gain(v.out, v.makeup, target, v.ramp, v.scratch)
+        v.makeup = target
+        if v.mode == "generate":
+            self.notes.gate(v.out)  # a played note's envelope, after the level is set
         self._gate(v)
 
     def _gate(self, v: _Voice) -> None:

@@ -128,10 +128,41 @@ class RTPGHI:
     the phase of the peak whose lobe it lies in (split at the valley between
     two peaks), integrated across bins with the trapezoid of φ_ω.  Bins more
     than ``tol_db`` below the frame's maximum carry noise, not partials: they
-    take the plain time integration.
+    take the plain time integration (random phase once the spectrum holds still).
+
+    **Held spectra** (generate mode with the faders still).  A frame that does
+    not change gets the same phase advance every hop, so the output is a sum of
+    steady sinusoids; on the bin grid (a broad hump collapses onto its peak's
+    lobe, a flat region onto bin centres) it repeats every n_fft samples: a
+    buzz, not a sustained sound.  So the generator measures how still the
+    spectrum is, ``w`` in 0..1: the magnitude-weighted mean change of the
+    log-magnitudes over one window (n_fft samples), 0 at ``still_db`` or more,
+    1 when nothing changed.  Real music moves by several dB per window
+    (``w`` ≈ 0: plain RTPGHI, the figures of ``bench/phase_bench.py``); a held
+    decoder output moves by nothing.  In proportion to ``w``:
+
+    * a *tonal* peak (at least ``tonal_db`` above the higher of the two
+      valleys that bound its lobe, and within ``tol_db`` of the maximum)
+      advances at its quadratic-interpolated frequency, and its phase also
+      diffuses (a random walk of variance 2π·``line_hz``·hop/sample_rate rad²
+      per hop): a Lorentzian line
+      ``line_hz`` wide, whose autocorrelation at lag τ decays as
+      exp(-π·line_hz·τ): 0.17 at τ = n_fft for 6 Hz at 22050 Hz;
+    * every other bin (a broad hump, a flat floor, anything below the
+      tolerance: PGHI's rule for coefficients too small to integrate) is
+      noise-like and takes uniformly random phase each hop.
+
+    ``seed`` makes the randomness repeatable; ``hold=False`` turns all of this
+    off (the published algorithm, for comparison).
     """
 
-    def __init__(self, frame: FrameConfig, *, tol_db: float = 100.0):
+    def __init__(self, frame: FrameConfig, *, tol_db: float = 100.0, still_db: float = 1.0,
+                 tonal_db: float = 6.0, line_hz: float = 6.0, seed: int = 0,
+                 hold: bool = True):
+        if not 0 < still_db <= 20 or not 0 <= line_hz <= 100 or not 0 < tonal_db <= 60:
+            raise FeatureError(f"RTPGHI needs still_db in (0, 20] dB, tonal_db in (0, 60] dB "
+                               f"and line_hz in 0..100 Hz, got still_db={still_db!r}, "
+                               f"tonal_db={tonal_db!r}, line_hz={line_hz!r}")
         self.frame = frame
         n = frame.n_bins
         a, M = frame.hop_length, frame.n_fft
@@ -144,6 +175,14 @@ class RTPGHI:
         # w, and worth about 1.5 dB of spectral convergence at low latency.
         w = np.asarray(frame.analysis_window)
         self._f_offset = -2.0 * np.pi * float(np.dot(np.arange(len(w)), w * w) / np.dot(w, w)) / M
+        # A decoded lobe is broader than a sinusoid's: in time it is a short pulse
+        # around that centre, which on the asymmetric pair lies far before the
+        # 256 samples the synthesis window keeps (its energy was lost: dark notches
+        # at every tonal peak).  Held frames centre it on the synthesis window's
+        # energy instead (the same place for the symmetric Hann frame).
+        ws = np.asarray(frame.synthesis_window)
+        self._f_offset_held = -2.0 * np.pi * float(
+            np.dot(np.arange(len(ws)), ws * ws) / np.dot(ws, ws)) / M
         self._omega = 2.0 * np.pi * a * np.arange(n) / M
         self._tol = tol_db / 20.0 * np.log(10.0)  # natural-log amplitude
         self._idx = np.arange(n)
@@ -167,11 +206,124 @@ class RTPGHI:
         self._gather = np.zeros(n)
         self._quiet = np.zeros(n, dtype=bool)
         self._frames = 0
+        # Held spectra (see the class docstring).
+        self.hold = hold
+        self._seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._still = still_db / 20.0 * np.log(10.0)  # natural-log amplitude
+        self._sigma = float(np.sqrt(2.0 * np.pi * line_hz * a / frame.sample_rate))
+        self._tonal_prom = tonal_db / 20.0 * np.log(10.0)
+        self._prom = np.zeros(n)
+        self._ones = np.ones(n)
+        self._same = np.zeros(n, dtype=bool)
+        self._unchanged = 0
+        self._held_before = False
+        self._peak_step = np.zeros(n)
+        self._outmag = np.zeros(n)
+        self._noise_gain = float(np.sqrt(frame.n_fft * a / (
+            np.sum(np.asarray(frame.synthesis_window) ** 2) * np.sum(w * w))))
+        self._bins = np.arange(n, dtype=np.float64)  # float: adding intp would buffer a cast
+        self._first = np.zeros(n, dtype=np.intp)
+        self._last = np.zeros(n, dtype=np.intp)
+        self._bin_step = 2.0 * np.pi * a / M  # phase advance per hop per bin of frequency
+        self._history = np.zeros((max(1, round(M / a)), n))  # log-magnitudes, one window back
+        self._hist_at = 0
+        self._diff = np.zeros(n)
+        self._curv = np.zeros(n)
+        self._num = np.zeros(n)
+        self._noise = np.zeros(n)
+        self._tonal = np.zeros(n, dtype=bool)
+        self._noisy = np.zeros(n, dtype=bool)
+        self.stillness = 0.0  # w of the last frame, 0..1
+        # The bins of the last frame that were noise-like (all False unless held); the
+        # engine synthesises them apart, each part kept to its own energy.
+        self.noisy = self._noisy
 
     def reset(self) -> None:
-        for a in (self._mag, self._s, self._tg, self._phase):
+        for a in (self._mag, self._s, self._tg, self._phase, self._history):
             a[...] = 0.0
         self._frames = 0
+        self._hist_at = 0
+        self._rng = np.random.default_rng(self._seed)
+        self.stillness = 0.0
+        self._noisy[:] = False
+        self._unchanged = 0
+        self._held_before = False
+
+    def _measure_stillness(self) -> float:
+        """w in 0..1 from the newest frame against the one a window earlier."""
+        newest, hist = self._s[2], self._history
+        old = hist[self._hist_at]
+        np.subtract(newest, old, out=self._diff)
+        np.abs(self._diff, out=self._diff)
+        total = float(self._mag[1].dot(self._ones))  # (.sum() buffers ~1 kB)
+        moved = float(self._diff.dot(self._mag[1])) / total if total > 0 else 0.0
+        old[:] = newest
+        self._hist_at = (self._hist_at + 1) % len(hist)
+        if self._frames <= len(hist):  # no full window seen yet: assume it moves
+            return 0.0
+        return min(max(1.0 - moved / self._still, 0.0), 1.0)
+
+    def _prominence(self, s: np.ndarray) -> None:
+        """``_prom[m]``: how far bin m stands above the higher of its lobe's two edges
+        (the valleys to the neighbouring peaks); meaningful at peaks."""
+        owner, idx, n = self._owner, self._idx, len(s)
+        edge, first, last = self._tmp_n, self._first, self._last
+        # first bin of each lobe: owner changes from the bin before
+        edge[0] = True
+        np.not_equal(owner[1:], owner[:-1], out=edge[1:])
+        scratch = self._scratch
+        scratch[:] = 0
+        np.copyto(scratch, idx, where=edge)
+        np.maximum.accumulate(scratch, out=first)
+        # last bin of each lobe: owner changes to the bin after
+        edge[-1] = True
+        np.not_equal(owner[:-1], owner[1:], out=edge[:-1])
+        scratch[:] = n - 1
+        np.copyto(scratch, idx, where=edge)
+        np.minimum.accumulate(scratch[::-1], out=last[::-1])
+        prom, lo = self._prom, self._diff
+        s.take(first, out=prom, mode="clip")
+        s.take(last, out=lo, mode="clip")
+        np.maximum(prom, lo, out=prom)
+        np.subtract(s, prom, out=prom)
+
+    def _hold_peaks(self, cur: np.ndarray, w: float, stable: bool) -> None:
+        """Tonal peaks of a held frame: interpolated frequency and a diffusing phase.
+
+        Marks ``_tonal`` (tonal peaks) and adds to ``_phase`` at them
+        w·(ω(m + δ) - step + σ·z), δ the quadratic-interpolated offset in bins.
+        ``stable``: the frame is the one of the last call, so the tonal peaks and
+        their frequencies are too (kept from then).
+        """
+        curv, num, tonal = self._curv, self._num, self._tonal
+        if not stable:
+            curv[0] = curv[-1] = 0.0
+            np.add(cur[:-2], cur[2:], out=curv[1:-1])
+            curv[1:-1] -= cur[1:-1]
+            curv[1:-1] -= cur[1:-1]
+        if not stable:  # which peaks are tonal, and their frequencies, change with |Y|
+            self._prominence(cur)
+            np.greater_equal(self._prom, self._tonal_prom, out=tonal)
+            tonal &= self._peak
+            np.greater_equal(cur, cur.max() - self._tol, out=self._tmp_n)
+            tonal &= self._tmp_n
+            # δ = (s[m-1] - s[m+1]) / (2·curvature), in -0.5..0.5 at a peak
+            freq = self._peak_step
+            freq[0] = freq[-1] = 0.0
+            np.subtract(cur[:-2], cur[2:], out=freq[1:-1])
+            freq *= 0.5
+            np.divide(freq, curv, out=freq, where=tonal)
+            np.minimum(freq, 0.5, out=freq)  # (np.clip's Python wrapper costs µs)
+            np.maximum(freq, -0.5, out=freq)
+            freq += self._bins  # the peak's frequency, in bins
+            freq *= self._bin_step  # as a phase advance per hop
+        np.subtract(self._peak_step, self._step, out=num)  # less what the time step added
+        self._rng.standard_normal(out=self._noise)
+        self._noise *= self._sigma
+        num += self._noise
+        num *= w
+        np.add(self._phase, num, out=self._phase, where=tonal)
 
     def synthesize(self, mag: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Take the newest magnitudes; return the previous frame with its phase."""
@@ -181,24 +333,33 @@ class RTPGHI:
         s[1] = s[2]
         np.add(mag, 1e-12, out=s[2])
         np.log(s[2], out=s[2])
+        # A frame equal to the one before, twice running, leaves this frame equal to
+        # the last call's: its lobes, φ_t and tonal peaks are kept (a held setting).
+        same = self._same
+        np.not_equal(mag, self._mag[1], out=same)
+        self._unchanged = 0 if same[same.argmax()] else self._unchanged + 1
+        stable = self._unchanged >= 2 and self._frames > 2
         self._mag[0] = self._mag[1]
         self._mag[1] = mag
         first = self._frames == 0
         self._frames += 1
         cur = s[1]
+        w = self.stillness = self._measure_stillness() if self.hold else 0.0
         # φ_t of this frame (centred difference across bins, one-sided at the edges)
         tg[0] = tg[1]
-        t = tg[1]
-        np.subtract(cur[2:], cur[:-2], out=t[1:-1])
-        t[0] = 2.0 * (cur[1] - cur[0])
-        t[-1] = 2.0 * (cur[-1] - cur[-2])
-        t *= self._t_scale
-        t += self._omega
+        if not stable:
+            t = tg[1]
+            np.subtract(cur[2:], cur[:-2], out=t[1:-1])
+            t[0] = 2.0 * (cur[1] - cur[0])
+            t[-1] = 2.0 * (cur[-1] - cur[-2])
+            t *= self._t_scale
+            t += self._omega
         # φ_ω of this frame (centred difference across hops)
         fg = self._fg
         np.subtract(s[2], s[0], out=fg)
         fg *= self._f_scale
-        fg += self._f_offset
+        # A held frame's lobes are placed where the synthesis window reads (see __init__).
+        fg += self._f_offset + w * (self._f_offset_held - self._f_offset)
         # time integration of every bin (trapezoid)
         step = self._step
         np.add(tg[0], tg[1], out=step)
@@ -212,22 +373,51 @@ class RTPGHI:
         np.add(fg[:-1], fg[1:], out=inc[1:])
         inc[1:] *= 0.5
         inc.cumsum(out=cum)  # the method: np.cumsum's Python wrapper costs µs
-        self._assign_lobes(cur)
+        quiet = self._quiet
+        if not stable:
+            self._assign_lobes(cur)
+            np.less(cur, cur.max() - self._tol, out=quiet)
+        if w > 0.0:
+            # reads step (self._step) before it is reused below
+            self._hold_peaks(cur, w, stable and self._held_before)
+        self._held_before = w > 0.0
         if self._left[-1] >= 0:  # at least one peak: spread the peaks' phases over lobes
             owner, g = self._owner, self._gather
             phase.take(owner, out=g, mode="clip")  # "raise" buffers a copy
             g -= cum.take(owner, out=self._step, mode="clip")
             g += cum
-            quiet = self._quiet
-            np.less(cur, cur.max() - self._tol, out=quiet)
             np.copyto(g, phase, where=quiet)
             phase[:] = g
+        if w == 0.0:
+            self._noisy[:] = False
+        else:
+            # Noise-like bins of a held frame (not in a tonal peak's lobe, or below the
+            # tolerance) decorrelate: w·2π·(U - 1/2) on top, uniform at w = 1.
+            noisy = self._noisy
+            self._tonal.take(self._owner, out=noisy, mode="clip")
+            np.logical_not(noisy, out=noisy)
+            noisy |= self._quiet
+            noise = self._noise
+            self._rng.random(out=noise)
+            noise -= 0.5
+            noise *= 2.0 * np.pi * w
+            np.add(phase, noise, out=phase, where=noisy)
         # Wrap to [-π, π] (keeps cos/sin exact); rint is 3x faster than remainder.
         turns = self._step
         np.multiply(phase, 1.0 / (2.0 * np.pi), out=turns)
         np.rint(turns, out=turns)
         turns *= 2.0 * np.pi
         phase -= turns
+        if w > 0.0:
+            # Random phase adds up incoherently across overlapping frames: a hop carries
+            # Σw_s²·Σw_a²/(n_fft·hop) of the energy a consistent spectrum gives (-3.6 dB
+            # on the low-latency frame, -6 dB on the paper's), so noise-like bins are
+            # raised by its inverse square root, in proportion to w: the balance of
+            # noise to partials stays the decoded spectrum's.
+            mag = self._outmag
+            mag[:] = self._mag[0]
+            np.multiply(mag, 1.0 + w * (self._noise_gain - 1.0), out=mag, where=self._noisy)
+            return _polar(mag, phase, out)
         return _polar(self._mag[0], phase, out)
 
     def _assign_lobes(self, s: np.ndarray) -> None:

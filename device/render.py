@@ -24,7 +24,9 @@ or after ``t``::
                                           # any of them: note played untransposed, s, s
      {"t": 4.0, "note_on": 72},           # or [note, velocity]; notes 0..127
      {"t": 5.0, "note_off": 72},
-     {"t": 6.0, "notes_off": true}]       # every key up; "drone": back to the drone
+     {"t": 6.0, "notes_off": true},       # every key up; "drone": back to the drone
+     {"t": 3.0, "reference_dbfs": -24},   # program level with no input (dB RMS, -60..0)
+     {"t": 3.0, "ceiling_dbfs": -3}]      # the output limiter's ceiling (dBFS, -20..0)
 
 Within one event the changes apply in the order above.  Until the first
 ``note_on`` generate mode is a drone (untransposed, gate open: device/pitch.py).  Generate mode ignores
@@ -49,7 +51,8 @@ from device.errors import ConfigError
 log = logging.getLogger(__name__)
 
 EVENT_KEYS = ("gain", "scale", "mute", "muted", "zero", "reset", "mode", "lfo", "motion",
-              "gate", "note_on", "note_off", "notes_off")
+              "gate", "note_on", "note_off", "notes_off", "reference_dbfs", "ceiling_dbfs")
+LEVEL_RANGES = {"reference_dbfs": (-60.0, 0.0), "ceiling_dbfs": (-20.0, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,12 @@ def parse_controls(events: Any, *, source: str = "controls") -> list[TimedComman
                 if v is not True:
                     raise ConfigError(f"{where}.{key} must be true, got {v!r}")
                 cmd = c.ZeroAll() if key == "zero" else c.ResetAll()
+            elif key in LEVEL_RANGES:
+                lo, hi = LEVEL_RANGES[key]
+                if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+                    raise ConfigError(f"{where}.{key} must be a number in {lo:g}..{hi:g}, "
+                                      f"got {v!r}")
+                cmd = c.SetLevel(**{key: float(v)})
             elif key == "mode":
                 if v not in c.MODES:
                     raise ConfigError(f"{where}.mode must be one of {', '.join(c.MODES)}, "
@@ -215,12 +224,14 @@ def load_controls(path: str | os.PathLike) -> list[TimedCommand]:
 
 
 def render(engine: Any, samples: np.ndarray, controls: list[TimedCommand] = (),
-           *, n_samples: int | None = None) -> np.ndarray:
+           *, n_samples: int | None = None, stats: dict | None = None) -> np.ndarray:
     """Run ``engine`` over ``samples`` (mono, the engine's rate) hop by hop.
 
     Returns ``n_samples`` (default ``len(samples)``) output samples, float32;
     the input is zero-padded past its end.  Commands apply at the first hop
-    boundary at or after their time.
+    boundary at or after their time.  ``stats``, when given, receives ``hops``,
+    ``limited_hops`` (hops where the output limiter reduced the gain) and
+    ``max_reduction_db``.
     """
     R = engine.hop_length
     rate = engine.frame.sample_rate
@@ -233,12 +244,19 @@ def render(engine: Any, samples: np.ndarray, controls: list[TimedCommand] = (),
     block_out = np.zeros(R)
     pending = list(controls)
     k = 0
+    limited = 0
+    most = 0.0
     for h in range(hops):
         while k < len(pending) and pending[k].t * rate <= h * R:
             engine.apply(pending[k].command)
             k += 1
         engine.process(x[h * R:(h + 1) * R], block_out)
         y[h * R:(h + 1) * R] = block_out
+        gr = getattr(getattr(engine, "limiter", None), "hop_reduction_db", 0.0)
+        limited += gr > 0.0
+        most = max(most, gr)
+    if stats is not None:
+        stats.update(hops=hops, limited_hops=int(limited), max_reduction_db=most)
     return y[:n].astype(np.float32)
 
 
@@ -285,7 +303,8 @@ def run(args: argparse.Namespace) -> int:
         n = len(samples) if args.seconds is None else int(round(args.seconds * rate))
         engine = Engine(bundle, phase=args.phase, mode=args.mode)
         try:
-            y = render(engine, samples, controls, n_samples=n)
+            stats: dict = {}
+            y = render(engine, samples, controls, n_samples=n, stats=stats)
         finally:
             engine.close()
     except AesynthError as e:
@@ -296,5 +315,7 @@ def run(args: argparse.Namespace) -> int:
         log.warning("output peaks at %.2f (> 1): clipped in the WAV", peak)
     sf.write(args.out, np.clip(y, -1.0, 1.0), rate, subtype="PCM_16")
     print(f"wrote {args.out}: {len(y) / rate:.2f} s at {rate} Hz, mode {args.mode}, "
-          f"{len(controls)} control change(s), peak {peak:.3f}")
+          f"{len(controls)} control change(s), peak {peak:.3f}, limiter active in "
+          f"{stats['limited_hops']} of {stats['hops']} hops (at most "
+          f"{stats['max_reduction_db']:.1f} dB of gain reduction)")
     return 0

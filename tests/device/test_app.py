@@ -160,6 +160,8 @@ class StandInEngine:
 
     def __init__(self, bundle):
         self.hop_length = bundle.frame.hop_length
+        self.latency_samples = bundle.frame.latency_samples  # no limiter look-ahead here
+        self.gain_reduction_db = 0.0  # nor a limiter
         self.controls = UnitControls(bundle.units)
         self.mode = "resynth"
         self.name = bundle.name

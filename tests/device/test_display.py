@@ -81,10 +81,16 @@ def generate_lfo_loop_note() -> DisplayState:
     return DisplayState(snap, "generate", "default", True, 0, motion="loop", note="C#4")
 
 
+def generate_limiting() -> DisplayState:
+    """Generate mode with every knob up: the output limiter takes 7 dB off."""
+    return DisplayState(snapshot(8, 0, [1.0] * 8, [2.0] * 8, [False] * 8),
+                        "generate", "default", True, 0, gain_reduction_db=7)
+
+
 STATES = {"paper_figure3": paper_figure3, "short_page_message": short_page_with_message,
           "original_paused_xruns": original_paused_xruns,
-          "generate_lfo_loop_note": generate_lfo_loop_note}
-
+          "generate_lfo_loop_note": generate_lfo_loop_note,
+          "generate_limiting": generate_limiting}
 
 def test_lfo_motion_and_note_in_the_text():
     text = render_text(generate_lfo_loop_note()).splitlines()
@@ -155,6 +161,18 @@ def test_labels_of_the_wrong_count_or_odd_characters():
     assert lines[1].startswith("toolo ") and lines[2].startswith("?[2J ")
     assert lines[3].startswith("\u00e9     ")  # in the font (ISO 8859-1)
     assert all(len(line.split(" |")[0]) == 20 for line in lines)
+
+
+def test_gain_reduction_shows_in_the_status_column():
+    """Blank below 1 dB (the frames above, unchanged); "GR-7" for 7 dB; capped at 99."""
+    rows = [line.split("|")[1].strip() for line in render_text(generate_limiting()).splitlines()]
+    assert rows[1:6] == ["GEN", "PLAY", "X0", "GR-7", "defau"]
+    s = generate_limiting()
+    quiet = DisplayState(s.controls, s.mode, s.model, s.playing, s.xruns)
+    assert render_text(quiet).splitlines()[4].split("|")[1].strip() == ""
+    assert not same_image(render(s), render(quiet))
+    loud = DisplayState(s.controls, s.mode, s.model, s.playing, s.xruns, gain_reduction_db=140)
+    assert "GR-99" in render_text(loud)
 
 
 def test_message_changes_the_frame():

@@ -37,8 +37,12 @@ def with_frame(bundle, frame):
     return dataclasses.replace(bundle, frame=frame)
 
 
-def run(engine: Engine, x: np.ndarray, commands: dict[int, list] | None = None) -> np.ndarray:
-    """Engine output for ``x``, hop by hop; ``commands[h]`` applied before hop h."""
+def run(engine: Engine, x: np.ndarray, commands: dict[int, list] | None = None, *,
+        before_limiter: bool = False) -> np.ndarray:
+    """Engine output for ``x``, hop by hop; ``commands[h]`` applied before hop h.
+
+    ``before_limiter``: the hops as they reach the output limiter (what the model
+    and the gain staging made), not what leaves it."""
     R = engine.hop_length
     hops = len(x) // R
     y = np.zeros(hops * R)
@@ -47,7 +51,7 @@ def run(engine: Engine, x: np.ndarray, commands: dict[int, list] | None = None) 
         for cmd in (commands or {}).get(h, ()):
             engine.apply(cmd)
         engine.process(np.asarray(x[h * R:(h + 1) * R], dtype=np.float32), out)
-        y[h * R:(h + 1) * R] = out
+        y[h * R:(h + 1) * R] = engine._pre if before_limiter else out
     return y
 
 
@@ -60,7 +64,7 @@ def test_original_mode_reconstructs_the_input(tiny, frame):
     engine = Engine(with_frame(tiny, frame), mode="original")
     x = clip("aztec", seconds=2.0)
     y = run(engine, x)
-    d = frame.stream_delay
+    d = engine.stream_delay
     n = len(y) - d
     skip = frame.win_length  # the first frames see the zeros before the input
     assert error_db(y[d + skip:d + n], x[skip:n]) <= -60
@@ -82,15 +86,35 @@ def model_reconstruction(bundle, x):
     return istft(out * phase, config=frame, length=len(x))
 
 
+def makeup_curve(engine: Engine, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(output, the make-up gain each output sample got): the engine ramps its make-up
+    linearly across each hop from the last hop's value, before the limiter's delay."""
+    R = engine.hop_length
+    hops = len(x) // R
+    y, g = np.zeros(hops * R), np.zeros(hops * R + engine.limiter.delay)
+    out = np.zeros(R)
+    ramp = np.arange(1, R + 1) / R
+    for h in range(hops):
+        before = engine._now.makeup
+        engine.process(np.asarray(x[h * R:(h + 1) * R]), out)
+        after = engine._now.makeup
+        y[h * R:(h + 1) * R] = out
+        g[engine.limiter.delay + h * R:engine.limiter.delay + (h + 1) * R] = \
+            before + (after - before) * ramp
+    return y, g[:hops * R]
+
+
 def test_resynth_with_every_unit_at_1_is_the_models_own_reconstruction(tiny):
+    """Up to the make-up gain (device.level.ResynthMakeUp), which is smooth and known."""
     engine = Engine(tiny, mode="resynth")
     x = clip("aztec", seconds=1.5)
-    y = run(engine, x)
+    y, gain = makeup_curve(engine, x)
+    assert engine.gain_reduction_db == 0.0  # the limiter never touched it
     want = model_reconstruction(tiny, x)
-    d = tiny.frame.stream_delay
+    d = engine.stream_delay
     n = len(y) - d
     assert np.linalg.norm(want) > 0
-    assert error_db(y[d:d + n], want[:n]) <= -60
+    assert error_db(y[d:d + n] / gain[d:d + n], want[:n]) <= -60
 
 
 def test_controls_change_the_resynthesis(tiny):
@@ -112,7 +136,8 @@ def test_set_gives_silence_within_two_hops(default, frame, mode):
     at = len(x) // R // 2
     y = run(engine, x, {at: [c.ZeroAll()]})
     assert np.sqrt(np.mean(y[(at - 4) * R:at * R] ** 2)) > 1e-3  # it was playing
-    after = y[(at + 1) * R:]  # the Set hop fades; from the next hop on, silence
+    # The Set hop fades; from the next hop on (plus the limiter's look-ahead), silence.
+    after = y[(at + 1) * R + engine.limiter.delay:]
     assert np.max(np.abs(after)) <= 10 ** (-80 / 20)
     # Record (ResetAll) brings it back.
     y2 = run(engine, x[: 8 * R], {0: [c.ResetAll()]})
@@ -252,6 +277,9 @@ def test_resynth_knob_at_2_stays_near_full_scale_on_loud_music(default):
     peak to 0.6..7.9 (4 of 8 units past 1.5), the trained-range map to
     0.5..1.25.  Every knob at 2 at once: 92 before, 9.7 now (a combination
     of unit maxima the decoder never saw together; the limiter's job).
+    Measured before the output limiter; since resynth's make-up gain brings it
+    to the original's level (1.6-6.5 dB up), the map's worst unit peaks at 1.9
+    there, the product's at 20 and more.
     """
     x = clip("aztec", seconds=1.0)
     x = 0.9 * x / np.max(np.abs(x))
@@ -260,13 +288,14 @@ def test_resynth_knob_at_2_stays_near_full_scale_on_loud_music(default):
     def peak(unit, ranged):
         engine = Engine(default, mode="resynth", phase="advance")
         engine.model._ranged = ranged
-        return np.max(np.abs(run(engine, x, {0: [c.SetScale(unit, 2.0)]})[skip:]))
+        y = run(engine, x, {0: [c.SetScale(unit, 2.0)]}, before_limiter=True)
+        return np.max(np.abs(y[skip:]))
 
     old = [peak(u, False) for u in range(default.units)]
     new = [peak(u, True) for u in range(default.units)]
     assert max(old) > 3.0  # the test can fail: the product did drive past full scale
-    assert max(new) < 1.5, new
-    assert max(new) < max(old) / 3
+    assert max(new) < 2.2, new
+    assert max(new) < max(old) / 4
 
 
 def test_resynth_gate_still_silences_all_zero_controls(tiny):
@@ -275,7 +304,8 @@ def test_resynth_gate_still_silences_all_zero_controls(tiny):
     x = clip("aztec", seconds=0.5)
     R = engine.hop_length
     y = run(engine, x, {10: [c.ZeroAll()]})
-    assert np.max(np.abs(y[11 * R:])) == 0.0
+    # silent from the hop after Set, once the limiter's look-ahead has played out
+    assert np.max(np.abs(y[11 * R + engine.limiter.delay:])) == 0.0
     engine.apply(c.ResetAll())
     engine.apply(c.SetGain(0, 0.0))  # one unit at 0 (its min): still playing
     assert np.sqrt(np.mean(run(engine, x)[4 * R:] ** 2)) > 0
@@ -311,8 +341,9 @@ def test_apply_and_snapshot(tiny):
 HOPS = 600
 
 
-@pytest.mark.parametrize("phase", ["rtpghi", "advance"])
-def test_process_allocates_nothing_per_hop(tiny, phase):
+@pytest.mark.parametrize("phase, moved", [("rtpghi", False), ("advance", False),
+                                          ("rtpghi", True)])
+def test_process_allocates_nothing_per_hop(tiny, phase, moved):
     """tracemalloc sees every numpy array buffer and every Python object.
 
     After a switch and a warm-up under tracing, 600 more hops in each mode
@@ -328,9 +359,12 @@ def test_process_allocates_nothing_per_hop(tiny, phase):
     Python objects (an int, a bound method) CPython makes without asking.  What this cannot rule
     out: short-lived small Python objects (a float, a bound method) freed
     within the hop, which CPython makes without asking and which are not
-    array allocations.
+    array allocations.  The output limiter (device.level.Limiter) runs in every hop, and
+    ``moved`` controls take resynth's second decode (the make-up's reference).
     """
     engine = Engine(tiny, mode="resynth", phase=phase)
+    if moved:  # away from the defaults resynth decodes twice (device.level.ResynthMakeUp)
+        engine.apply(c.SetGain(0, 0.5))
     R = engine.hop_length
     x = np.asarray(clip("aztec", seconds=1.0), dtype=np.float32)
     blocks = [x[i * R:(i + 1) * R].copy() for i in range(len(x) // R)]
@@ -384,3 +418,113 @@ def test_snapshot_carries_the_models_unit_labels(tiny, tmp_path):
     assert engine.snapshot.labels == tuple(labels)
     engine.apply(c.SetGain(0, 0.5))  # every publish keeps them
     assert engine.snapshot.labels == tuple(labels)
+
+
+# -- generate mode: a held setting lives, at the level its spectrum says ------------------
+def autocorrelation(y: np.ndarray, lag: int) -> float:
+    a, b = y[:-lag] - y[:-lag].mean(), y[lag:] - y[lag:].mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def decoded_magnitudes(bundle, adjusted: np.ndarray) -> np.ndarray:
+    """|Y| for control values ``adjusted``, from the bundle alone: units on the line
+    through (0, min), (1, mean), (2, max) of unit_stats, the decoder through the
+    runtime, the normaliser's inverse."""
+    s = bundle.unit_stats
+    lo, mid, hi = (np.asarray(a) for a in (s.min, s.mean, s.max))
+    units = np.where(adjusted <= 1, lo + adjusted * (mid - lo), mid + (adjusted - 1) * (hi - mid))
+    dec = Model(bundle.decoder.content, name="dec")
+    y = np.zeros((1, bundle.n_bins), dtype=np.float32)
+    dec.run(units[None].astype(np.float32), out=y)
+    return bundle.normaliser.inverse(y[0].astype(np.float64))
+
+
+def decoded_power(bundle, adjusted: np.ndarray) -> float:
+    """Output power (mean square per sample) that the decoded spectrum of ``adjusted``
+    implies: Parseval through weighted overlap-add, a hop of a consistent STFT carries
+    R/(n_fft·Σw_a²) of the two-sided spectral energy, i.e. 1/(n_fft·Σw_a²) of it per
+    sample."""
+    mag = decoded_magnitudes(bundle, adjusted)
+    two_sided = 2 * np.sum(mag ** 2) - mag[0] ** 2 - mag[-1] ** 2
+    frame = bundle.frame
+    return two_sided / (frame.n_fft * np.sum(frame.analysis_window ** 2))
+
+
+@pytest.fixture(scope="module")
+def wide32():
+    return read_bundle(ROOT / "models" / "wide32")
+
+
+@pytest.mark.parametrize("which", ["default", "wide32"])
+def test_generate_held_settings_live_and_follow_their_spectra(which, default, wide32):
+    """No input, faders still: at default controls and at 3 seeded random settings the
+    output does not repeat every n_fft samples (autocorrelation at that lag <= 0.3;
+    the seed's bin-centre phase advance, for contrast, > 0.8) and its level is the
+    reference level (-18 dBFS RMS) plus the decoded spectrum's power relative to the
+    default spectrum's, within 1 dB; at default controls its long-term spectrum has
+    the decoded shape (1/3-octave bands within 1.6 dB standard deviation; measured
+    1.18 and 0.79 dB; with partials and noise kept together 2.13 and 1.80 dB, with
+    the published RTPGHI 4.5 and 4.7 dB)."""
+    bundle = {"default": default, "wide32": wide32}[which]
+    units = bundle.units
+    rng = np.random.default_rng(12)
+    settings = [np.ones(units)] + [rng.uniform(0.0, 1.0, units) for _ in range(3)]
+    p0 = decoded_power(bundle, np.ones(units))
+    silence = np.zeros(3 * 22050)
+    for gains in settings:
+        engine = Engine(bundle, mode="generate")
+        for u, g in enumerate(gains):
+            engine.apply(c.SetGain(u, float(g)))
+        y = run(engine, silence)[22050:]  # from 1 s: the keeper listened, the hold began
+        assert engine.gain_reduction_db == 0.0
+        assert abs(autocorrelation(y, bundle.frame.n_fft)) <= 0.3
+        want_db = -18.0 + 10 * np.log10(decoded_power(bundle, gains) / p0)
+        got_db = 10 * np.log10(np.mean(y ** 2))
+        assert abs(got_db - want_db) <= 1.0, (gains, got_db, want_db)
+        if gains is settings[0]:  # default controls: the spectral balance too
+            assert third_octave_deviation_db(y, decoded_magnitudes(bundle, gains),
+                                             bundle.frame) <= 1.6
+    buzz = run(Engine(bundle, mode="generate", phase="advance"), silence)[22050:]
+    assert autocorrelation(buzz, bundle.frame.n_fft) > 0.8
+
+
+def third_octave_deviation_db(y: np.ndarray, mag: np.ndarray, frame) -> float:
+    """Standard deviation over 1/3-octave bands (40 Hz..10 kHz) of the output's
+    long-term band power minus |Y|²'s, in dB: 0 when the output's spectrum has the
+    decoded shape at any level (partials against noise, lows against highs)."""
+    got = np.mean(np.abs(stft(y, config=frame)[10:-10]) ** 2, axis=0)
+    f = np.arange(frame.n_bins) * frame.sample_rate / frame.n_fft
+    edges = 40.0 * 2 ** (np.arange(0, 28) / 3)
+    d = [10 * np.log10(got[(f >= a) & (f < b)].sum() / (mag[(f >= a) & (f < b)] ** 2).sum())
+         for a, b in zip(edges[:-1], edges[1:], strict=True) if np.any((f >= a) & (f < b))]
+    return float(np.std(d))
+
+
+@pytest.mark.parametrize("mode", ["original", "resynth", "generate"])
+def test_no_control_setting_goes_beyond_full_scale(default, mode):
+    """Real music normalised to a 0 dBFS peak; every control at its extremes (all knobs
+    up, one knob up, all faders down but one): never a sample beyond ±1.0."""
+    x = clip("castle", start_s=40.0, seconds=2.0)
+    x = x / np.max(np.abs(x))
+    cases = [[c.SetScale(u, 2.0) for u in range(8)],
+             [c.SetScale(3, 2.0)],
+             [c.SetGain(u, 0.0) for u in range(1, 8)] + [c.SetScale(0, 2.0)]]
+    for commands in cases:
+        engine = Engine(default, mode=mode)
+        for cmd in commands:
+            engine.apply(cmd)
+        y = run(engine, x)
+        assert np.max(np.abs(y)) <= 1.0
+
+
+def test_modes_play_at_one_level_on_real_music(default):
+    """Rew/FF at default controls: original (the input), resynth (make-up matched to
+    the input) and generate (the program level: the input's) within 1 dB of each other
+    on the same 10 s of real music, levels from 4 s on (the make-ups settled)."""
+    x = clip("castle", start_s=30.0, seconds=10.0)
+    levels = {}
+    for mode in ("original", "resynth", "generate"):
+        y = run(Engine(default, mode=mode), x)
+        levels[mode] = 10 * np.log10(np.mean(y[4 * 22050:] ** 2))
+    assert max(levels.values()) - min(levels.values()) <= 1.0, levels
+    assert abs(levels["original"] - 10 * np.log10(np.mean(x[4 * 22050:] ** 2))) < 0.2

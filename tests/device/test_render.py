@@ -56,7 +56,8 @@ def test_parse_controls_names_the_bad_field(doc, match):
 
 
 def test_render_applies_commands_at_their_hop():
-    """A ZeroAll at 0.5 s silences resynth output from one hop after 0.5 s on."""
+    """A ZeroAll at 0.5 s silences resynth output from one hop (and the limiter's
+    look-ahead) after 0.5 s on."""
     engine = Engine(read_bundle(TINY), mode="resynth", phase="advance")
     x = clip("aztec", seconds=1.0)
     y = render(engine, x, [TimedCommand(0.5, c.ZeroAll())])
@@ -64,7 +65,7 @@ def test_render_applies_commands_at_their_hop():
     R, rate = engine.hop_length, engine.frame.sample_rate
     boundary = -(-int(0.5 * rate) // R) * R
     assert np.max(np.abs(y[boundary - 20 * R:boundary])) > 0  # playing before
-    assert np.max(np.abs(y[boundary + R:])) == 0.0  # silent after the gate's hop
+    assert np.max(np.abs(y[boundary + R + engine.limiter.delay:])) == 0.0  # after the gate
 
 
 def test_aesynth_render_writes_the_wav(tmp_path, capsys):
@@ -93,6 +94,38 @@ def test_aesynth_render_generate_needs_no_input(tmp_path):
                  "--seconds", "0.5", "--phase", "advance"]) == 0
     y, rate = sf.read(out)
     assert len(y) == int(0.5 * rate) and np.all(np.isfinite(y))
+
+
+def test_aesynth_render_sets_the_levels_from_the_controls_file(tmp_path, capsys):
+    """reference_dbfs sets generate's level at default controls with no input (the
+    default model: RMS -18 dBFS, then -30); ceiling_dbfs caps every sample, with every
+    knob up (the limiter then works, and the summary line says so)."""
+    controls = tmp_path / "controls.json"
+    controls.write_text(json.dumps(
+        [{"t": 1.0, "reference_dbfs": -30}, {"t": 2.0, "ceiling_dbfs": -6}]
+        + [{"t": 2.0, "scale": [u, 2.0]} for u in range(8)]))
+    out = tmp_path / "gen.wav"
+    assert main(["render", "--model", str(ROOT / "models" / "default"), "--mode", "generate",
+                 "--out", str(out), "--seconds", "3", "--controls", str(controls)]) == 0
+    assert "dB of gain reduction" in capsys.readouterr().out
+    y, rate = sf.read(out)
+
+    def level(a, b):
+        return 10 * np.log10(np.mean(y[int(a * rate):int(b * rate)] ** 2))
+
+    assert level(0.5, 1.0) == pytest.approx(-18.0, abs=1.0)
+    assert level(1.5, 2.0) == pytest.approx(-30.0, abs=1.0)
+    assert np.max(np.abs(y[int(2.1 * rate):])) <= 10 ** (-6 / 20) + 1e-4  # 16-bit rounding
+    assert np.max(np.abs(y[int(2.1 * rate):])) > 10 ** (-7 / 20)
+
+
+@pytest.mark.parametrize("doc, match", [
+    ([{"t": 1, "ceiling_dbfs": 3}], r"\.ceiling_dbfs must be a number in -20..0, got 3"),
+    ([{"t": 1, "reference_dbfs": "loud"}], r"\.reference_dbfs must be a number in -60..0"),
+])
+def test_parse_controls_checks_levels(doc, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_controls(doc)
 
 
 def test_aesynth_render_reports_a_bad_controls_file(tmp_path, capsys):

@@ -12,9 +12,9 @@ def spectral_convergence_db(X: np.ndarray, Y: np.ndarray) -> float:
     return 20 * np.log10(np.linalg.norm(np.abs(Y) - np.abs(X)) / np.linalg.norm(np.abs(X)))
 
 
-def rebuild(mag: np.ndarray, name: str, frame: FrameConfig) -> np.ndarray:
+def rebuild(mag: np.ndarray, name: str, frame: FrameConfig, **options) -> np.ndarray:
     """Spectra with invented phase, aligned to ``mag`` (RTPGHI runs one frame late)."""
-    gen = make_phase(name, frame)
+    gen = RTPGHI(frame, **options) if options else make_phase(name, frame)
     out = np.zeros(frame.n_bins, complex)
     Y = np.zeros(mag.shape, complex)
     for t in range(len(mag)):
@@ -31,13 +31,14 @@ def test_gamma_is_the_published_constant_for_hann():
 
 def test_steady_tone_advances_by_its_true_frequency():
     """Phase continuity: at the peak, each hop turns by 2π·f·hop/sr (mod 2π), not by
-    the bin centre's frequency as the seed's phase advance does."""
+    the bin centre's frequency as the seed's phase advance does (the published
+    algorithm: ``hold=False``; held spectra are the next test)."""
     frame = FrameConfig(hop_length=256)
     f = 1000.3 * frame.n_fft / frame.sample_rate  # between bins
     f_hz = 1000.3
     x = np.sin(2 * np.pi * f_hz * np.arange(frame.sample_rate) / frame.sample_rate)
     mag = np.abs(stft(x, config=frame))
-    Y = rebuild(mag, "rtpghi", frame)
+    Y = rebuild(mag, "rtpghi", frame, hold=False)
     k = int(round(f))
     steps = np.angle(Y[20:60, k] * np.conj(Y[19:59, k]))
     want = np.angle(np.exp(2j * np.pi * f_hz * frame.hop_length / frame.sample_rate))
@@ -45,6 +46,55 @@ def test_steady_tone_advances_by_its_true_frequency():
     adv = rebuild(mag, "advance", frame)
     adv_steps = np.angle(adv[20:60, k] * np.conj(adv[19:59, k]))
     assert np.all(np.abs(np.angle(np.exp(1j * (adv_steps - want)))) > 0.05)
+
+
+@pytest.mark.parametrize("f_hz", [1000.3, 440.0])
+def test_held_tone_keeps_its_frequency_and_diffuses(f_hz):
+    """A spectrum that does not change is held: its peak advances at the quadratic-
+    interpolated frequency on average, and its phase takes a random walk whose
+    per-hop variance is 2π·line_hz·hop/sample_rate (a line line_hz wide)."""
+    frame = FrameConfig(hop_length=256)
+    x = np.sin(2 * np.pi * f_hz * np.arange(3 * frame.sample_rate) / frame.sample_rate)
+    mag = np.abs(stft(x, config=frame))[:-frame.n_fft // frame.hop_length]  # not the tail
+    gen = RTPGHI(frame, line_hz=6.0)
+    out = np.zeros(frame.n_bins, complex)
+    Y = np.array([gen.synthesize(m, out).copy() for m in mag])[1:]
+    assert gen.stillness > 0.99
+    k = int(round(f_hz * frame.n_fft / frame.sample_rate))
+    assert gen._tonal[k]  # the tone's peak is a partial (its sidelobes may be too)
+    steps = np.angle(Y[40:-20, k] * np.conj(Y[39:-21, k]))
+    want = 2 * np.pi * f_hz * frame.hop_length / frame.sample_rate
+    dev = np.angle(np.exp(1j * (steps - want)))
+    var = 2 * np.pi * 6.0 * frame.hop_length / frame.sample_rate
+    assert abs(dev.mean()) < 4 * np.sqrt(var / len(dev))
+    assert 0.7 * var < dev.var() < 1.4 * var
+
+
+def autocorrelation(y: np.ndarray, lag: int) -> float:
+    a, b = y[:-lag] - y[:-lag].mean(), y[lag:] - y[lag:].mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+@pytest.mark.parametrize("frame", [LOW_LATENCY, PAPER], ids=["low_latency", "paper"])
+def test_held_spectrum_does_not_repeat_every_n_fft(frame):
+    """One magnitude frame held for 3 s (what generate mode gets with the faders still):
+    a few harmonic peaks on a noise floor, the long-term spectrum of a real signal.
+    The seed's bin-centre phase advance repeats it every n_fft samples (the measure
+    sees that: near 1); held RTPGHI must not (at most 0.3, as real music).  The
+    decoder's own spectra, where the published RTPGHI buzzes too, are in
+    tests/device/test_engine.py."""
+    rng = np.random.default_rng(3)
+    t = np.arange(2 * frame.sample_rate) / frame.sample_rate
+    x = sum(np.sin(2 * np.pi * 220.0 * h * t) / h for h in range(1, 6))
+    x = x + 0.05 * np.convolve(rng.standard_normal(len(t)), np.ones(8) / 8, mode="same")
+    held = np.sqrt(np.mean(np.abs(stft(x, config=frame)) ** 2, axis=0))
+    mag = np.tile(held, (3 * frame.sample_rate // frame.hop_length, 1))
+    ys = {}
+    for name in ("advance", "rtpghi"):
+        spectra = rebuild(mag, name, frame)
+        ys[name] = istft(spectra, config=frame)[frame.sample_rate:-frame.sample_rate // 2]
+    assert autocorrelation(ys["advance"], frame.n_fft) > 0.8  # the buzz this is about
+    assert abs(autocorrelation(ys["rtpghi"], frame.n_fft)) <= 0.3
 
 
 @pytest.mark.parametrize("frame, margin_db", [(PAPER, 10.0), (FrameConfig(hop_length=128), 10.0)])
