@@ -105,8 +105,6 @@ class PCASpectrum:
 
     def __init__(self, train: np.ndarray, *, amplitude: str, units: int, global_max: float,
                  pca: Any | None = None):
-        from sklearn.decomposition import PCA
-
         if amplitude not in AMPLITUDES:
             raise EvaluationError(f"amplitude must be one of {', '.join(AMPLITUDES)}, got "
                                   f"{amplitude!r}")
@@ -117,8 +115,7 @@ class PCASpectrum:
         self.amplitude, self.units, self.global_max = amplitude, units, float(global_max)
         self.name = f"pca{units}-{amplitude}"
         if pca is None:
-            # covariance_eigh: one bins x bins eigenproblem, exact, fast when frames >> bins
-            pca = PCA(n_components=units, svd_solver="covariance_eigh")
+            pca = _pca(units, n, bins)
             pca.fit(amplitude_forward(np.asarray(train, np.float64) / self.global_max,
                                       amplitude))
         if pca.n_components_ < units:
@@ -139,13 +136,20 @@ class PCASpectrum:
         return amplitude_inverse(y, self.amplitude) * self.global_max
 
 
+def _pca(units: int, frames: int, bins: int) -> Any:
+    """scikit-learn's exact PCA: one bins x bins eigenproblem when frames >> bins
+    (fast on a dataset), else the SVD of the frames."""
+    from sklearn.decomposition import PCA
+
+    solver = "covariance_eigh" if frames > 2 * bins else "full"
+    return PCA(n_components=units, svd_solver=solver)
+
+
 def fit_baselines(train: np.ndarray, *, units: Sequence[int] = (8,),
                   amplitudes: Sequence[str] = AMPLITUDES, global_max: float | None = None
                   ) -> list[Any]:
     """The mean spectrum and one PCA per (size, amplitude), fitted on ``train``
     (linear magnitudes, frames x bins).  ``global_max`` defaults to ``train.max()``."""
-    from sklearn.decomposition import PCA
-
     train = np.asarray(train, np.float64)
     g = float(train.max()) if global_max is None else float(global_max)
     if not g > 0:
@@ -157,7 +161,7 @@ def fit_baselines(train: np.ndarray, *, units: Sequence[int] = (8,),
     for amp in amplitudes:
         pca = None
         if top <= min(train.shape):
-            pca = PCA(n_components=top, svd_solver="covariance_eigh")
+            pca = _pca(top, *train.shape)
             pca.fit(amplitude_forward(train / g, amp))
         for k in sorted(units):
             out.append(PCASpectrum(train, amplitude=amp, units=k, global_max=g, pca=pca))

@@ -82,8 +82,9 @@ class Measurement:
     """Long-term measures of one rendered signal.
 
     level_db: dBFS RMS; bands_db: 1/3-octave band powers (dB re full scale,
-    floored :data:`BAND_RANGE_DB` below their sum); centroid_hz: of the Welch spectrum; peak: max |sample|
-    over the whole signal; clipped: fraction of samples beyond full scale.
+    floored :data:`BAND_RANGE_DB` below their sum); centroid_hz: of the Welch
+    spectrum; peak: max |sample| over the whole signal; clipped: fraction of
+    samples beyond full scale.
     """
 
     level_db: float
