@@ -137,6 +137,7 @@ def cmd_baselines(a: argparse.Namespace) -> int:
     from train.baselines import markdown, run_baselines, write
 
     res = run_baselines(a.data, audio=_clips(a, a.audio), units=a.units, bundles=a.bundle,
+                        amplitudes=a.amplitudes,
                         fit_frames=a.fit_frames, test_frames=a.test_frames,
                         perceptual=a.perceptual, perceptual_seconds=a.perceptual_seconds)
     write(res, json_path=a.json, markdown_path=a.markdown)
@@ -161,6 +162,7 @@ def _clip_args(p: argparse.ArgumentParser, seconds: float) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from train.baselines import AMPLITUDES
     from train.data import DEFAULT_SOURCES, PAPER_COUNTS, SOURCES
     from train.export import EXPORT_QUANTIZATIONS
 
@@ -231,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio files to resynthesise (never seen in training, ideally)")
     b.add_argument("--units", nargs="+", type=int, default=[8], metavar="N",
                    help="PCA sizes (default 8)")
+    b.add_argument("--amplitudes", nargs="+", choices=AMPLITUDES, default=list(AMPLITUDES),
+                   help="magnitude maps PCA is fitted on (default: all)")
     b.add_argument("--bundle", nargs="*", default=[], metavar="PATH",
                    help="model bundles scored on the same frames and audio")
     b.add_argument("--fit-frames", type=int, default=None, help="first N training frames")
