@@ -29,9 +29,10 @@ log = logging.getLogger("aesynth-train")
 class _Progress:
     """A one-line progress bar on stderr (only when it is a terminal)."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        # looked up per bar, not at import: a test's captured stderr may be closed by now
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = self.stream.isatty()
 
     def __call__(self, i: int, n: int, message: str) -> None:
         width = 30
