@@ -15,7 +15,8 @@ For each unit, with every other unit at its default (gain 1, scale 1):
   :data:`MONOTONIC_TOL_DB`; **inhibitory** when gain 1 is quieter than gain 0;
 * **spectral change**: the log-spectral distance (dB, RMS over bands) between
   gain 0 and gain 1 of the long-term spectrum in 1/3-octave bands (Welch,
-  8192-point Hann frames: steady, unlike per-bin LSD, see shared/harness.md);
+  8192-point Hann frames: steady, unlike per-bin LSD, see shared/harness.md;
+  a band more than 60 dB under the signal's total counts as 60 dB under);
 * its **part**: that long-term band-spectrum change (dB per band, gain 1
   minus gain 0), averaged over the clips;
 * the **centroid** shift (Hz) of the long-term spectrum from gain 0 to 1.
