@@ -6,7 +6,8 @@
     aesynth-train evaluate BUNDLE AUDIO... --json OUT [--report DIR]
     aesynth-train reproduce --data DIR --out DIR [--epochs N]
     aesynth-train runs RUN_DIR...
-    aesynth-train baselines --data DIR
+    aesynth-train baselines --data DIR [--audio FILE...] [--units N...] [--bundle PATH...]
+    aesynth-train playability BUNDLE [AUDIO...] --report DIR
 
 TensorFlow is imported only by the subcommands that need it.
 """
@@ -28,9 +29,10 @@ log = logging.getLogger("aesynth-train")
 class _Progress:
     """A one-line progress bar on stderr (only when it is a terminal)."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
-        self.tty = stream.isatty()
+    def __init__(self, stream=None):
+        # looked up per bar, not at import: a test's captured stderr may be closed by now
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = self.stream.isatty()
 
     def __call__(self, i: int, n: int, message: str) -> None:
         width = 30
@@ -127,15 +129,42 @@ def cmd_runs(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_baselines(a: argparse.Namespace) -> int:
-    from train.data import load_dataset
-    from train.reproduce import baselines
+def _clips(a: argparse.Namespace, files: list[str]):
+    from train.baselines import Clip
 
-    print(json.dumps(baselines(load_dataset(a.data))))
+    return [Clip(str(f), a.start, a.seconds) for f in files]
+
+
+def cmd_baselines(a: argparse.Namespace) -> int:
+    from train.baselines import markdown, run_baselines, write
+
+    res = run_baselines(a.data, audio=_clips(a, a.audio), units=a.units, bundles=a.bundle,
+                        amplitudes=a.amplitudes,
+                        fit_frames=a.fit_frames, test_frames=a.test_frames,
+                        perceptual=a.perceptual, perceptual_seconds=a.perceptual_seconds)
+    write(res, json_path=a.json, markdown_path=a.markdown)
+    print(markdown(res), end="")
     return 0
 
 
+def cmd_playability(a: argparse.Namespace) -> int:
+    from train.playability import playability, write_report
+
+    res = playability(a.bundle, _clips(a, a.audio), generate_seconds=a.generate_seconds,
+                      phase=a.phase)
+    paths = write_report(res, a.report)
+    print(paths["markdown"].read_text(), end="")
+    return 0
+
+
+def _clip_args(p: argparse.ArgumentParser, seconds: float) -> None:
+    p.add_argument("--start", type=float, default=0.0, help="seconds into each audio file")
+    p.add_argument("--seconds", type=float, default=seconds,
+                   help=f"seconds of each audio file (default {seconds:g})")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from train.baselines import AMPLITUDES
     from train.data import DEFAULT_SOURCES, PAPER_COUNTS, SOURCES
     from train.export import EXPORT_QUANTIZATIONS
 
@@ -201,9 +230,37 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("runs", nargs="+", type=Path, help="run directories")
     t.set_defaults(func=cmd_runs)
 
-    b = sub.add_parser("baselines", help="mean-spectrum and PCA errors (paper units)")
-    b.add_argument("--data", type=Path, default=Path("cache/datasets/low_latency"))
+    b = sub.add_parser("baselines", help="mean spectrum and PCA beside bundles, on the test "
+                       "split and on audio (JSON + Markdown)")
+    b.add_argument("--data", type=Path, default=Path("cache/datasets/low_latency"),
+                   help="dataset: baselines are fitted on its training split")
+    b.add_argument("--audio", nargs="*", default=[], metavar="FILE",
+                   help="audio files to resynthesise (never seen in training, ideally)")
+    b.add_argument("--units", nargs="+", type=int, default=[8], metavar="N",
+                   help="PCA sizes (default 8)")
+    b.add_argument("--amplitudes", nargs="+", choices=AMPLITUDES, default=list(AMPLITUDES),
+                   help="magnitude maps PCA is fitted on (default: all)")
+    b.add_argument("--bundle", nargs="*", default=[], metavar="PATH",
+                   help="model bundles scored on the same frames and audio")
+    b.add_argument("--fit-frames", type=int, default=None, help="first N training frames")
+    b.add_argument("--test-frames", type=int, default=None, help="first N test frames")
+    b.add_argument("--perceptual", choices=("visqol", "none"), default="visqol")
+    b.add_argument("--perceptual-seconds", type=float, default=6.0,
+                   help="score the first S s of each clip (ViSQOL: ~2-3 s CPU per s)")
+    b.add_argument("--json", type=Path, default=None)
+    b.add_argument("--markdown", type=Path, default=None)
+    _clip_args(b, 30.0)
     b.set_defaults(func=cmd_baselines)
+
+    y = sub.add_parser("playability", help="per-unit sweeps through the engine: level, "
+                       "spectral change, distinct controls, peaks (JSON, PNG, Markdown)")
+    y.add_argument("bundle")
+    y.add_argument("audio", nargs="*", help="music for resynth mode")
+    y.add_argument("--report", type=Path, required=True, help="output directory")
+    y.add_argument("--generate-seconds", type=float, default=10.0)
+    y.add_argument("--phase", default="rtpghi", help="generate mode's phase (device.phase)")
+    _clip_args(y, 10.0)
+    y.set_defaults(func=cmd_playability)
     return p
 
 

@@ -154,28 +154,22 @@ def runs_table(run_dirs: list[Path]) -> str:
 
 def baselines(ds, *, components: tuple[int, ...] = (8, 32), fit_frames: int = 20_000
               ) -> dict[str, dict[str, float]]:
-    """Reference errors in the paper's units: the mean spectrum, and linear PCA.
-
-    ``mean``: every frame predicted by the training set's mean spectrum.
-    ``pcaK``: projection on the first K principal components of max-scaled
-    training frames (the first ``fit_frames``), the best any linear K-unit
-    autoencoder can do on those frames.
-    """
+    """Reference MSE in the paper's units on the validation and test splits: the mean
+    spectrum (``mean``) and linear PCA of K components (``pcaK``) fitted on the first
+    ``fit_frames`` training frames.  The full comparison (log and compressed PCA,
+    bundles, audio, perceptual score) is :mod:`train.baselines`."""
     import numpy as np
 
     from train import metrics as M
+    from train.baselines import fit_baselines
 
     g = float(ds.train.max())
-    x = ds.train[:fit_frames].astype(np.float64) / g
-    mu = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
+    fitted = fit_baselines(ds.train[:fit_frames], units=components, amplitudes=("linear",),
+                           global_max=g)
     out: dict[str, dict[str, float]] = {}
-    for split in ("valid", "test"):
-        mags = ds.split(split).astype(np.float64)
-        out.setdefault("mean", {})[split] = M.mse_paper(mags, np.broadcast_to(mu * g,
-                                                                             mags.shape), g)
-        for k in components:
-            p = vt[:k]
-            rec = ((mags / g - mu) @ p.T @ p + mu) * g
-            out.setdefault(f"pca{k}", {})[split] = M.mse_paper(mags, rec, g)
+    for m in fitted:
+        key = "mean" if m.name == "mean" else f"pca{m.units}"
+        for split in ("valid", "test"):
+            mags = ds.split(split).astype(np.float64)
+            out.setdefault(key, {})[split] = M.mse_paper(mags, m.reconstruct(mags), g)
     return out
