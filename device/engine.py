@@ -288,8 +288,11 @@ class Engine:
     """Streaming analysis → model → synthesis, one hop per :meth:`process` call."""
 
     def __init__(self, bundle: Bundle, *, phase: str = "rtpghi", num_threads: int = 1,
-                 mode: str = "resynth"):
+                 mode: str = "resynth", limiter: bool = True):
+        """``limiter=False`` leaves the output limiter out: for measuring what the model
+        and the gain staging produce (train/playability.py), never for playing."""
         self._check_mode(mode)
+        self._limit = bool(limiter)
         self.frame: FrameConfig = bundle.frame
         self.hop_length = self.frame.hop_length
         self.phase = phase
@@ -501,8 +504,11 @@ class Engine:
                     self._pending = None
                     if mode != now.mode or model is not now.model:
                         self._begin_fade(mode, model)
-        self.limiter.process(pre, self._post)
-        out[:] = self._post  # a plain cast copy into the caller's dtype
+        if self._limit:
+            self.limiter.process(pre, self._post)
+            out[:] = self._post  # a plain cast copy into the caller's dtype
+        else:
+            out[:] = pre
         self.hops += 1
         return out
 

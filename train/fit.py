@@ -268,6 +268,7 @@ RECIPES["deep-free"] = recipe_with(RECIPES["best"], name="deep-free", hidden=[51
 # Level-free loss: per-frame spectral convergence plus the log-magnitude error.
 RECIPES["parts-sc"] = recipe_with(RECIPES["parts"], name="parts-sc", loss="sc_log",
                                   feature_weight=0.5, decorrelate=3.0, batch_size=128,
-                                  epochs=45, patience=5)
+                                  epochs=45, patience=5, clipnorm=1.0)
 RECIPES["free-sc"] = recipe_with(RECIPES["deep-free"], name="free-sc", loss="sc_log",
-                                 feature_weight=0.5, batch_size=128, epochs=45, patience=5)
+                                 feature_weight=0.5, batch_size=128, epochs=45, patience=5,
+                                 clipnorm=1.0)

@@ -45,6 +45,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "optimizer": "sgd", "learning_rate": 0.005, "momentum": 0.5, "batch_size": 100,
     "epochs": 20, "patience": 0, "loss": "features", "greedy": False,
     "decoder_hidden": None, "monotone": False, "decorrelate": 0.0, "augment_db": None,
+    "clipnorm": None,
 }
 
 
@@ -221,6 +222,9 @@ def tf_inverse(normaliser: Normaliser, y):
     return tf.maximum(m, 0.0)
 
 
+QUIET_FLOOR = 0.05  # sc_log: frames below -13 dB of the batch mean weigh less
+
+
 def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
               decoder=None):
     """The training loss named by ``recipe['loss']``.
@@ -259,7 +263,11 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
         if kind == "sc_log":
             # per frame ||S - S'||² / ||S||²: every frame weighs the same, loud or quiet
             energy = tf.reduce_sum(tf.square(t / g), axis=-1)
-            out = tf.reduce_sum(tf.square(d), axis=-1) / (energy + 1e-10)
+            # ...down to QUIET_FLOOR of the batch's mean frame energy: below that a
+            # near-silent frame's relative error would swamp the batch (and did: the
+            # loss diverged within 5 epochs without the floor)
+            floor = QUIET_FLOOR * tf.stop_gradient(tf.reduce_mean(energy))
+            out = tf.reduce_sum(tf.square(d), axis=-1) / (energy + floor + 1e-12)
         else:
             out = tf.reduce_mean(tf.square(d), axis=-1)
         if w:
@@ -279,5 +287,7 @@ def make_optimizer(recipe: dict[str, Any]):
         return keras.optimizers.SGD(learning_rate=recipe["learning_rate"],
                                     momentum=recipe.get("momentum", 0.0))
     if recipe["optimizer"] == "adam":
-        return keras.optimizers.Adam(learning_rate=recipe["learning_rate"])
+        # clipnorm: a few outlier batches must not throw the weights far (sc_log)
+        return keras.optimizers.Adam(learning_rate=recipe["learning_rate"],
+                                     clipnorm=recipe.get("clipnorm"))
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {recipe['optimizer']!r}")

@@ -528,3 +528,15 @@ def test_modes_play_at_one_level_on_real_music(default):
         levels[mode] = 10 * np.log10(np.mean(y[4 * 22050:] ** 2))
     assert max(levels.values()) - min(levels.values()) <= 1.0, levels
     assert abs(levels["original"] - 10 * np.log10(np.mean(x[4 * 22050:] ** 2))) < 0.2
+
+
+def test_engine_without_limiter_passes_what_reaches_it(default):
+    """limiter=False (for measurement) outputs the hop before the limiter, beyond full
+    scale when the controls push it there; the playing engine never does."""
+    x = clip("aztec", seconds=1.0)
+    x = 0.9 * x / np.max(np.abs(x))
+    knobs = {0: [c.SetScale(u, 2.0) for u in range(default.units)]}
+    raw = run(Engine(default, mode="resynth", limiter=False), x, knobs)
+    limited = run(Engine(default, mode="resynth"), x, knobs)
+    assert np.max(np.abs(raw)) > 1.0
+    assert np.max(np.abs(limited)) <= 1.0
