@@ -202,19 +202,24 @@ def _layers(run: Run):
     n = len(run.recipe["hidden"])
     try:
         enc = run.encoder.get_layer(f"enc{n}")
-        dec = run.decoder.get_layer(f"dec{n}")
     except ValueError as e:
-        return None, f"layers enc{n}/dec{n} not found: {e}"
+        return None, f"layer enc{n} not found: {e}"
+    # the decoder's first layer, whatever its name (mirrored "dec{n}", or "dec_h1"/
+    # "dec_out" of a decoder with its own sizes)
+    firsts = [layer for layer in run.decoder.layers if layer.weights]
+    if not firsts:
+        return None, "the decoder has no layer with weights"
+    dec = firsts[0]
     kernel = getattr(enc, "kernel", None)
     if kernel is None or tuple(kernel.shape)[-1] != run.units or getattr(enc, "bias",
                                                                          None) is None:
         return None, f"enc{n} is not a dense layer with a bias and {run.units} units"
     if getattr(dec, "bias", None) is None:
-        return None, f"dec{n} has no bias"
+        return None, f"{dec.name} has no bias"
     if not run.recipe.get("tied"):
         k = getattr(dec, "kernel", None)
         if k is None or tuple(k.shape)[0] != run.units:
-            return None, f"dec{n} is not a dense layer taking {run.units} units"
+            return None, f"{dec.name} is not a dense layer taking {run.units} units"
     return (enc, dec), ""
 
 
@@ -274,6 +279,8 @@ def canonicalize(run: Run, train_mags: np.ndarray, *, sample_rate: int
     eff = measure(run, lo, mean, hi, sample_rate=sample_rate)
     bottleneck = run.recipe.get("bottleneck")
     kind = FLIPS.get(bottleneck)  # None: no exact flip for this activation
+    if run.recipe.get("monotone"):
+        kind = None  # a flip would make a non-negative decoder kernel negative
     inhibitory = eff.level_db < INHIBITORY_DB
     _, why = _layers(run)
     record: dict[str, Any] = {
