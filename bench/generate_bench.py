@@ -221,8 +221,18 @@ def check_extremes(ctx: Context) -> dict:
             "max_gr_db": max(r["max_gr_db"] for r in rows), "target_peak_at_most": 1.0}
 
 
+def check_motion(ctx: Context) -> dict:
+    """An LFO at 0.5 Hz on each unit (10 s level envelope swing, target >= 3 dB on one
+    unit) and a +12 note (centroid ratio, target 1.8..2.2): bench/motion_bench.py."""
+    try:
+        from bench.motion_bench import measure
+    except ImportError:  # run as a script from bench/
+        from motion_bench import measure
+    return measure(ctx.path)
+
+
 CHECKS = {"held": check_held, "faders": check_faders, "modes": check_modes,
-          "extremes": check_extremes}
+          "extremes": check_extremes, "motion": check_motion}
 
 
 def main() -> int:
