@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import os
 import platform
 import sys
@@ -35,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from bench.report import emit  # noqa: E402
 
 from device import commands as c  # noqa: E402
 from device.bundle import read_bundle  # noqa: E402
@@ -128,11 +129,7 @@ def main() -> int:
     result = {"bench": "engine", "track": "pushover/space.ogg", "seconds": args.seconds,
               "threads": 1, "machine": platform.machine(), "python": platform.python_version(),
               "load_average": os.getloadavg(), "cases": cases}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import sys
 import time
@@ -37,6 +36,8 @@ def main() -> int:
     os.chdir(args.repo)
     import numpy as np
 
+    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's bench/
+    from bench.report import emit
     from device import commands as c
     from device.bundle import read_bundle
     from device.engine import Engine
@@ -81,11 +82,7 @@ def main() -> int:
             for k, v in ns.items()}
         for e in cases.values():
             e.close()
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

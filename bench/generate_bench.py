@@ -34,7 +34,6 @@ checks, each a function ``check_NAME(ctx) -> dict`` listed in :data:`CHECKS`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -46,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from bench.report import emit  # noqa: E402
 
 from device import commands as c  # noqa: E402
 from device.bundle import read_bundle  # noqa: E402
@@ -257,11 +258,7 @@ def main() -> int:
             out[name]["cpu_s"] = round(time.process_time() - t0, 1)
             print(f"{path} {name}: done in {out[name]['cpu_s']} s", file=sys.stderr)
         result["bundles"][path] = out
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":

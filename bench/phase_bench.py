@@ -23,7 +23,6 @@ manifest), not used to tune anything here.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -35,6 +34,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+
+from bench.report import emit  # noqa: E402
 
 from device.features import LOW_LATENCY, PAPER, FrameConfig, istft, stft  # noqa: E402
 from device.phase import RTPGHI, make_phase  # noqa: E402
@@ -145,11 +146,7 @@ def main() -> int:
         "configs": {name: bench_config(name, cfg, x)
                     for name, cfg in (("paper", PAPER), ("low_latency", LOW_LATENCY))},
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0
+    return emit(result, args.json)
 
 
 if __name__ == "__main__":
