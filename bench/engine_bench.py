@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.report import emit  # noqa: E402
-
 from device import commands as c  # noqa: E402
 from device.bundle import read_bundle  # noqa: E402
 from device.engine import Engine  # noqa: E402

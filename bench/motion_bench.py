@@ -63,6 +63,10 @@ def spectral_centroid(y: np.ndarray, rate: int, n_fft: int = 4096) -> float:
     return float(np.sum(f * p) / np.sum(p))
 
 
+def _dbfs(y: np.ndarray) -> float:
+    return float(10 * np.log10(np.mean(y ** 2)))
+
+
 def _render(bundle, seconds: float, controls: list) -> np.ndarray:
     engine = Engine(bundle, mode="generate")
     try:
@@ -79,7 +83,8 @@ def measure(path: str, seconds: float = 10.0) -> dict:
     skip = int(SETTLE_S / FRAME_S)
     units = []
     for u in range(bundle.units):
-        cmds = [TimedCommand(0.0, c.SetLfoRate(u, LFO_HZ)), TimedCommand(0.0, c.SetLfoDepth(u, 1.0))]
+        cmds = [TimedCommand(0.0, c.SetLfoRate(u, LFO_HZ)),
+                TimedCommand(0.0, c.SetLfoDepth(u, 1.0))]
         y = _render(bundle, seconds + SETTLE_S, cmds)
         env = level_envelope(y, rate)[skip:]
         units.append({"unit": u, "swing_db": float(np.percentile(env, 95) - np.percentile(env, 5)),
@@ -101,8 +106,8 @@ def measure(path: str, seconds: float = 10.0) -> dict:
                 "per_unit": units},
         "pitch": {"reference": 60, "note": 72, "centroid_drone_hz": c0,
                   "centroid_note_hz": c1, "centroid_ratio": c1 / c0,
-                  "level_drone_dbfs": float(10 * np.log10(np.mean(drone[int(SETTLE_S * rate):] ** 2))),
-                  "level_note_dbfs": float(10 * np.log10(np.mean(octave[int(SETTLE_S * rate):] ** 2)))},
+                  "level_drone_dbfs": _dbfs(drone[int(SETTLE_S * rate):]),
+                  "level_note_dbfs": _dbfs(octave[int(SETTLE_S * rate):])},
     }
 
 

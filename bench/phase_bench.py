@@ -36,7 +36,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.report import emit  # noqa: E402
-
 from device.features import LOW_LATENCY, PAPER, FrameConfig, istft, stft  # noqa: E402
 from device.phase import RTPGHI, make_phase  # noqa: E402
 from tests.music import clip  # noqa: E402

@@ -52,7 +52,8 @@ class ControlsSnapshot:
     lfo_shape: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.lfo_rate:  # every LFO at its default, spelled out: equal snapshots compare equal
+        # every LFO at its default, spelled out: equal snapshots compare equal
+        if not self.lfo_rate:
             object.__setattr__(self, "lfo_rate", (LFO_DEFAULT_RATE,) * self.units)
             object.__setattr__(self, "lfo_depth", (0.0,) * self.units)
             object.__setattr__(self, "lfo_shape", (c.LFO_SHAPES[0],) * self.units)

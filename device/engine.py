@@ -40,8 +40,8 @@ from device.bundle import Bundle
 from device.controls import ControlsSnapshot, UnitControls
 from device.errors import ControlError, ModelError
 from device.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
-from device.modulation import LfoBank, MotionRecorder
 from device.level import Limiter, ProgramLevel, ResynthMakeUp, coherent_weights, ramp_gain
+from device.modulation import LfoBank, MotionRecorder
 from device.phase import LevelKeeper, make_phase
 from device.pitch import NoteGate
 from device.runtime import Model

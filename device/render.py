@@ -29,8 +29,8 @@ or after ``t``::
      {"t": 3.0, "ceiling_dbfs": -3}]      # the output limiter's ceiling (dBFS, -20..0)
 
 Within one event the changes apply in the order above.  Until the first
-``note_on`` generate mode is a drone (untransposed, gate open: device/pitch.py).  Generate mode ignores
-the input; ``--seconds`` sets the output length (default: the input's).
+``note_on`` generate mode is a drone (untransposed, gate open: device/pitch.py).
+Generate mode ignores the input; ``--seconds`` sets the output length (default: the input's).
 """
 
 from __future__ import annotations
