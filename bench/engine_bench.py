@@ -6,7 +6,7 @@ call with ``perf_counter_ns`` after a warm-up, and reports the median, p99,
 p99.9 and max as µs and as a fraction of the hop's duration (the real-time
 budget), with the frame's algorithmic latency; resynth and generate also
 with every fader moved to 0.7 (resynth then decodes twice per hop).
-Models: every bundle given (default: models/default, dynamic-range int8 weights; models/wide32 if
+Models: every bundle given (default: models/default, dynamic-range int8 weights; models/wide16 if
 present; the float32 tiny test fixture); each is also run with the paper's
 frame by swapping the frame configuration of the in-memory bundle (the
 weights do not depend on it; only the cost is measured).  Runtime: whichever
@@ -42,7 +42,7 @@ from device.engine import Engine  # noqa: E402
 from device.features import LOW_LATENCY, PAPER  # noqa: E402
 from tests.music import clip  # noqa: E402
 
-DEFAULT_BUNDLES = ["models/default", "models/wide32", "tests/fixtures/tiny_bundle"]
+DEFAULT_BUNDLES = ["models/default", "models/wide16", "tests/fixtures/tiny_bundle"]
 WARMUP_HOPS = 200
 
 

@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("bundles", nargs="*", default=["models/default", "models/wide32"])
+    ap.add_argument("bundles", nargs="*", default=["models/default", "models/wide16"])
     ap.add_argument("--repo", default=str(Path(__file__).resolve().parents[1]),
                     help="the checkout whose device/ is measured (default: this one)")
     ap.add_argument("--seconds", type=float, default=10.0)

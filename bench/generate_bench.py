@@ -1,6 +1,6 @@
 """How generate mode lives and how loud every mode plays, through the real engine (JSON).
 
-For each bundle given (default: models/default and models/wide32), run as
+For each bundle given (default: models/default and models/wide16), run as
 checks, each a function ``check_NAME(ctx) -> dict`` listed in :data:`CHECKS`
 (add LFO, transposition, ... checks the same way):
 
@@ -52,7 +52,7 @@ from device.bundle import read_bundle  # noqa: E402
 from device.engine import Engine, prepare_model  # noqa: E402
 from device.level import REFERENCE_DBFS  # noqa: E402
 
-DEFAULT_BUNDLES = ["models/default", "models/wide32"]
+DEFAULT_BUNDLES = ["models/default", "models/wide16"]
 UNSEEN = Path("/usr/share/hyperrogue/music")
 TRACKS = ("hr3-caves", "hr3-icyland", "hr-savino-ocean", "hr3-rlyeh")
 FLAT_DB = 0.3

@@ -1,6 +1,6 @@
 """Motion and pitch in generate mode, measured on the output (JSON).
 
-    python -m bench.motion_bench models/default [models/wide32 ...] [--seconds 10]
+    python -m bench.motion_bench models/default [models/wide16 ...] [--seconds 10]
 
 Per bundle, rendered offline through the real engine (device.render.render):
 

@@ -36,7 +36,7 @@ def cost(content: bytes, shape: tuple[int, ...]) -> dict[str, float]:
 
 def main(paths: list[str]) -> None:
     root = Path(__file__).resolve().parents[1] / "models"
-    paths = paths or [str(root / "default"), str(root / "wide32")]
+    paths = paths or [str(root / "default"), str(root / "wide16")]
     result = {}
     for p in paths:
         b = read_bundle(p)

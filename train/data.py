@@ -122,6 +122,13 @@ def ensure_packages(sources: Iterable[Source], *, install: bool) -> None:
                    check=True, env=env)
 
 
+def track_id(source: Source, path: str | os.PathLike) -> str:
+    """``source/relative path``: unique even where a source's folders reuse file names
+    (hydrogen's drum kits all have a ``kick.wav``); a flat source's ids stay
+    ``source/file name``."""
+    return f"{source.name}/{Path(path).relative_to(source.directory).as_posix()}"
+
+
 def find_tracks(sources: Iterable[Source]) -> list[Track]:
     """Every track of ``sources``, sorted by id (symbolic links resolved, deduplicated)."""
     seen: set[str] = set()
@@ -134,7 +141,7 @@ def find_tracks(sources: Iterable[Source]) -> list[Track]:
             if real in seen:
                 continue
             seen.add(real)
-            tracks.append(Track(f"{s.name}/{p.name}", real, s.name, s.kind))
+            tracks.append(Track(track_id(s, p), real, s.name, s.kind))
     return sorted(tracks, key=lambda t: t.id)
 
 
