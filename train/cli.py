@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="train one recipe; writes run.json + weights")
     f.add_argument("--data", type=Path, default=Path("cache/datasets/low_latency"))
-    f.add_argument("--recipe", default="best")
+    f.add_argument("--recipe", default="parts-sc",
+                   help="a recipe of train/fit.py RECIPES (default: models/default's)")
     f.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override a recipe field, e.g. --set epochs=5 --set hidden=[16]")
     f.add_argument("--seed", type=int, default=0)

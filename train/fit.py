@@ -266,8 +266,10 @@ RECIPES["parts"] = recipe_with(RECIPES["best"], name="parts", hidden=[512, 256, 
 RECIPES["deep-free"] = recipe_with(RECIPES["best"], name="deep-free", hidden=[512, 256, 8],
                                    decoder_hidden=[256, 512], augment_db=[-24.0, 6.0])
 # Level-free loss: per-frame spectral convergence plus the log-magnitude error.
+# models/default (feature_weight 1.5, selected by the rule in docs/training.md);
+# models/wide16 is this recipe with hidden=[512, 256, 16] and feature_weight 0.5.
 RECIPES["parts-sc"] = recipe_with(RECIPES["parts"], name="parts-sc", loss="sc_log",
-                                  feature_weight=0.5, decorrelate=3.0, batch_size=128,
+                                  feature_weight=1.5, decorrelate=3.0, batch_size=128,
                                   epochs=45, patience=5, clipnorm=1.0)
 RECIPES["free-sc"] = recipe_with(RECIPES["deep-free"], name="free-sc", loss="sc_log",
                                  feature_weight=0.5, batch_size=128, epochs=45, patience=5,
