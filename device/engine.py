@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 FADE_SECONDS = 0.02  # crossfade length: short enough to feel instant, long enough not to click
 KEEPER_LIMIT_DB = 24.0  # a safety bound for the level keeper, not a working range
 MAKEUP_LIMIT_DB = 30.0  # generate's make-up: the same, for a model whose defaults are near silent
+_MAKEUP_LIMIT = 10 ** (MAKEUP_LIMIT_DB / 20)
 _TINY = 1e-12  # below any audible magnitude; keeps the phase of silent bins finite
 MOTION_PUBLISH_S = 0.04  # a looping take republishes the controls at most this often
 
@@ -581,15 +582,15 @@ class Engine:
                 v.out += v.out_noise
             # At default controls, as loud as the program; elsewhere as |Y| says.
             target = math.sqrt(self.program.power / model.power0) if model.power0 > 0 else 1.0
-            target = min(target, 10 ** (MAKEUP_LIMIT_DB / 20))
+            target = min(target, _MAKEUP_LIMIT)
         else:
             p_out = float(np.dot(v.out, v.out))
             target = model.resynth.update(self.program.last, p_out / self.hop_length,
                                           e_now, e_default)
         ramp_gain(v.out, v.makeup, target, v.ramp, v.scratch)
         v.makeup = target
-        if v.mode == "generate":
-            self.notes.gate(v.out)  # a played note's envelope, after the level is set
+        if v.mode == "generate":  # a played note's envelope, after the level is set
+            self.notes.gate(v.out)
         self._gate(v)
 
     def _gate(self, v: _Voice) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from device import commands as c
-from device.controls import UnitControls
+from device.controls import LFO_DEFAULT_RATE, UnitControls
 from device.errors import ControlError
 
 RANDOM_TABLE = 4096      # sample-and-hold values, drawn once (seeded): no RNG call per hop
@@ -58,6 +58,7 @@ class LfoBank:
         self._step = np.zeros(units)      # cycles per hop
         self._depth = np.zeros(units)
         self._masks = np.zeros((len(c.LFO_SHAPES), units), dtype=bool)
+        self._on = np.zeros(units, dtype=bool)  # depth > 0
         self._half = np.zeros(units, dtype=bool)
         self._used = [False] * len(c.LFO_SHAPES)
         self.active = False
@@ -69,9 +70,10 @@ class LfoBank:
             self._allocate(controls.units)
         np.divide(controls.lfo_rate, self.hop_rate, out=self._step)
         self._depth[:] = controls.lfo_depth
+        np.greater(self._depth, 0.0, out=self._on)  # configure runs on the audio thread too
         for i in range(len(c.LFO_SHAPES)):
             np.equal(controls.lfo_shape, i, out=self._masks[i])
-            np.logical_and(self._masks[i], self._depth > 0.0, out=self._masks[i])
+            np.logical_and(self._masks[i], self._on, out=self._masks[i])
             self._used[i] = bool(self._masks[i].any())
         self.active = any(self._used)
 
@@ -131,6 +133,13 @@ class LfoBank:
         return f"<LfoBank units={self.units} on={on} hop_rate={self.hop_rate:.2f}>"
 
 
+# The per-unit control arrays a take restores at the start of every pass, with the
+# value each holds before any take (UnitControls' reset state).
+TAKE_STATE = (("gain", np.float64, 1.0), ("scale", np.float64, 1.0), ("muted", bool, False),
+              ("lfo_rate", np.float64, LFO_DEFAULT_RATE), ("lfo_depth", np.float64, 0.0),
+              ("lfo_shape", np.int64, 0))
+
+
 class MotionRecorder:
     """A take of unit moves on the hop clock, and its loop.
 
@@ -155,12 +164,9 @@ class MotionRecorder:
 
     def _allocate(self, units: int) -> None:
         self.units = units
-        self._start_gain = np.ones(units)
-        self._start_scale = np.ones(units)
-        self._start_muted = np.zeros(units, dtype=bool)
-        self._start_rate = np.ones(units)
-        self._start_depth = np.zeros(units)
-        self._start_shape = np.zeros(units, dtype=np.int64)
+        # The controls as the take began, by UnitControls attribute (TAKE_STATE).
+        self._start = {name: np.full(units, fill, dtype=dtype)
+                       for name, dtype, fill in TAKE_STATE}
         self.state, self.events, self.length = "stop", 0, 0
 
     def configure(self, controls: UnitControls) -> None:
@@ -231,12 +237,8 @@ class MotionRecorder:
             self._pos = self._cursor = 0
 
     def _take_start(self, controls: UnitControls) -> None:
-        self._start_gain[:] = controls.gain
-        self._start_scale[:] = controls.scale
-        self._start_muted[:] = controls.muted
-        self._start_rate[:] = controls.lfo_rate
-        self._start_depth[:] = controls.lfo_depth
-        self._start_shape[:] = controls.lfo_shape
+        for name, start in self._start.items():
+            start[:] = getattr(controls, name)
 
     # -- every hop (Engine.process) ---------------------------------------------------------
     def advance(self, controls: UnitControls) -> bool:
@@ -249,12 +251,8 @@ class MotionRecorder:
         changed = False
         pos = self._pos
         if pos == 0:  # every pass starts from the state the take started from
-            controls.gain[:] = self._start_gain
-            controls.scale[:] = self._start_scale
-            controls.muted[:] = self._start_muted
-            controls.lfo_rate[:] = self._start_rate
-            controls.lfo_depth[:] = self._start_depth
-            controls.lfo_shape[:] = self._start_shape
+            for name, start in self._start.items():
+                getattr(controls, name)[:] = start
             changed = True
         i, n = self._cursor, self.events
         while i < n and self._hop[i] == pos:

@@ -53,7 +53,7 @@ class Source:
     licence: str = ""
     # Files shorter than this are sound effects in the soundtrack packages, but
     # the one-hit samples of the sample packages are what those are for.
-    min_seconds: float = 20.0
+    min_seconds: float = MIN_TRACK_SECONDS
     # Only the start of longer files: planetblupi's 10-29 minute loops would
     # otherwise outweigh every other source together.
     max_seconds: float | None = None
@@ -90,7 +90,6 @@ SOURCES = {
 # nexuiz-music (neither listed here) out of all training and reports on them.
 DEFAULT_SOURCES = ("pushover", "drascula", "frozen-bubble", "openttd", "wesnoth",
                    "planetblupi", "asc", "sonic-pi", "hydrogen")
-LEGACY_SOURCES = ("pushover", "drascula", "frozen-bubble", "openttd")  # models before 2026-11
 
 
 @dataclass(frozen=True)

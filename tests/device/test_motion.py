@@ -372,3 +372,27 @@ def test_render_cli_reports_a_bad_control_file_in_one_line(tmp_path, capsys):
     assert code == 1
     assert out == "aesynth render: bad.json[0].lfo.rate must be a number in 0.01..20.0 Hz, " \
                   "got 99"
+
+
+def test_lfo_configure_allocates_nothing():
+    """configure() runs on the audio thread at every control change and every replayed
+    move of a take: it must not build temporaries (it built one mask per shape)."""
+    units = 4096  # so that a per-unit temporary (4 kB of bool) stands out of the noise
+    controls = UnitControls(units)
+    for u, shape in enumerate(c.LFO_SHAPES):
+        controls.apply(c.SetLfoShape(u, shape))
+        controls.apply(c.SetLfoDepth(u, 0.5))
+    bank = LfoBank(units, hop_rate=22050 / 128)
+    bank.configure(controls)
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for _ in range(200):
+            bank.configure(controls)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert bank.active and all(bank._used[:len(c.LFO_SHAPES)])
+    # a few hundred bytes of scalar boxing; one per-unit temporary would be 4096
+    assert peak - start < 2048, f"peak {peak - start} bytes above start"
