@@ -1,6 +1,6 @@
 """Engine cost per hop, side by side: frame configuration × model (quantisation) × mode.
 
-Each case runs :meth:`device.engine.Engine.process` hop by hop over real music
+Each case runs :meth:`device.sound.engine.Engine.process` hop by hop over real music
 (pushover/space.ogg from 30 s, mono, 22050 Hz) on one thread, times every
 call with ``perf_counter_ns`` after a warm-up, and reports the median, p99,
 p99.9 and max as µs and as a fraction of the hop's duration (the real-time
@@ -10,7 +10,7 @@ Models: every bundle given (default: models/default, dynamic-range int8 weights;
 present; the float32 tiny test fixture); each is also run with the paper's
 frame by swapping the frame configuration of the in-memory bundle (the
 weights do not depend on it; only the cost is measured).  Runtime: whichever
-TFLite interpreter device.runtime picks (named in the output).
+TFLite interpreter device.models.runtime picks (named in the output).
 
     .venv/bin/python bench/engine_bench.py [--seconds 20] [--json FILE] [--motion] [BUNDLE ...]
 
@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.report import emit  # noqa: E402
-from device import commands as c  # noqa: E402
-from device.bundle import read_bundle  # noqa: E402
-from device.engine import Engine  # noqa: E402
-from device.features import LOW_LATENCY, PAPER  # noqa: E402
+from device.state import commands as c  # noqa: E402
+from device.models.bundle import read_bundle  # noqa: E402
+from device.sound.engine import Engine  # noqa: E402
+from device.sound.features import LOW_LATENCY, PAPER  # noqa: E402
 from tests.music import clip  # noqa: E402
 
 DEFAULT_BUNDLES = ["models/default", "models/wide16", "tests/fixtures/tiny_bundle"]
@@ -106,7 +106,7 @@ def main() -> int:
                                 ("generate", False), ("generate", True)):
                 engine.apply(c.SetMode(mode))
                 # moved: every fader at 0.7; resynth then decodes twice per hop (the
-                # make-up's reference at default controls, device.level.ResynthMakeUp)
+                # make-up's reference at default controls, device.sound.level.ResynthMakeUp)
                 for u in range(bundle.units):
                     engine.apply(c.SetGain(u, 0.7 if moved else 1.0))
                 costs, cpu = time_hops(engine, x)

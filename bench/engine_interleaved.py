@@ -38,9 +38,9 @@ def main() -> int:
 
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # this checkout's bench/
     from bench.report import emit
-    from device import commands as c
-    from device.bundle import read_bundle
-    from device.engine import Engine
+    from device.state import commands as c
+    from device.models.bundle import read_bundle
+    from device.sound.engine import Engine
     from tests.music import clip
 
     result = {"bench": "engine_interleaved", "repo": args.repo, "track": "pushover/space.ogg",

@@ -47,10 +47,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from bench.report import emit  # noqa: E402
-from device import commands as c  # noqa: E402
-from device.bundle import read_bundle  # noqa: E402
-from device.engine import Engine, prepare_model  # noqa: E402
-from device.level import REFERENCE_DBFS  # noqa: E402
+from device.state import commands as c  # noqa: E402
+from device.models.bundle import read_bundle  # noqa: E402
+from device.sound.engine import Engine, prepare_model  # noqa: E402
+from device.sound.level import REFERENCE_DBFS  # noqa: E402
 
 DEFAULT_BUNDLES = ["models/default", "models/wide16"]
 UNSEEN = Path("/usr/share/hyperrogue/music")

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from device.library import ImportProgress, import_bundles  # noqa: E402
-from device.recorder import Recorder  # noqa: E402
-from device.validate_child import DEFAULT_NICE  # noqa: E402
+from device.models.library import ImportProgress, import_bundles  # noqa: E402
+from device.sound.recorder import Recorder  # noqa: E402
+from device.models.validate_child import DEFAULT_NICE  # noqa: E402
 
 CACHE = ROOT / "cache" / "bench" / "bundle-1mb"
 TARGET_S = 2.0
@@ -39,8 +39,8 @@ _MAKE = """
 import sys
 import numpy as np
 import tensorflow as tf
-from device.bundle import UnitStats
-from device.features import LOW_LATENCY, Normaliser
+from device.models.bundle import UnitStats
+from device.sound.features import LOW_LATENCY, Normaliser
 from train.bundle_writer import write_bundle
 tf.keras.utils.set_random_seed(2)
 n, units = LOW_LATENCY.n_bins, 128

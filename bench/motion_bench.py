@@ -2,7 +2,7 @@
 
     python -m bench.motion_bench models/default [models/wide16 ...] [--seconds 10]
 
-Per bundle, rendered offline through the real engine (device.render.render):
+Per bundle, rendered offline through the real engine (device.sound.render.render):
 
 - ``lfo``: every unit in turn gets a sine LFO at 0.5 Hz, depth 1, the others
   at their defaults; the level envelope is the RMS in 50 ms frames (dBFS)
@@ -23,10 +23,10 @@ import sys
 
 import numpy as np
 
-from device import commands as c
-from device.bundle import read_bundle
-from device.engine import Engine
-from device.render import TimedCommand, render
+from device.state import commands as c
+from device.models.bundle import read_bundle
+from device.sound.engine import Engine
+from device.sound.render import TimedCommand, render
 
 LFO_HZ = 0.5
 SETTLE_S = 0.5

@@ -9,7 +9,7 @@ resynthesised (WOLA), analysed again, and compared with the true magnitudes:
 Methods: RTPGHI, the seed's per-bin phase advance and random phase (the
 engine's streaming generators, one frame at a time), and offline fast
 Griffin-Lim (Perraudin, Balazs and Søndergaard 2013, α = 0.99, random initial
-phase, seed 0) with 32 and 100 iterations, in numpy over device.features'
+phase, seed 0) with 32 and 100 iterations, in numpy over device.sound.features'
 batch STFT and a frame-vectorised inverse (librosa is not installed; this is the same algorithm as
 librosa.griffinlim's default).  Cost is CPU seconds per second of audio, one
 thread.
@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.report import emit  # noqa: E402
-from device.features import LOW_LATENCY, PAPER, FrameConfig, istft, stft  # noqa: E402
-from device.phase import RTPGHI, make_phase  # noqa: E402
+from device.sound.features import LOW_LATENCY, PAPER, FrameConfig, istft, stft  # noqa: E402
+from device.sound.phase import RTPGHI, make_phase  # noqa: E402
 from tests.music import clip  # noqa: E402
 
 TRACK, START_S = "space", 30.0
@@ -71,7 +71,7 @@ def streamed(name: str, mags: np.ndarray, config: FrameConfig) -> tuple[np.ndarr
 
 
 def overlap_add_istft(spectra: np.ndarray, config: FrameConfig, length: int) -> np.ndarray:
-    """device.features.istft, vectorised over frames (loops over the K/R frame
+    """device.sound.features.istft, vectorised over frames (loops over the K/R frame
     offsets instead of the frames): the same result, fast enough that Griffin-Lim's
     cost here is the algorithm's, not a Python loop's."""
     K, R = config.win_length, config.hop_length

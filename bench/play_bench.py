@@ -53,7 +53,7 @@ def default_model() -> Path:
 
 
 def hop_of(model: Path) -> tuple[int, int]:
-    from device.bundle import read_bundle
+    from device.models.bundle import read_bundle
 
     f = read_bundle(model, check_models=False).frame
     return f.sample_rate, f.hop_length

@@ -1,4 +1,4 @@
-"""Per-frame cost of the shipped bundles' TFLite models (device.runtime, 1 thread).
+"""Per-frame cost of the shipped bundles' TFLite models (device.models.runtime, 1 thread).
 
 Prints JSON: median and 99th-percentile microseconds per encoder and decoder
 run, per bundle.  x86 numbers here; the Pi is several times slower.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from device.bundle import read_bundle
-from device.runtime import Model
+from device.models.bundle import read_bundle
+from device.models.runtime import Model
 
 REPEATS = 2000
 

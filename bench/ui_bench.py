@@ -1,6 +1,6 @@
 """Cost of the box's senses, printed as JSON (never part of the test run).
 
-render: ``device.display.render`` of a full page, per frame (ms), and the
+render: ``device.senses.display.render`` of a full page, per frame (ms), and the
     whole OLED path through the real ssd1306 driver to a recording serial
     interface (render + luma's page packing, what the display thread spends).
 midi: a storm of control changes from a stand-in nanoKONTROL2 over
@@ -36,7 +36,7 @@ def percentile(xs: list[float], q: float) -> float:
 def bench_render(frames: int) -> dict:
     from luma.oled.device import ssd1306
 
-    from device.display import render
+    from device.senses.display import render
     from tests.device.test_display import RecordingSerial, paper_figure3, varied_states
 
     state = paper_figure3()
@@ -65,8 +65,8 @@ def bench_midi(rate: float, seconds: float) -> dict:
     with JackServer() as jack:
         os.environ["JACK_DEFAULT_SERVER"] = jack.name
         os.environ["MIDO_BACKEND"] = MIDI_BACKEND
-        from device.controls import UnitControls
-        from device.midi import MidiController
+        from device.state.controls import UnitControls
+        from device.senses.midi import MidiController
         from tests.device.fake_nanokontrol2 import FakeNanoKontrol2
 
         controls = UnitControls(8)

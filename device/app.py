@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from device import commands as c
+from device.state import commands as c
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_MODEL, EXIT_AUDIO = 0, 1, 2, 3, 4
 CONFIRM_S = 3.0  # a second Shutdown (Cycle, q) within this many seconds quits
 MESSAGE_S = 3.0  # how long a message ("saved preset 1") stays on the display
 # The senses finish starting (imports, first frame, MIDI port) in their own threads after
-# the first period; the garbage collector stays held until then (device/collector.py).
+# the first period; the garbage collector stays held until then (device/sound/collector.py).
 SETTLE_S = 3.0
 FIXTURE = "tests/fixtures/tiny_bundle"
 
@@ -55,12 +55,12 @@ def wav_device(value: str) -> str:
 
 
 class App:
-    """The instrument: built from a :class:`~device.config.Config`, run until stopped.
+    """The instrument: built from a :class:`~device.state.config.Config`, run until stopped.
 
     Hardware comes in through the constructor for tests: ``display_device`` (a
     luma device), ``pin_factory`` (gpiozero), ``midi_backend`` (mido backend
     name), ``keyboard_stream`` (a terminal); ``engine_factory(bundle)`` replaces
-    :class:`device.engine.Engine`.
+    :class:`device.sound.engine.Engine`.
     """
 
     def __init__(self, config: Any, *, display_device: Any = None, pin_factory: Any = None,
@@ -140,7 +140,7 @@ class App:
             raise
 
     def _start(self) -> App:
-        from device.collector import QuietCollector
+        from device.sound.collector import QuietCollector
 
         cfg = self.config
         self.collector = QuietCollector().hold()
@@ -149,7 +149,7 @@ class App:
         if self._engine_factory is not None:
             self.engine = self._engine_factory(bundle)
         else:
-            from device.engine import Engine
+            from device.sound.engine import Engine
             from device.errors import AesynthError
 
             try:
@@ -184,7 +184,7 @@ class App:
         a = self.config.audio
         if not (a.realtime and a.others_priority):
             return
-        from device.scheduling import share_realtime
+        from device.sound.scheduling import share_realtime
 
         before = share_realtime(a.others_priority)
         if isinstance(before, str):
@@ -193,8 +193,8 @@ class App:
             self._scheduling = (threading.get_ident(), before)
 
     def _load_model(self) -> Any:
-        from device.bundle import read_bundle
-        from device.config import expand
+        from device.models.bundle import read_bundle
+        from device.state.config import expand
         from device.errors import AesynthError
 
         cfg = self.config.model
@@ -203,9 +203,9 @@ class App:
                 return read_bundle(expand(cfg.path))
             shipped = expand(cfg.shipped_dir or "models")
             try:
-                from device.library import ModelLibrary
+                from device.models.library import ModelLibrary
             except ModuleNotFoundError as e:
-                if e.name != "device.library":
+                if e.name != "device.models.library":
                     raise
                 ModelLibrary = None  # noqa: N806 - the library is optional on this branch
             if ModelLibrary is not None:
@@ -233,8 +233,8 @@ class App:
             raise StartError(EXIT_MODEL, f"cannot load the model: {e}") from None
 
     def _make_source(self, sample_rate: int) -> Any:
-        from device.audio import FileSource, LineSource, SilentSource
-        from device.config import expand
+        from device.sound.audio import FileSource, LineSource, SilentSource
+        from device.state.config import expand
         from device.errors import AudioFileError
 
         kind = self.config.play.input
@@ -248,7 +248,7 @@ class App:
             raise StartError(EXIT_USAGE, str(e)) from None
 
     def _start_audio(self, bundle: Any) -> None:
-        from device.audio import AudioLoop, SilentSource
+        from device.sound.audio import AudioLoop, SilentSource
         from device.errors import DeviceError
 
         a = self.config.audio
@@ -290,7 +290,7 @@ class App:
         if self._display_device is None and kind == "none":
             return
         try:
-            from device.display import Display, open_display
+            from device.senses.display import Display, open_display
 
             device = self._display_device or open_display(
                 kind, i2c_port=d.i2c_port, i2c_address=d.i2c_address, rotate=d.rotate)
@@ -306,12 +306,12 @@ class App:
         if not m.enabled:
             return
         try:
-            from device.midi import DEFAULT_MAP, MidiController
+            from device.senses.midi import DEFAULT_MAP, MidiController
 
             mapping = DEFAULT_MAP
             if m.mapping:
-                from device.config import expand
-                from device.midi import load_mapping
+                from device.state.config import expand
+                from device.senses.midi import load_mapping
 
                 mapping = load_mapping(expand(m.mapping))
             # No port_match: the mapping's own port (a mapping file names its controller's).
@@ -326,12 +326,12 @@ class App:
             log.warning("MIDI controller unavailable: %s", e)
 
     def _start_notes(self) -> None:
-        """Every MIDI input that is not the controller plays notes (device.notes)."""
+        """Every MIDI input that is not the controller plays notes (device.senses.notes)."""
         n, m = self.config.notes, self.config.midi
         if not (n.enabled and m.enabled):
             return
         try:
-            from device.notes import NoteInput
+            from device.senses.notes import NoteInput
 
             exclude = m.port_match or (self.midi.mapping.port if self.midi is not None
                                        else "nanoKONTROL2")
@@ -346,7 +346,7 @@ class App:
         kind = b.kind
         if kind in ("auto", "gpio"):
             try:
-                from device.buttons import ModeModelButtons
+                from device.senses.buttons import ModeModelButtons
 
                 self.buttons = ModeModelButtons(
                     self.post, mode_pin=b.mode_pin, model_pin=b.model_pin,
@@ -361,7 +361,7 @@ class App:
                 log.info("no GPIO buttons (%s)", e)
         stream = self._keyboard_stream or sys.stdin
         if kind in ("auto", "keyboard") and (self._keyboard_stream or sys.stdin.isatty()):
-            from device.keyboard import KeyboardButtons
+            from device.senses.keyboard import KeyboardButtons
 
             try:
                 self.buttons = KeyboardButtons(self.post, stream=stream,
@@ -371,12 +371,12 @@ class App:
                 log.warning("keyboard buttons unavailable: %s", e)
 
     def _start_storage(self, bundle: Any) -> None:
-        from device.config import expand
+        from device.state.config import expand
 
         s = self.config.storage
         self.recorder = _Tap()
         try:
-            from device.presets import LastStateKeeper, PresetStore, commands_for
+            from device.state.presets import LastStateKeeper, PresetStore, commands_for
 
             self.presets = PresetStore(expand(s.presets_dir))
             snap = self.engine.snapshot
@@ -390,14 +390,14 @@ class App:
         except ModuleNotFoundError as e:
             log.warning("no presets: %s", e)
         if s.usb_mount_root and self.library is not None:
-            from device.library import UsbWatcher
+            from device.models.library import UsbWatcher
 
             self.usb = UsbWatcher(expand(s.usb_mount_root), self._imported,
                                   expand(self.config.model.user_dir),
                                   on_progress=self._import_progress).start()
             self._closers.append(self.usb)
         try:
-            from device.recorder import Recorder, recording_dir
+            from device.sound.recorder import Recorder, recording_dir
 
             fallback = expand(s.recordings_dir)
             usb = self.usb
@@ -422,7 +422,7 @@ class App:
 
     def _guard(self, target: Any) -> Any:
         def run() -> None:
-            from device.scheduling import name_thread
+            from device.sound.scheduling import name_thread
 
             name_thread()
             try:
@@ -434,7 +434,7 @@ class App:
 
     # -- the control thread: slow work, off the audio thread ---------------------------------
     def _control_loop(self) -> None:
-        from device.audio import Rejected
+        from device.sound.audio import Rejected
 
         while not self._stopping.is_set():
             release = getattr(self.engine, "release_retired", None)
@@ -482,7 +482,7 @@ class App:
                     self.message = f"saved preset {slot}"
             case c.RecallPreset(slot):
                 if self.presets is not None:
-                    from device.presets import commands_for
+                    from device.state.presets import commands_for
 
                     snap = self.engine.snapshot
                     controls = self.presets.load(snap.model, slot, units=snap.controls.units)
@@ -501,7 +501,7 @@ class App:
         if self.library is None:
             self.message = "no model library"
             return
-        from device.engine import prepare_model
+        from device.sound.engine import prepare_model
 
         entry = self.library.step(delta)
         self.message = f"loading {getattr(entry, 'name', entry)}"
@@ -564,7 +564,7 @@ class App:
 
     def _display_state(self, snap: Any, stats: Any, gain_reduction_db: int = 0) -> Any:
         try:
-            from device.display import DisplayState
+            from device.senses.display import DisplayState
         except ModuleNotFoundError:
             return None
         message = self.message
@@ -629,7 +629,7 @@ class App:
             sys.setswitchinterval(self._switch_interval)
             self._switch_interval = None
         if self._scheduling is not None and self._scheduling[0] == threading.get_ident():
-            from device.scheduling import restore_scheduling
+            from device.sound.scheduling import restore_scheduling
 
             restore_scheduling(self._scheduling[1])
             self._scheduling = None
@@ -674,7 +674,7 @@ def _swap_command(prepared: Any) -> object:
 
 # -- the CLI ---------------------------------------------------------------------------------
 def add_parser(subparsers: Any) -> None:
-    from device.commands import MODES
+    from device.state.commands import MODES
 
     p = subparsers.add_parser(
         "play", help="play the instrument",
@@ -703,7 +703,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from device.config import load_config
+    from device.state.config import load_config
 
     cfg = load_config(args.config)
     if args.model:

@@ -18,9 +18,9 @@ from device import __version__
 # Order is the order of ``aesynth --help``.
 COMMAND_MODULES = [
     "device.app",
-    "device.render",
-    "device.library",
-    "device.check",
+    "device.sound.render",
+    "device.models.library",
+    "device.models.check",
 ]
 
 log = logging.getLogger("aesynth")

@@ -4,7 +4,7 @@ Every baseline is fitted on a dataset's training frames (linear magnitudes,
 frames x bins) and judged, beside any number of model bundles, on
 
 * the dataset's test split (spectral metrics only: the frames have no phase), and
-* any audio given: analysed with the dataset's frame (``device.features.stft``),
+* any audio given: analysed with the dataset's frame (``device.sound.features.stft``),
   reconstructed, resynthesised with the input's phase (``istft``), and scored
   with the spectral metrics, the resynthesis SNR and a perceptual score.
 
@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from device.audiofile import load_audio
+from device.sound.audiofile import load_audio
 from device.errors import EvaluationError
-from device.features import FrameConfig, istft, stft
+from device.sound.features import FrameConfig, istft, stft
 from train import metrics as M
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class BundleModel:
     (:func:`train.evaluate.reconstruct`), in the same interface as the baselines."""
 
     def __init__(self, path: str | os.PathLike, frame: FrameConfig):
-        from device.bundle import read_bundle
+        from device.models.bundle import read_bundle
 
         self.bundle = read_bundle(path)
         self.path = os.fspath(path)

@@ -1,4 +1,4 @@
-"""Write model bundles (the reader and validator live in ``device.bundle``)."""
+"""Write model bundles (the reader and validator live in ``device.models.bundle``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from device.atomic import fsync_tree, recover_swap, swap_dir
-from device.bundle import FORMAT_VERSION, MANIFEST, UnitStats, read_bundle
-from device.features import FrameConfig, Normaliser
+from device.state.atomic import fsync_tree, recover_swap, swap_dir
+from device.models.bundle import FORMAT_VERSION, MANIFEST, UnitStats, read_bundle
+from device.sound.features import FrameConfig, Normaliser
 
 
 def build_manifest(*, name: str, frame: FrameConfig, normaliser: Normaliser, units: int,
@@ -20,7 +20,7 @@ def build_manifest(*, name: str, frame: FrameConfig, normaliser: Normaliser, uni
                    unit_stats: UnitStats | None = None, training: dict | None = None,
                    description: str = "", unit_labels: list[str] | None = None
                    ) -> dict[str, Any]:
-    """The manifest for a pair of .tflite models (see ``device.bundle``)."""
+    """The manifest for a pair of .tflite models (see ``device.models.bundle``)."""
     def model(role: str, data: bytes, shape_in: list[int], shape_out: list[int]) -> dict:
         return {"file": f"{role}.tflite", "sha256": hashlib.sha256(data).hexdigest(),
                 "input": {"shape": shape_in, "dtype": "float32"},
@@ -45,7 +45,7 @@ def build_manifest(*, name: str, frame: FrameConfig, normaliser: Normaliser, uni
 def write_bundle(directory: str | os.PathLike, *, encoder: bytes, decoder: bytes,
                  check: bool = True, **fields: Any) -> Path:
     """Write a bundle directory atomically (built and fsynced beside it, then
-    swapped in by :func:`device.atomic.swap_dir`: a kill leaves the old or the new).
+    swapped in by :func:`device.state.atomic.swap_dir`: a kill leaves the old or the new).
 
     ``fields`` are :func:`build_manifest`'s keywords.  With ``check`` the
     result is read back through the device's validator (models loaded and

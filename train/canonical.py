@@ -32,7 +32,7 @@ reconstruction:
    in, ``level`` for a broad change one way, ``noise`` for a broad change
    both ways, ``weak`` for one that barely changes anything; a digit makes
    repeated names unique (``low``, ``low2``), at most 5 characters (the unit
-   table's column, ``device.bundle.LABEL_MAX_CHARS``).
+   table's column, ``device.models.bundle.LABEL_MAX_CHARS``).
 
 The rewritten model's reconstruction is checked against the original on
 training frames (:data:`RECONSTRUCTION_ATOL`), and unit statistics are taken
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import LABEL_MAX_CHARS
+from device.models.bundle import LABEL_MAX_CHARS
 from device.errors import ExportError
 from train.fit import PREDICT_BATCH, Run
 from train.models import build

@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from device.features import LOW_LATENCY, PAPER
+from device.sound.features import LOW_LATENCY, PAPER
 
 FRAMES = {"low-latency": LOW_LATENCY, "paper": PAPER}
 log = logging.getLogger("aesynth-train")
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("audio", nargs="*", help="music for resynth mode")
     y.add_argument("--report", type=Path, required=True, help="output directory")
     y.add_argument("--generate-seconds", type=float, default=10.0)
-    y.add_argument("--phase", default="rtpghi", help="generate mode's phase (device.phase)")
+    y.add_argument("--phase", default="rtpghi", help="generate mode's phase (device.sound.phase)")
     _clip_args(y, 10.0)
     y.set_defaults(func=cmd_playability)
     return p

@@ -1,8 +1,8 @@
 """Training data: magnitude frames from real recordings, split by track.
 
 Audio is decoded, mixed to mono and resampled to the frame's rate by
-:func:`device.audiofile.load_audio` and analysed with
-:func:`device.features.magnitudes`: the same code the box runs.
+:func:`device.sound.audiofile.load_audio` and analysed with
+:func:`device.sound.features.magnitudes`: the same code the box runs.
 Frames are drawn at random (as in the paper) but every track feeds exactly one
 split, so a test score is always on music the model never saw.
 
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from device.atomic import fsync_tree, recover_swap, swap_dir
-from device.audiofile import load_audio  # the box's own decoder (re-exported)
+from device.state.atomic import fsync_tree, recover_swap, swap_dir
+from device.sound.audiofile import load_audio  # the box's own decoder (re-exported)
 from device.errors import DataError  # re-exported: train.data.DataError
-from device.features import FrameConfig, frame_count, magnitudes
+from device.sound.features import FrameConfig, frame_count, magnitudes
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def track_audio(track: Track, sample_rate: int, cache_dir: Path) -> np.ndarray:
 def full_frames(n_samples: int, config: FrameConfig) -> range:
     """Indices of the frames that lie wholly inside a signal of ``n_samples``.
 
-    Frame ``g`` ends at sample ``(g + 1) * hop_length`` (device.features).
+    Frame ``g`` ends at sample ``(g + 1) * hop_length`` (device.sound.features).
     """
     K, R = config.win_length, config.hop_length
     return range(-(-K // R) - 1, n_samples // R)
@@ -198,7 +198,7 @@ def full_frames(n_samples: int, config: FrameConfig) -> range:
 def frames_at(x: np.ndarray, indices: np.ndarray, config: FrameConfig) -> np.ndarray:
     """Magnitudes of frames ``indices`` (sorted) of signal ``x``, float32 (n, bins).
 
-    The signal is analysed in chunks with :func:`device.features.magnitudes`
+    The signal is analysed in chunks with :func:`device.sound.features.magnitudes`
     so memory stays bounded on long tracks; each chunk carries the
     ``win_length - hop_length`` samples before it so its frames are exact.
     """
@@ -359,7 +359,7 @@ def build_dataset(out_dir: str | os.PathLike, *, frame: FrameConfig,
 
 def write_dataset(out_dir: Path, arrays: dict[str, np.ndarray], manifest: dict) -> None:
     """Write the dataset beside ``out_dir``, fsync it, then swap it in; a kill at any
-    point leaves the old dataset or the new one (see device.atomic.swap_dir)."""
+    point leaves the old dataset or the new one (see device.state.atomic.swap_dir)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     recover_swap(out_dir)  # a previous write killed between its renames
     tmp = out_dir.with_name(out_dir.name + ".tmp")

@@ -1,7 +1,7 @@
 """Judge a bundle on any audio: metrics, pictures and a Markdown report.
 
-The bundle's own TFLite models run through ``device.runtime`` frame by frame,
-with the features of ``device.features``, so the figures are those of the
+The bundle's own TFLite models run through ``device.models.runtime`` frame by frame,
+with the features of ``device.sound.features``, so the figures are those of the
 instrument, not of the Keras model it came from.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from device.audiofile import load_audio
-from device.bundle import Bundle, read_bundle
+from device.sound.audiofile import load_audio
+from device.models.bundle import Bundle, read_bundle
 from device.errors import EvaluationError
-from device.features import istft, stft
-from device.runtime import Model
+from device.sound.features import istft, stft
+from device.models.runtime import Model
 from train import metrics as M
 
 log = logging.getLogger(__name__)

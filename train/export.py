@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from device.bundle import UnitStats
+from device.models.bundle import UnitStats
 from device.errors import ExportError
-from device.features import FrameConfig
-from device.runtime import Model
+from device.sound.features import FrameConfig
+from device.models.runtime import Model
 from train import metrics as M
 from train.bundle_writer import write_bundle
 from train.fit import PREDICT_BATCH, Run

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from device.features import Normaliser
+from device.sound.features import Normaliser
 from train import metrics as M
 from train.data import Dataset
 from train.models import PAPER_RECIPE, build, make_loss, make_optimizer, recipe_with

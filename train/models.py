@@ -27,7 +27,7 @@ A recipe (a plain dict, recorded in every run and bundle) says what to build:
   random gain drawn uniformly in dB from that range, so quiet input
   is encoded as well as loud (train/fit.py).
 
-The TensorFlow inverse normaliser here mirrors ``device.features.Normaliser``
+The TensorFlow inverse normaliser here mirrors ``device.sound.features.Normaliser``
 so a loss can be taken in the paper's linear units; a test proves they agree.
 """
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from device.features import Normaliser
+from device.sound.features import Normaliser
 
 PAPER_RECIPE: dict[str, Any] = {
     "name": "paper", "features": "max", "hidden": [8], "activation": "sigmoid",

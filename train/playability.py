@@ -1,7 +1,7 @@
 """How a model plays: per-unit sweeps through the real engine, offline.
 
-Every measurement renders audio with :class:`device.engine.Engine` driven hop
-by hop (:func:`device.render.render`), exactly as the instrument plays it:
+Every measurement renders audio with :class:`device.sound.engine.Engine` driven hop
+by hop (:func:`device.sound.render.render`), exactly as the instrument plays it:
 generate mode (the decoder alone, invented phase) and resynth mode on real
 music.  Controls are set before the first hop; the first ``settle_s``
 seconds (the level keeper's listening time and the STFT's warm-up) are left
@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
-from device import commands as c
-from device.bundle import Bundle, read_bundle
+from device.state import commands as c
+from device.models.bundle import Bundle, read_bundle
 from device.errors import EvaluationError
-from device.render import TimedCommand, render
+from device.sound.render import TimedCommand, render
 from train.baselines import Clip
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def settings(units: int) -> list[Setting]:
 def engine_tap(bundle: Bundle, mode: str, phase: str) -> tuple[Any, str]:
     """An Engine in ``mode`` and what its output is: before the output limiter when
     the engine can leave it out (``limiter=False``), else the engine's output."""
-    from device.engine import Engine
+    from device.sound.engine import Engine
 
     params = inspect.signature(Engine).parameters
     if "limiter" in params:

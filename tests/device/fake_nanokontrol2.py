@@ -14,7 +14,7 @@ import time
 
 import mido
 
-from device.nanokontrol2 import KORG, SCENE_BYTES, pack7, parse_korg, unpack7
+from device.senses.nanokontrol2 import KORG, SCENE_BYTES, pack7, parse_korg, unpack7
 
 HEADER = [KORG, 0x40, 0x00, 0x01, 0x13, 0x00]
 SCENE_HEADER = [0x7F, 0x7F, 0x02, 0x03, 0x05, 0x40]

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device import commands as c
+from device.state import commands as c
 from device.app import EXIT_AUDIO, EXIT_MODEL, EXIT_OK, App, StartError, wav_device
-from device.config import Config, config_from_dict, load_config
-from device.controls import ControlsSnapshot, UnitControls
+from device.state.config import Config, config_from_dict, load_config
+from device.state.controls import ControlsSnapshot, UnitControls
 from device.errors import ConfigError
-from device.keyboard import KeyboardButtons, command_for
+from device.senses.keyboard import KeyboardButtons, command_for
 from tests.device.audio_rig import alsa_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +85,7 @@ def test_unreadable_config_files_are_config_errors_naming_the_path(tmp_path):
 def test_audio_section_is_the_audio_config_plus_the_apps_keys():
     import dataclasses
 
-    from device.audio import AudioConfig
+    from device.sound.audio import AudioConfig
 
     section = Config().audio
     assert section.audio_config() == AudioConfig()  # same keys, same defaults
@@ -94,7 +94,7 @@ def test_audio_section_is_the_audio_config_plus_the_apps_keys():
         f.name for f in dataclasses.fields(AudioConfig)}
     assert extra == {"fallback", "switch_interval_ms", "others_priority"}
     cfg = config_from_dict({"display": {"max_fps": 90}})
-    assert cfg.display.max_fps == 90.0  # what device.display.Display accepts, up to 120
+    assert cfg.display.max_fps == 90.0  # what device.senses.display.Display accepts, up to 120
 
 
 def test_wav_output_becomes_an_alsa_file_device(tmp_path):
@@ -345,7 +345,7 @@ def test_gpio_buttons_step_mode_and_model_through_the_app(tmp_path):
 
 def test_usb_stick_models_are_imported_and_reported(tmp_path):
     """A stick appearing under the mount root is imported into the user models and the
-    player says so (the import itself is device/library.py's, tested there)."""
+    player says so (the import itself is device/models/library.py's, tested there)."""
     import shutil
 
     root = tmp_path / "media"

@@ -1,4 +1,4 @@
-"""device.atomic: strict JSON, and directories swapped in whole (kill -9 included)."""
+"""device.state.atomic: strict JSON, and directories swapped in whole (kill -9 included)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from device.atomic import OLD_PREFIX, fsync_tree, loads_strict, recover_swap, swap_dir
+from device.state.atomic import OLD_PREFIX, fsync_tree, loads_strict, recover_swap, swap_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_swap_dir_new_then_replaced_leaves_nothing_aside(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thing"]
 
 
-_SWAP = ("import sys; from device.atomic import swap_dir; "
+_SWAP = ("import sys; from device.state.atomic import swap_dir; "
          "swap_dir(sys.argv[1], sys.argv[2])")
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device import commands as c
-from device.audio import (
+from device.state import commands as c
+from device.sound.audio import (
     AudioConfig,
     AudioLoop,
     FileSource,
@@ -21,7 +21,7 @@ from device.audio import (
     SilentSource,
     open_pcm,
 )
-from device.controls import UnitControls
+from device.state.controls import UnitControls
 from device.errors import AudioFileError, DeviceError
 from tests.device.audio_rig import JackServer, alsa_config, read_raw, write_raw
 from tests.music import track

@@ -1,4 +1,4 @@
-"""device.audiofile.load_audio on real files: WAV written by soundfile, Ogg Vorbis music."""
+"""device.sound.audiofile.load_audio on real files: WAV written by soundfile, Ogg Vorbis music."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.audiofile import load_audio
+from device.sound.audiofile import load_audio
 from device.errors import AudioFileError
 
 MUSIC = Path("/usr/share/pushover/themes/aztec.ogg")  # 44.1 kHz Vorbis (harness.md)

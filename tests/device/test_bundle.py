@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from device import bundle as bundle_mod
-from device.bundle import check_bundle, read_bundle
+from device.models import bundle as bundle_mod
+from device.models.bundle import check_bundle, read_bundle
 from device.errors import BundleError
-from device.features import LOW_LATENCY
+from device.sound.features import LOW_LATENCY
 from tests.device.bundles import FIXTURE, copy_fixture, edit_manifest, rewrite_model
 
 

@@ -9,8 +9,8 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
-from device import commands as c
-from device.buttons import ModeModelButtons
+from device.state import commands as c
+from device.senses.buttons import ModeModelButtons
 from device.errors import ConfigError, DeviceError
 
 MODE, MODEL = 17, 27

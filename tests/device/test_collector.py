@@ -12,7 +12,7 @@ import pytest
 
 from device import app as app_module
 from device.app import App
-from device.collector import SLOW_MS, QuietCollector
+from device.sound.collector import SLOW_MS, QuietCollector
 from tests.device.test_app import StandInEngine, app_config
 
 
@@ -110,7 +110,7 @@ def test_the_app_settles_after_the_first_period_and_reports(tmp_path, monkeypatc
 def test_the_gap_between_periods_sees_a_gil_hold_the_engine_cost_cannot(tmp_path, monkeypatch):
     """Another thread holding the GIL (here: a full collection of a big object graph) delays
     the audio thread between hops; only the gap between periods shows it."""
-    from device.audio import SilentSource
+    from device.sound.audio import SilentSource
     from tests.device.audio_rig import alsa_config
     from tests.device.test_audio import PassThrough, make_loop, wait_for
 

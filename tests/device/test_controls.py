@@ -1,12 +1,12 @@
-"""Unit controls (device/controls.py): the paper's gain × scale × mute, pages of 8."""
+"""Unit controls (device/state/controls.py): the paper's gain × scale × mute, pages of 8."""
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from device import commands as c
-from device.controls import UnitControls
+from device.state import commands as c
+from device.state.controls import UnitControls
 from device.errors import ControlError
 
 

@@ -21,8 +21,8 @@ from luma.core.device import dummy
 from luma.oled.device import sh1106, ssd1306
 from PIL import Image
 
-from device.controls import ControlsSnapshot
-from device.display import (
+from device.state.controls import ControlsSnapshot
+from device.senses.display import (
     HEIGHT,
     WIDTH,
     Display,

@@ -25,9 +25,9 @@ import soundfile as sf
 from PIL import Image
 
 from device.app import EXIT_OK, App
-from device.config import config_from_dict
-from device.display import open_display, render
-from device.nanokontrol2 import KORG, parse_korg, scene_dump
+from device.state.config import config_from_dict
+from device.senses.display import open_display, render
+from device.senses.nanokontrol2 import KORG, parse_korg, scene_dump
 from tests.device.audio_rig import alsa_config, read_raw
 from tests.jack import MIDI_BACKEND, JackServer
 from tests.music import clip
@@ -282,7 +282,7 @@ def test_scripted_nanokontrol2_session(jack, tmp_path, monkeypatch):
     # Closing switched LEDs off (only the first of them is sure to arrive: JACK drops what
     # is still queued when the port closes right after).
     assert knobs.led_log[-1][1] == 0, knobs.led_log[-5:]
-    # The LED-mode SysEx exchange itself is device/midi.py's to test (test_midi.py); here
+    # The LED-mode SysEx exchange itself is device/senses/midi.py's to test (test_midi.py); here
     # the first request can be lost while JACK is still connecting the ports.
     if led_mode == "external":
         assert any(d[6:9] == [0x1F, 0x10, 0x00] for d in knobs.sysex)

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device import commands as c
-from device.bundle import read_bundle
-from device.engine import Engine, EngineSnapshot, prepare_model
+from device.state import commands as c
+from device.models.bundle import read_bundle
+from device.sound.engine import Engine, EngineSnapshot, prepare_model
 from device.errors import ControlError, ModelError
-from device.features import LOW_LATENCY, PAPER, istft, stft
-from device.runtime import Model
+from device.sound.features import LOW_LATENCY, PAPER, istft, stft
+from device.models.runtime import Model
 from tests.music import clip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +105,7 @@ def makeup_curve(engine: Engine, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def test_resynth_with_every_unit_at_1_is_the_models_own_reconstruction(tiny):
-    """Up to the make-up gain (device.level.ResynthMakeUp), which is smooth and known."""
+    """Up to the make-up gain (device.sound.level.ResynthMakeUp), which is smooth and known."""
     engine = Engine(tiny, mode="resynth")
     x = clip("aztec", seconds=1.5)
     y, gain = makeup_curve(engine, x)
@@ -357,11 +357,11 @@ def test_process_allocates_nothing_per_hop(tiny, phase, moved):
     Python objects (an int, a bound method) CPython makes without asking.  What this cannot rule
     out: short-lived small Python objects (a float, a bound method) freed
     within the hop, which CPython makes without asking and which are not
-    array allocations.  The output limiter (device.level.Limiter) runs in every hop, and
+    array allocations.  The output limiter (device.sound.level.Limiter) runs in every hop, and
     ``moved`` controls take resynth's second decode (the make-up's reference).
     """
     engine = Engine(tiny, mode="resynth", phase=phase)
-    if moved:  # away from the defaults resynth decodes twice (device.level.ResynthMakeUp)
+    if moved:  # away from the defaults resynth decodes twice (device.sound.level.ResynthMakeUp)
         engine.apply(c.SetGain(0, 0.5))
     R = engine.hop_length
     x = np.asarray(clip("aztec", seconds=1.0), dtype=np.float32)

@@ -1,10 +1,10 @@
-"""Frame configurations, STFT round trips and normalisers (device/features.py)."""
+"""Frame configurations, STFT round trips and normalisers (device/sound/features.py)."""
 
 import numpy as np
 import pytest
 
 from device.errors import FeatureError, FrameConfigError
-from device.features import (
+from device.sound.features import (
     LOW_LATENCY,
     PAPER,
     FrameConfig,

@@ -19,16 +19,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.bundle import read_bundle
+from device.models.bundle import read_bundle
 from device.cli import main as cli_main
-from device.library import (
+from device.models.library import (
     ImportProgress,
     ModelLibrary,
     UsbWatcher,
     find_bundles,
     import_bundles,
 )
-from device.validate_child import validate_in_child
+from device.models.validate_child import validate_in_child
 from tests.device.bundles import edit_manifest, rewrite_model
 from tests.device.stick import (
     bomb_zip,
@@ -317,7 +317,7 @@ def test_a_file_vanishing_mid_bundle_leaves_no_partial_model(tmp_path):
 
 
 # -- kill -9 during import --------------------------------------------------------
-_IMPORT = ("import sys; from device.library import import_bundles; "
+_IMPORT = ("import sys; from device.models.library import import_bundles; "
            "import_bundles(sys.argv[1], sys.argv[2], timeout_s=20, cpu_s=10)")
 
 
@@ -356,7 +356,7 @@ def test_kill_9_during_a_first_import_leaves_nothing(tmp_path):
 
 _FULL_DISK = """
 import resource, signal, sys
-from device.library import import_bundles
+from device.models.library import import_bundles
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))  # the models are 33 KB each
 report = import_bundles(sys.argv[1], sys.argv[2])

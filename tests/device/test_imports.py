@@ -8,8 +8,8 @@ import device
 
 
 def test_device_modules_leave_tensorflow_and_train_out():
-    names = sorted(m.name for m in pkgutil.iter_modules(device.__path__, "device."))
-    assert "device.features" in names and "device.bundle" in names
+    names = sorted(m.name for m in pkgutil.walk_packages(device.__path__, "device."))
+    assert "device.sound.features" in names and "device.models.bundle" in names
     code = (
         "import importlib, sys\n"
         f"for n in {names!r}: importlib.import_module(n)\n"

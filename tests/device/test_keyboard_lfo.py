@@ -1,12 +1,12 @@
-"""The desktop keyboard's motion keys (pure: device.keyboard.LfoKeys, the key map)."""
+"""The desktop keyboard's motion keys (pure: device.senses.keyboard.LfoKeys, the key map)."""
 
 from __future__ import annotations
 
 import pytest
 
-from device import commands as c
-from device.controls import UnitControls
-from device.keyboard import LfoKeys, command_for
+from device.state import commands as c
+from device.state.controls import UnitControls
+from device.senses.keyboard import LfoKeys, command_for
 
 
 def test_lfo_keys_act_on_the_picked_strip_of_the_page():

@@ -1,4 +1,4 @@
-"""Gain staging (device/level.py): the output limiter, the program level, make-up gains."""
+"""Gain staging (device/sound/level.py): the output limiter, the program level, make-up gains."""
 
 import tracemalloc
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from device.errors import ConfigError
-from device.features import LOW_LATENCY, PAPER
-from device.level import Limiter, ProgramLevel, ResynthMakeUp
+from device.sound.features import LOW_LATENCY, PAPER
+from device.sound.level import Limiter, ProgramLevel, ResynthMakeUp
 
 
 def limit(limiter: Limiter, x: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray]:

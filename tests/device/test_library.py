@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from device.errors import LibraryError
-from device.library import ModelLibrary, recover_models_dir
+from device.models.library import ModelLibrary, recover_models_dir
 from tests.device.stick import good_bundle, manifest_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def test_a_remembered_model_that_was_deleted_falls_back_to_default(dirs):
 def test_a_corrupt_state_file_is_reported_and_ignored(dirs, caplog):
     dirs[2].parent.mkdir(parents=True)
     dirs[2].write_bytes(b'{"current": "user:ze')
-    with caplog.at_level(logging.WARNING, logger="device.library"):
+    with caplog.at_level(logging.WARNING, logger="device.models.library"):
         assert ModelLibrary(*dirs).current().key == "shipped:default"
     assert "not valid JSON" in caplog.text
 
@@ -116,7 +116,7 @@ def test_recover_puts_back_a_model_caught_between_renames(tmp_path):
     assert len(done) == 2
 
 
-_SELECT = ("import sys; from device.library import ModelLibrary; "
+_SELECT = ("import sys; from device.models.library import ModelLibrary; "
            "lib = ModelLibrary(sys.argv[1], sys.argv[2], sys.argv[3]); lib.step(1)")
 
 

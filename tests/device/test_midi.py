@@ -13,11 +13,11 @@ import time
 import mido
 import pytest
 
-from device import commands as c
-from device.controls import UnitControls
-from device.display import DisplayState
-from device.midi import MidiController
-from device.nanokontrol2 import ControllerMap
+from device.state import commands as c
+from device.state.controls import UnitControls
+from device.senses.display import DisplayState
+from device.senses.midi import MidiController
+from device.senses.nanokontrol2 import ControllerMap
 from tests.device.fake_nanokontrol2 import FakeNanoKontrol2
 from tests.jack import jack_server  # noqa: F401  (fixture)
 
@@ -239,7 +239,7 @@ def test_another_controller_from_a_mapping_file(tmp_path, box):
     path.write_text('name = "Other"\nport = "OtherCtl"\nchannel = 3\nkorg_led_sysex = false\n'
                     'faders = [70, 71]\nknobs = []\nmutes = [80]\npresets = []\n'
                     'pickup = 127\n[buttons]\nplay_pause = 90\n[leds]\nplaying = [90]\n')
-    from device.midi import load_mapping
+    from device.senses.midi import load_mapping
     mapping = load_mapping(path)
     backend = mido.Backend(load=True)
     out = backend.open_output("OtherCtl", virtual=True)

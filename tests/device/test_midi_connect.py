@@ -13,7 +13,7 @@ import pytest
 import rtmidi
 
 from device.errors import DeviceError
-from device.midi import MidiController, _Scanner
+from device.senses.midi import MidiController, _Scanner
 from tests.device.fake_nanokontrol2 import FakeNanoKontrol2
 from tests.device.test_midi import SYSEX_TIMEOUT, Box
 from tests.jack import jack_server  # noqa: F401  (fixture)

@@ -7,8 +7,8 @@ import mido
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device.controls import UnitControls
-from device.midi import MidiController
+from device.state.controls import UnitControls
+from device.senses.midi import MidiController
 
 KORG_HEADER = bytes([0xF0, 0x42, 0x40, 0x00, 0x01, 0x13, 0x00])
 

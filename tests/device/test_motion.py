@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device import commands as c
-from device.bundle import read_bundle
-from device.controls import UnitControls
-from device.engine import Engine, prepare_model
+from device.state import commands as c
+from device.models.bundle import read_bundle
+from device.state.controls import UnitControls
+from device.sound.engine import Engine, prepare_model
 from device.errors import ConfigError, ControlError
-from device.modulation import LfoBank
-from device.pitch import NoteGate, Transposer
-from device.render import TimedCommand, load_controls, parse_controls, render
+from device.state.modulation import LfoBank
+from device.sound.pitch import NoteGate, Transposer
+from device.sound.render import TimedCommand, load_controls, parse_controls, render
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "tiny_bundle"

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device import commands as c
-from device.controls import UnitControls
+from device.state import commands as c
+from device.state.controls import UnitControls
 from device.errors import ConfigError
-from device.nanokontrol2 import (
+from device.senses.nanokontrol2 import (
     DEFAULT_MAP,
     PACKED_SCENE_BYTES,
     SCENE_BYTES,

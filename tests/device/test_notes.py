@@ -11,10 +11,10 @@ import mido
 import numpy as np
 import pytest
 
-from device import commands as c
-from device.bundle import read_bundle
-from device.engine import Engine
-from device.notes import NoteInput, note_command, note_ports
+from device.state import commands as c
+from device.models.bundle import read_bundle
+from device.sound.engine import Engine
+from device.senses.notes import NoteInput, note_command, note_ports
 from tests.jack import MIDI_BACKEND, jack_server  # noqa: F401  (fixture)
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_bundle"

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device import commands as c
-from device.controls import ControlsSnapshot, UnitControls
+from device.state import commands as c
+from device.state.controls import ControlsSnapshot, UnitControls
 from device.errors import ControlError
-from device.presets import LastStateKeeper, PresetStore, commands_for
+from device.state.presets import LastStateKeeper, PresetStore, commands_for
 
 REPO = Path(__file__).resolve().parents[2]
 # tmp_path is shared by the examples: each one overwrites the same files first
@@ -130,7 +130,7 @@ def test_last_state_keeper_warns_once_while_the_disk_refuses(tmp_path, caplog):
     blocked = tmp_path / "presets"
     blocked.write_text("a file where the presets folder should be")
     keeper = LastStateKeeper(PresetStore(blocked), interval_s=60)
-    with caplog.at_level(logging.INFO, logger="device.presets"):
+    with caplog.at_level(logging.INFO, logger="device.state.presets"):
         for seed in range(5):  # each flush a new state, as while playing
             keeper.offer("tiny", a_snapshot(seed=seed))
             keeper.flush()
@@ -183,9 +183,9 @@ def test_any_file_content_loads_or_is_refused_never_raises(tmp_path, data):
 # -- kill -9 -------------------------------------------------------------------------
 _SAVE = """
 import sys
-from device.controls import UnitControls
-from device import commands as c
-from device.presets import PresetStore
+from device.state.controls import UnitControls
+from device.state import commands as c
+from device.state.presets import PresetStore
 store = PresetStore(sys.argv[1])
 ctl = UnitControls(64)
 i = 0
@@ -203,7 +203,7 @@ def test_kill_9_at_the_rename_keeps_the_previous_preset(tmp_path):
     store.save("tiny", 1, a_snapshot(seed=7))
     env = dict(os.environ, AESYNTH_CRASH_AT="atomic-before-rename")
     code = ("import sys; from tests.device.test_presets import a_snapshot; "
-            "from device.presets import PresetStore; "
+            "from device.state.presets import PresetStore; "
             "PresetStore(sys.argv[1]).save('tiny', 1, a_snapshot(seed=8))")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, cwd=REPO,
                           capture_output=True, timeout=60)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from device.errors import ConfigError, DeviceError
-from device.recorder import STICK_FOLDER, Recorder, _new_file_name, recording_dir
+from device.sound.recorder import STICK_FOLDER, Recorder, _new_file_name, recording_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SR = 22050
@@ -182,12 +182,12 @@ def test_file_names_run_out_with_the_limit_named(tmp_path):
 
 def test_recording_from_the_real_audio_thread_while_a_hostile_stick_imports(
         tmp_path, monkeypatch):
-    """device.audio's AudioLoop (ALSA file plugin, paced to the sample clock) plays a
+    """device.sound.audio's AudioLoop (ALSA file plugin, paced to the sample clock) plays a
     file and feeds the recorder, while hanging and memory-eating models are validated
     and killed on another thread: the loop keeps going and the WAV holds a gapless,
     exact run of what was played."""
-    from device.audio import AudioConfig, AudioLoop, FileSource
-    from device.library import import_bundles
+    from device.sound.audio import AudioConfig, AudioLoop, FileSource
+    from device.models.library import import_bundles
     from tests.device.audio_rig import alsa_config
     from tests.device.stick import good_bundle, hostile_model_bundle
     from tests.device.test_audio import PassThrough
@@ -235,7 +235,7 @@ def test_a_recording_killed_mid_take_keeps_a_valid_header(tmp_path):
 
     code = (
         "import sys, time\n"
-        "from device.recorder import Recorder\n"
+        "from device.sound.recorder import Recorder\n"
         "from tests.device.test_recorder import push_all, signal\n"
         "rec = Recorder(sys.argv[1], 22050, checkpoint_s=0.1)\n"
         "path = rec.start()\n"

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device import commands as c
-from device.bundle import read_bundle
+from device.state import commands as c
+from device.models.bundle import read_bundle
 from device.cli import main
-from device.engine import Engine
+from device.sound.engine import Engine
 from device.errors import ConfigError
-from device.render import TimedCommand, parse_controls, render
+from device.sound.render import TimedCommand, parse_controls, render
 from tests.music import clip, track
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,10 +1,10 @@
-"""RTPGHI phase for generated magnitudes (device/phase.py), on tones and real music."""
+"""RTPGHI phase for generated magnitudes (device/sound/phase.py), on tones and real music."""
 
 import numpy as np
 import pytest
 
-from device.features import LOW_LATENCY, PAPER, FrameConfig, istft, stft
-from device.phase import RTPGHI, gamma_for, make_phase
+from device.sound.features import LOW_LATENCY, PAPER, FrameConfig, istft, stft
+from device.sound.phase import RTPGHI, gamma_for, make_phase
 from tests.music import clip
 
 
@@ -157,8 +157,8 @@ def test_rtpghi_allocates_no_arrays_per_hop():
 def _streamed(mag: np.ndarray, frame: FrameConfig, *, keep: bool, phase: str = "rtpghi",
               spectra: np.ndarray | None = None) -> tuple[np.ndarray, list[float]]:
     """The engine's generate path, hop by hop: phase → StreamSynthesizer → LevelKeeper."""
-    from device.features import StreamSynthesizer
-    from device.phase import LevelKeeper
+    from device.sound.features import StreamSynthesizer
+    from device.sound.phase import LevelKeeper
 
     gen, synth, keeper = make_phase(phase, frame), StreamSynthesizer(frame), LevelKeeper(frame)
     spec, out = np.zeros(frame.n_bins, complex), np.zeros(frame.hop_length)
@@ -196,7 +196,7 @@ def test_level_keeper_brings_invented_phase_back_to_the_musics_level(frame):
 
 def test_level_keeper_leaves_true_phase_alone():
     """With the true phase nothing is lost: the gain stays at 1 within 0.4 dB (0.8 dB
-    without lining the two energies up in time: device.phase.LevelKeeper)."""
+    without lining the two energies up in time: device.sound.phase.LevelKeeper)."""
     x = np.asarray(clip("aztec", start_s=10.0, seconds=4.0), dtype=np.float64)
     spectra = stft(x, config=LOW_LATENCY)
     _, gains = _streamed(np.abs(spectra), LOW_LATENCY, keep=True, spectra=spectra)
@@ -205,7 +205,7 @@ def test_level_keeper_leaves_true_phase_alone():
 
 
 def test_level_keeper_never_steps_the_gain_within_a_hop():
-    from device.phase import SLEW_DB, LevelKeeper
+    from device.sound.phase import SLEW_DB, LevelKeeper
 
     keeper = LevelKeeper(LOW_LATENCY)
     loud = np.full(LOW_LATENCY.n_bins, 10.0)

@@ -1,13 +1,13 @@
-"""The TFLite interpreter wrapper (device/runtime.py) with the real ai_edge_litert."""
+"""The TFLite interpreter wrapper (device/models/runtime.py) with the real ai_edge_litert."""
 
 import importlib.util
 
 import numpy as np
 import pytest
 
-from device.bundle import read_bundle
+from device.models.bundle import read_bundle
 from device.errors import ModelError, RuntimeUnavailable
-from device.runtime import Model, load_runtime
+from device.models.runtime import Model, load_runtime
 from tests.device.bundles import FIXTURE
 
 

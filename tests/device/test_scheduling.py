@@ -1,4 +1,4 @@
-"""Real-time scheduling and thread names (device/scheduling.py), in child processes where
+"""Real-time scheduling and thread names (device/sound/scheduling.py), in child processes where
 the scheduling would otherwise outlive the test."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from device.app import App
-from device.scheduling import name_thread
+from device.sound.scheduling import name_thread
 from tests.device.test_app import StandInEngine, app_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def test_realtime_request_reports_what_it_could_not_do():
     # In a child process: mlockall(MCL_FUTURE) must not stay on for the whole test run.
     code = (
         "import json, os, threading\n"
-        "from device.scheduling import enable_realtime\n"
+        "from device.sound.scheduling import enable_realtime\n"
         "out = {}\n"
         "def run():\n"
         "    out['warnings'] = enable_realtime(10)\n"
@@ -57,7 +57,7 @@ def test_shared_realtime_reaches_later_threads_but_not_the_model_checker():
     model-validation child process drops it before it loads anything."""
     code = (
         "import json, os, subprocess, sys, threading\n"
-        "from device.scheduling import restore_scheduling, share_realtime\n"
+        "from device.sound.scheduling import restore_scheduling, share_realtime\n"
         "out = {}\n"
         "def run():\n"
         "    before = share_realtime(5)\n"
@@ -67,7 +67,7 @@ def test_shared_realtime_reaches_later_threads_but_not_the_model_checker():
         "os.sched_getparam(0).sched_priority)))\n"
         "    t.start(); t.join()\n"
         "    out['child_thread'] = seen[0]\n"
-        "    check = ('from device.validate_child import _limit_self; _limit_self(1024, 30, 0); '\n"
+        "    check = ('from device.models.validate_child import _limit_self; _limit_self(1024, 30, 0); '\n"
         "             'import os; print(os.sched_getscheduler(0))')\n"
         "    out['checker'] = int(subprocess.run([sys.executable, '-c', check], "
         "capture_output=True, text=True, check=True).stdout)\n"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from device.errors import EvaluationError
-from device.features import LOW_LATENCY, PAPER, magnitudes
+from device.sound.features import LOW_LATENCY, PAPER, magnitudes
 from tests.music import clip, track
 from train import baselines as B
 

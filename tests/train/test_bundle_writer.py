@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from device.bundle import read_bundle
+from device.models.bundle import read_bundle
 from train.bundle_writer import write_bundle
 
 REPO = Path(__file__).resolve().parents[2]

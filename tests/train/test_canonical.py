@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from device.bundle import read_bundle
+from device.models.bundle import read_bundle
 from device.errors import ExportError
-from device.features import LOW_LATENCY, Normaliser
-from device.runtime import Model
+from device.sound.features import LOW_LATENCY, Normaliser
+from device.models.runtime import Model
 
 pytestmark = pytest.mark.train
 

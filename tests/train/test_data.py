@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import train.data as data
-from device.features import LOW_LATENCY, PAPER, magnitudes
+from device.sound.features import LOW_LATENCY, PAPER, magnitudes
 
 
 @pytest.mark.parametrize("config", [LOW_LATENCY, PAPER], ids=["low_latency", "paper"])
@@ -71,7 +71,7 @@ def test_build_dataset_on_real_music(tmp_path, pushover_tracks):
     assert {t["package"] for t in m["tracks"]} == {"pushover-data"}
     back = data.load_dataset(tmp_path / "ds")
     np.testing.assert_array_equal(back.test, ds.test)
-    # every stored frame is a real frame of its track, analysed by device.features
+    # every stored frame is a real frame of its track, analysed by device.sound.features
     track = next(t for t in m["tracks"] if t["split"] == "test")
     x = data.load_audio(track["path"], LOW_LATENCY.sample_rate)[: 4 * 22050]
     full = magnitudes(x, config=LOW_LATENCY).astype(np.float32)

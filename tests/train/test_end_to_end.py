@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import read_bundle
-from device.check import run_check
-from device.features import LOW_LATENCY
-from device.runtime import Model
+from device.models.bundle import read_bundle
+from device.models.check import run_check
+from device.sound.features import LOW_LATENCY
+from device.models.runtime import Model
 
 pytestmark = pytest.mark.train
 

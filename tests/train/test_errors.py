@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from device.bundle import read_bundle
+from device.models.bundle import read_bundle
 from device.errors import AesynthError, EvaluationError, ExportError
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_bundle"

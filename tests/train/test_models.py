@@ -1,11 +1,11 @@
-"""Keras models: TensorFlow-side features agree with device.features; recipe options work."""
+"""Keras models: TensorFlow-side features agree with device.sound.features; recipe options work."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from device.features import LOW_LATENCY, Normaliser, magnitudes
+from device.sound.features import LOW_LATENCY, Normaliser, magnitudes
 
 pytestmark = pytest.mark.train
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import UnitStats
-from device.features import LOW_LATENCY, Normaliser
+from device.models.bundle import UnitStats
+from device.sound.features import LOW_LATENCY, Normaliser
 from tests.music import track
 from train import playability as P
 from train.baselines import Clip

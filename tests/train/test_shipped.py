@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device.bundle import read_bundle
-from device.check import run_check
-from device.features import LOW_LATENCY
+from device.models.bundle import read_bundle
+from device.models.check import run_check
+from device.sound.features import LOW_LATENCY
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SHIPPED = {"default": 8, "wide16": 16}
@@ -39,7 +39,7 @@ def test_default_reconstructs_real_music_better_than_untrained(pushover_tracks, 
     """On a pushover track held out of training, the shipped model beats random weights."""
     import keras
 
-    from device.bundle import Bundle
+    from device.models.bundle import Bundle
     from train.bundle_writer import write_bundle
     from train.data import load_audio
     from train.evaluate import evaluate_audio

@@ -1,13 +1,13 @@
 """Presets and the last state: the unit controls of each model, kept on disk.
 
-The gesture on the nanoKONTROL2 (the MIDI mapping, device.nanokontrol2,
+The gesture on the nanoKONTROL2 (the MIDI mapping, device.senses.nanokontrol2,
 sends the commands; both are decided when S n is released):
 
 - **S n held at least ``preset_hold_s``** (1 s by default): save the
   current unit state of this model as preset n
-  (:class:`~device.commands.SavePreset`, slot n = 1..8).
+  (:class:`~device.state.commands.SavePreset`, slot n = 1..8).
 - **S n pressed and released sooner**: recall preset n
-  (:class:`~device.commands.RecallPreset`); an empty slot changes nothing
+  (:class:`~device.state.commands.RecallPreset`); an empty slot changes nothing
   and says so.
 
 Marker Set is the paper's Set (ZeroAll, on press); it plays no part here.
@@ -30,9 +30,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from device import commands as c
-from device.atomic import read_json, remove_leftovers, write_json_atomic
-from device.controls import (
+from device.state import commands as c
+from device.state.atomic import read_json, remove_leftovers, write_json_atomic
+from device.state.controls import (
     GAIN_RANGE,
     LFO_DEFAULT_RATE,
     LFO_DEPTH_RANGE,
@@ -41,7 +41,7 @@ from device.controls import (
     ControlsSnapshot,
 )
 from device.errors import ControlError
-from device.scheduling import name_thread
+from device.sound.scheduling import name_thread
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ across boots in a small state file written atomically.
 Import (from a stick, or ``aesynth import PATH``) treats every bundle as
 untrusted and installs only what passed every check:
 
-1. read it in this process with :func:`device.bundle.check_bundle` without
+1. read it in this process with :func:`device.models.bundle.check_bundle` without
    running the models: caps, names, no symlinks or path traversal, zip
    members read with a size cap (never extracted), checksums, flatbuffer
    header.  Its files are now in memory, so a stick pulled or changed from
@@ -16,7 +16,7 @@ untrusted and installs only what passed every check:
 2. write those bytes (our own three file names, nothing else) into
    ``MODELS/.incoming-NAME-XXXX/``, fsync the files and the directory;
 3. validate that copy fully in a child process with time and memory limits
-   (:mod:`device.validate_child`): both models load and turn a test frame
+   (:mod:`device.models.validate_child`): both models load and turn a test frame
    into finite numbers;
 4. rename it to ``MODELS/NAME`` and fsync ``MODELS``.
 
@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from device.atomic import (
+from device.state.atomic import (
     OLD_PREFIX,
     crash_point,
     fsync_dir,
@@ -57,10 +57,10 @@ from device.atomic import (
     write_file_synced,
     write_json_atomic,
 )
-from device.bundle import MANIFEST, Bundle, check_bundle, read_bundle, sha256_file
+from device.models.bundle import MANIFEST, Bundle, check_bundle, read_bundle, sha256_file
 from device.errors import LibraryError, Problem
-from device.scheduling import name_thread
-from device.validate_child import (
+from device.sound.scheduling import name_thread
+from device.models.validate_child import (
     DEFAULT_CPU_S,
     DEFAULT_MEMORY_MIB,
     DEFAULT_NICE,

@@ -28,9 +28,9 @@ from typing import Any
 
 import mido
 
-from device.controls import ControlsSnapshot
+from device.state.controls import ControlsSnapshot
 from device.errors import DeviceError
-from device.nanokontrol2 import (
+from device.senses.nanokontrol2 import (
     DEFAULT_MAP,
     LED_MODE_OFFSET,
     ControllerMap,
@@ -41,7 +41,7 @@ from device.nanokontrol2 import (
     scene_request,
     with_led_mode,
 )
-from device.scheduling import name_thread
+from device.sound.scheduling import name_thread
 
 __all__ = ["DEFAULT_MAP", "ControllerMap", "MidiController", "find_port", "load_mapping"]
 

@@ -1,6 +1,6 @@
 """``aesynth render``: the engine offline, file in, WAV out, with timed control changes.
 
-For listening and for tests: the same :class:`device.engine.Engine` the
+For listening and for tests: the same :class:`device.sound.engine.Engine` the
 instrument runs, hop by hop, as fast as the CPU allows.
 
 Controls file (JSON): a list of events, each an object with ``"t"`` (seconds
@@ -29,7 +29,7 @@ or after ``t``::
      {"t": 3.0, "ceiling_dbfs": -3}]      # the output limiter's ceiling (dBFS, -20..0)
 
 Within one event the changes apply in the order above.  Until the first
-``note_on`` generate mode is a drone (untransposed, gate open: device/pitch.py).
+``note_on`` generate mode is a drone (untransposed, gate open: device/sound/pitch.py).
 Generate mode ignores the input; ``--seconds`` sets the output length (default: the input's).
 """
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from device import commands as c
+from device.state import commands as c
 from device.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -157,8 +157,8 @@ def _table(where: str, v: Any, keys: tuple[str, ...]) -> dict:
 def _motion_pitch(where: str, key: str, v: Any) -> list[object]:
     """The commands of an lfo, motion, gate or note event (checked here, so that a bad
     value is reported before rendering starts)."""
-    from device.controls import LFO_DEPTH_RANGE, LFO_RATE_RANGE
-    from device.pitch import GATE_TIME_RANGE
+    from device.state.controls import LFO_DEPTH_RANGE, LFO_RATE_RANGE
+    from device.sound.pitch import GATE_TIME_RANGE
 
     w = f"{where}.{key}"
     if key == "lfo":
@@ -261,12 +261,12 @@ def render(engine: Any, samples: np.ndarray, controls: list[TimedCommand] = (),
 
 
 def add_parser(subparsers: Any) -> None:
-    from device.phase import PHASES
+    from device.sound.phase import PHASES
 
     p = subparsers.add_parser(
         "render", help="run the engine offline: audio file in, WAV out",
         description="Run the engine offline over an audio file, with a timed list of control "
-                    "changes (JSON; see device/render.py), and write a WAV.")
+                    "changes (JSON; see device/sound/render.py), and write a WAV.")
     p.add_argument("--model", required=True, help="model bundle (directory or .zip)")
     p.add_argument("--mode", choices=c.MODES, default="resynth", help="starting mode")
     p.add_argument("--in", dest="input", help="input audio file (any format soundfile "
@@ -282,9 +282,9 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from device.audio import FileSource
-    from device.bundle import read_bundle
-    from device.engine import Engine
+    from device.sound.audio import FileSource
+    from device.models.bundle import read_bundle
+    from device.sound.engine import Engine
     from device.errors import AesynthError
 
     try:

@@ -2,7 +2,7 @@
 
 A model from a USB stick may hang (a WHILE loop that never ends) or ask for
 gigabytes at run time; TFLite would take the player down with it.  So the
-full check (:func:`device.bundle.check_bundle` with the models loaded and run
+full check (:func:`device.models.bundle.check_bundle` with the models loaded and run
 on a test frame) happens in a separate Python process that first limits
 itself (``RLIMIT_AS`` for memory, ``RLIMIT_CPU``, no file writes, no core
 dumps), while the parent enforces a wall-clock timeout and kills the child's
@@ -13,7 +13,7 @@ no pickling, no shared memory.  The limits are set by the child on itself
 rather than through ``preexec_fn``, which is unsafe in a threaded parent
 (the import runs on a thread beside the audio thread).
 
-Child usage (internal): ``python -I -B -m device.validate_child --memory-mib N --cpu-s S PATH``
+Child usage (internal): ``python -I -B -m device.models.validate_child --memory-mib N --cpu-s S PATH``
 (the parent runs the same through ``-c`` so that it works from an uninstalled checkout).
 """
 
@@ -38,7 +38,7 @@ _VERDICT_MAX_BYTES = 1 << 20
 # address space per core: on a many-core machine RLIMIT_AS would fail the
 # child at import, before it looked at the model.  One thread, two arenas.
 CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def validate_in_child(path: str | os.PathLike, *, timeout_s: float = DEFAULT_TIM
     # -I: no user site, no PYTHON* variables, no current directory on the path; the
     # folder holding our package is added explicitly so an uninstalled checkout works too.
     boot = (f"import sys; sys.path.insert(0, {_PACKAGE_PARENT!r}); "
-            f"from device.validate_child import _child_main; sys.exit(_child_main(sys.argv[1:]))")
+            f"from device.models.validate_child import _child_main; sys.exit(_child_main(sys.argv[1:]))")
     cmd = [sys.executable, "-I", "-B", "-c", boot, "--memory-mib", str(int(memory_mib)),
            "--cpu-s", str(int(cpu_s)), "--nice", str(int(nice)), os.path.abspath(path)]
     try:
@@ -142,7 +142,7 @@ def _limit_self(memory_mib: int, cpu_s: int, nice: int) -> None:
 
 
 def _child_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="device.validate_child")
+    parser = argparse.ArgumentParser(prog="device.models.validate_child")
     parser.add_argument("--memory-mib", type=int, required=True)
     parser.add_argument("--cpu-s", type=int, required=True)
     parser.add_argument("--nice", type=int, default=DEFAULT_NICE)
@@ -154,7 +154,7 @@ def _child_main(argv: list[str]) -> int:
     os.dup2(2, 1)
     _limit_self(args.memory_mib, args.cpu_s, args.nice)
     try:
-        from device.bundle import check_bundle
+        from device.models.bundle import check_bundle
 
         bundle, problems = check_bundle(args.path, check_models=True)
         result = ({"ok": True, "name": bundle.name, "summary": bundle.describe()}

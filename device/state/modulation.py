@@ -3,10 +3,10 @@
 - :class:`LfoBank` — one low-frequency oscillator per hidden unit.  Each
   moves its unit's adjusted value a = gain × scale × (0 if muted) to
   a·(1 + depth·w(t)), w in -1..1, so depth 1 swings the unit over 0..2a and a
-  muted or zeroed unit stays silent.  Shapes (device.commands.LFO_SHAPES):
+  muted or zeroed unit stays silent.  Shapes (device.state.commands.LFO_SHAPES):
   sine, triangle, square, saw (rising) and random (sample and hold: a new
   value each cycle).  The settings (rate Hz, depth, shape) live in
-  :class:`device.controls.UnitControls`, so presets and the last state carry
+  :class:`device.state.controls.UnitControls`, so presets and the last state carry
   them; the bank holds only the oscillators' phases.  Evaluated once per hop:
   a 20 Hz LFO at hop 128 / 22050 Hz has 8.6 steps a cycle.
 - :class:`MotionRecorder` — records a take of unit moves (faders, knobs,
@@ -16,17 +16,17 @@
   holds until the take moves that control again (or the next pass starts).
 
 Real-time rules: :meth:`LfoBank.advance` and :meth:`MotionRecorder.advance`
-run in :meth:`device.engine.Engine.process` and allocate nothing (every
+run in :meth:`device.sound.engine.Engine.process` and allocate nothing (every
 array is made in ``__init__`` / :meth:`LfoBank.configure` on a change of unit
-count); the rest runs in :meth:`device.engine.Engine.apply`, between hops.
+count); the rest runs in :meth:`device.sound.engine.Engine.apply`, between hops.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from device import commands as c
-from device.controls import LFO_DEFAULT_RATE, UnitControls
+from device.state import commands as c
+from device.state.controls import LFO_DEFAULT_RATE, UnitControls
 from device.errors import ControlError
 
 RANDOM_TABLE = 4096      # sample-and-hold values, drawn once (seeded): no RNG call per hop

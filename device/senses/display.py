@@ -37,10 +37,10 @@ from typing import Any, TextIO
 
 from PIL import Image, ImageDraw, ImageFont
 
-from device.commands import UNITS_PER_PAGE
-from device.controls import ControlsSnapshot
+from device.state.commands import UNITS_PER_PAGE
+from device.state.controls import ControlsSnapshot
 from device.errors import ConfigError, DeviceError
-from device.scheduling import name_thread
+from device.sound.scheduling import name_thread
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ CHAR_W = 5
 HEADER_H = 8          # inverted band; text at y=0, a clear row under descenders
 ROW_H = 7
 TABLE_CHARS = 20      # "lllll g.gg s.ss a.aa" (a.aa is MUTE when muted)
-LABEL_CHARS = 5       # device.bundle.LABEL_MAX_CHARS
+LABEL_CHARS = 5       # device.models.bundle.LABEL_MAX_CHARS
 PANEL_X = 103         # 100 px of table, a rule at x=101, then 5 characters
 PANEL_CHARS = 5
 TABLE_HEADER = "Unit  Gain Scal  Adj"
@@ -71,8 +71,8 @@ class DisplayState:
     playing: bool
     xruns: int
     message: str | None = None
-    motion: str = "stop"   # device.modulation.MotionRecorder.state
-    note: str = ""         # device.pitch.NoteGate.label()
+    motion: str = "stop"   # device.state.modulation.MotionRecorder.state
+    note: str = ""         # device.sound.pitch.NoteGate.label()
     labels: tuple[str, ...] = ()
     gain_reduction_db: int = 0  # the output limiter's meter, whole dB (Engine.gain_reduction_db)
 

@@ -6,9 +6,9 @@
     generate   controls mapped onto each unit's range → decoder → |Y|, invented phase,
                its level kept to what |Y| implies (phase.LevelKeeper)
 
-Every mode aims at one loudness (device.level: resynth and generate get a
+Every mode aims at one loudness (device.sound.level: resynth and generate get a
 make-up gain, calibrated per model at load and refined while playing), and
-every hop ends in a soft-knee look-ahead limiter (device.level.Limiter), so no
+every hop ends in a soft-knee look-ahead limiter (device.sound.level.Limiter), so no
 control setting puts a sample beyond full scale; the limiter's look-ahead
 adds ``Engine.limiter.delay`` samples to the frame's latency
 (:attr:`Engine.latency_samples`).
@@ -35,16 +35,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device import commands as c
-from device.bundle import Bundle
-from device.controls import ControlsSnapshot, UnitControls
+from device.state import commands as c
+from device.models.bundle import Bundle
+from device.state.controls import ControlsSnapshot, UnitControls
 from device.errors import ControlError, ModelError
-from device.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
-from device.level import Limiter, ProgramLevel, ResynthMakeUp, coherent_weights, ramp_gain
-from device.modulation import LfoBank, MotionRecorder
-from device.phase import LevelKeeper, make_phase
-from device.pitch import NoteGate
-from device.runtime import Model
+from device.sound.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
+from device.sound.level import Limiter, ProgramLevel, ResynthMakeUp, coherent_weights, ramp_gain
+from device.state.modulation import LfoBank, MotionRecorder
+from device.sound.phase import LevelKeeper, make_phase
+from device.sound.pitch import NoteGate
+from device.models.runtime import Model
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class EngineSnapshot:
     controls: ControlsSnapshot
     hops: int
     motion: str = "stop"   # the motion recorder: stop, record, loop
-    note: str = ""         # device.pitch.NoteGate.label(): "" drone, "-" shut, "C4"
+    note: str = ""         # device.sound.pitch.NoteGate.label(): "" drone, "-" shut, "C4"
     labels: tuple[str, ...] = ()
 
 
@@ -125,7 +125,7 @@ class PreparedModel:
         self._calibrate()
 
     def _calibrate(self) -> None:
-        """Per-model level constants, at load (off the audio thread; see device.level).
+        """Per-model level constants, at load (off the audio thread; see device.sound.level).
 
         ``power0``: output power per sample (mean square) that the decoded spectrum
         at default controls implies, the reference for generate mode's make-up.
@@ -257,7 +257,7 @@ class _Voice:
         self.mag = np.zeros(n)
         self.mag0 = np.zeros(n)  # resynth: the decoded spectrum at default controls
         self.units0: np.ndarray = np.zeros(1)
-        self.makeup = 1.0  # the make-up gain of the last hop (device.level)
+        self.makeup = 1.0  # the make-up gain of the last hop (device.sound.level)
         self.at_defaults = True  # every unit's gain × scale is 1 (resynth needs no 2nd decode)
         self.ramp = np.arange(1, frame.hop_length + 1) / frame.hop_length
         self.scratch = np.zeros(frame.hop_length)
@@ -374,7 +374,7 @@ class Engine:
         self._silenced = not self._static.any()
         self.lfo.configure(self.controls)
         self.motion.configure(self.controls)
-        # resynth's make-up is defined at default controls (see device.level); a moving
+        # resynth's make-up is defined at default controls (see device.sound.level); a moving
         # LFO is not at defaults.  out=: a motion take replays on the audio thread.
         np.equal(self._static, 1.0, out=self._is_default)
         self._at_defaults = bool(self._is_default.all()) and not self.lfo.active

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from device.bundle import check_bundle
+from device.models.bundle import check_bundle
 from device.errors import RuntimeUnavailable
 
 

@@ -6,7 +6,7 @@ Pure state, no I/O.  The paper (section 4.1): adjusted value = gain × scale ×
 
 Each unit also has an LFO setting (rate Hz, depth 0..1, shape), kept here with
 the other unit state so presets and the last state carry it; the oscillators
-themselves run in :mod:`device.modulation`.
+themselves run in :mod:`device.state.modulation`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from device import commands as c
-from device.commands import UNITS_PER_PAGE
+from device.state import commands as c
+from device.state.commands import UNITS_PER_PAGE
 from device.errors import ControlError
 
 GAIN_RANGE = (0.0, 1.0)

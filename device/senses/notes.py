@@ -1,16 +1,16 @@
 """Note input: every USB-MIDI keyboard plugged in, as NoteOn / NoteOff commands.
 
-A second MIDI input beside the controller (device.midi).  By default it
+A second MIDI input beside the controller (device.senses.midi).  By default it
 opens *every* input port that is not the controller (its ``port`` match),
 not ALSA's "Midi Through" and not one of our own; ``[notes] port_match``
 narrows it to ports whose name contains a substring.  All channels are
 heard (omni).  Ports are rescanned every ``scan_interval`` s: a keyboard
 plugged in later is opened, one unplugged is closed, and when the last one
-goes a :class:`~device.commands.NotesOff` with ``drone=True`` is posted, so
-generate mode plays on untransposed with the gate open (device.pitch).
+goes a :class:`~device.state.commands.NotesOff` with ``drone=True`` is posted, so
+generate mode plays on untransposed with the gate open (device.sound.pitch).
 
 One thread, ``midi-notes``, drains every open port (rtmidi's own queue, as
-device.midi does, never a Python callback on JACK's thread) and rescans.
+device.senses.midi does, never a Python callback on JACK's thread) and rescans.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 import mido
 
-from device import commands as c
-from device.midi import POLL_S, _close_ports, _RtMidiInput, _Scanner
-from device.scheduling import name_thread
+from device.state import commands as c
+from device.senses.midi import POLL_S, _close_ports, _RtMidiInput, _Scanner
+from device.sound.scheduling import name_thread
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from device.atomic import loads_strict
+from device.state.atomic import loads_strict
 from device.errors import (
     AesynthError,
     BundleError,
@@ -55,7 +55,7 @@ from device.errors import (
     ModelError,
     Problem,
 )
-from device.features import FrameConfig, Normaliser
+from device.sound.features import FrameConfig, Normaliser
 
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -65,7 +65,7 @@ MODEL_MAX_BYTES = 32 << 20  # a 1025-512-256 float32 model is ~5 MB
 ZIP_MAX_MEMBERS = 32
 ZIP_MAX_TOTAL_BYTES = 2 * MODEL_MAX_BYTES + MANIFEST_MAX_BYTES
 MAX_UNITS = 4096
-LABEL_MAX_CHARS = 5  # the unit table's first column (device.display)
+LABEL_MAX_CHARS = 5  # the unit table's first column (device.senses.display)
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8", "int16x8")
 ROLES = ("encoder", "decoder")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -491,7 +491,7 @@ def _check_labels(c: _Checker, v: Any, units: int) -> tuple[str, ...] | None:
 
 def _check_model_run(mf: ModelFile, problems: list[Problem], runtime: str | None) -> None:
     """Load the model in TFLite and run a test frame: tensor shapes and finiteness."""
-    from device.runtime import Model  # the interpreter is heavy: import when needed
+    from device.models.runtime import Model  # the interpreter is heavy: import when needed
 
     try:
         with Model(mf.content, name=mf.role, runtime=runtime) as model:

@@ -17,7 +17,7 @@
 **No keyboard, or none played yet:** the engine is a *drone*: untransposed,
 gate open, so generate mode plays as it always did.  The first NoteOn makes
 it an instrument (the gate closes when no key is held);
-:class:`~device.commands.NotesOff` with ``drone=True`` (sent when the last
+:class:`~device.state.commands.NotesOff` with ``drone=True`` (sent when the last
 keyboard is unplugged) makes it a drone again.
 
 Only generate mode is transposed and gated: resynth follows its input.
@@ -29,9 +29,9 @@ import math
 
 import numpy as np
 
-from device import commands as c
+from device.state import commands as c
 from device.errors import ControlError
-from device.features import FrameConfig
+from device.sound.features import FrameConfig
 
 NOTE_RANGE = (0, 127)
 GATE_TIME_RANGE = (0.0, 10.0)  # s, attack and release

@@ -102,19 +102,19 @@ class Shutdown:
 
 @dataclass(frozen=True, slots=True)
 class SwapModel:
-    """Play ``prepared`` (a device.engine.PreparedModel, loaded off the audio thread)
+    """Play ``prepared`` (a device.sound.engine.PreparedModel, loaded off the audio thread)
     from the next hop boundary, crossfading from the current model."""
     prepared: object
 
 
-# -- motion: per-unit LFOs and the motion recorder (device.modulation) ----------------------
+# -- motion: per-unit LFOs and the motion recorder (device.state.modulation) ----------------------
 LFO_SHAPES = ("sine", "triangle", "square", "saw", "random")  # random: sample and hold
 MOTION_STATES = ("stop", "record", "loop")
 
 
 @dataclass(frozen=True, slots=True)
 class SetLfoRate:
-    """LFO rate of ``unit`` in Hz (device.controls.LFO_RATE_RANGE)."""
+    """LFO rate of ``unit`` in Hz (device.state.controls.LFO_RATE_RANGE)."""
     unit: int
     hz: float
 
@@ -156,7 +156,7 @@ class ToggleMotionLoop:
     """R4 / ``p``: loop the recorded take, or stop it where it is."""
 
 
-# -- pitch: notes from a MIDI keyboard (device.pitch) ---------------------------------------
+# -- pitch: notes from a MIDI keyboard (device.sound.pitch) ---------------------------------------
 @dataclass(frozen=True, slots=True)
 class NoteOn:
     """A key pressed: ``note`` 0..127 (MIDI number, 60 = middle C), ``velocity`` 1..127."""
@@ -186,7 +186,7 @@ class SetNoteGate:
 
 @dataclass(frozen=True, slots=True)
 class SetLevel:
-    """Gain staging (device.level): the program level with no input, ``reference_dbfs``
+    """Gain staging (device.sound.level): the program level with no input, ``reference_dbfs``
     (dB RMS re full scale, -60..0), and the output limiter's ``ceiling_dbfs`` (-20..0);
     None leaves a value as it is."""
     reference_dbfs: float | None = None

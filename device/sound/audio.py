@@ -31,10 +31,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from device import commands as c
-from device.audiofile import load_audio
+from device.state import commands as c
+from device.sound.audiofile import load_audio
 from device.errors import AesynthError, AudioFileError, DeviceError
-from device.scheduling import enable_realtime, name_thread
+from device.sound.scheduling import enable_realtime, name_thread
 
 log = logging.getLogger(__name__)
 

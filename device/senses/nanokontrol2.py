@@ -1,6 +1,6 @@
 """The controller map as data, and the pure logic that turns MIDI into commands.
 
-No I/O here (style rule 3): :mod:`device.midi` owns the ports and threads.
+No I/O here (style rule 3): :mod:`device.senses.midi` owns the ports and threads.
 
 - :class:`ControllerMap` — which CC does what.  :data:`DEFAULT_MAP` is the
   paper's map for a Korg nanoKONTROL2 in its factory scene (section 4.1,
@@ -20,7 +20,7 @@ Choices where the paper is silent, or where we add to it:
   paper's Set (every unit's output to 0, ZeroAll), on press.
 - S n: released before ``preset_hold_s`` recalls preset slot n (1-based),
   held at least that long saves the current controls into slot n.
-- R1 records the output to WAV.  Motion (device.modulation):
+- R1 records the output to WAV.  Motion (device.state.modulation):
   R2 held is the LFO shift: while it is down, fader n sets the LFO depth of
   the page's unit n (0..1), knob n its rate (0.05..20 Hz, logarithmic) and
   M n steps its shape (sine → triangle → square → saw → random); faders and
@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device import commands as c
-from device.atomic import loads_strict
-from device.commands import MODES, UNITS_PER_PAGE
-from device.controls import GAIN_RANGE, SCALE_RANGE, ControlsSnapshot
+from device.state import commands as c
+from device.state.atomic import loads_strict
+from device.state.commands import MODES, UNITS_PER_PAGE
+from device.state.controls import GAIN_RANGE, SCALE_RANGE, ControlsSnapshot
 from device.errors import ConfigError
 
 # Every action a button may name in a map, and the command it posts.
@@ -257,7 +257,7 @@ class Surface:
     """One controller's state; :meth:`handle` turns a MIDI message into commands.
 
     Pure: the caller passes the current controls and the time.  Not thread
-    safe; :class:`device.midi.MidiController` calls it from one thread.
+    safe; :class:`device.senses.midi.MidiController` calls it from one thread.
     """
 
     def __init__(self, mapping: ControllerMap = DEFAULT_MAP):

@@ -23,9 +23,9 @@ import tty
 from collections.abc import Callable
 from typing import IO
 
-from device import commands as c
-from device.controls import LFO_RATE_RANGE, ControlsSnapshot
-from device.scheduling import name_thread
+from device.state import commands as c
+from device.state.controls import LFO_RATE_RANGE, ControlsSnapshot
+from device.sound.scheduling import name_thread
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device.commands import MODES
+from device.state.commands import MODES
 from device.errors import ConfigError
 
-INSTALL_DIR = Path(__file__).resolve().parents[1]  # the checkout (or /opt/aesynth on the box)
+INSTALL_DIR = Path(__file__).resolve().parents[2]  # the checkout (or /opt/aesynth on the box)
 DISPLAYS = ("auto", "ssd1306", "sh1106", "terminal", "emulator", "dummy", "none")
 BUTTONS = ("auto", "gpio", "keyboard", "none")
 FALLBACKS = ("null", "fail")
@@ -42,7 +42,7 @@ class PlaySection:
 
 @dataclass(frozen=True)
 class AudioSection:
-    """[audio]: device.audio.AudioConfig's keys (checked by it at load) plus the app's own."""
+    """[audio]: device.sound.audio.AudioConfig's keys (checked by it at load) plus the app's own."""
 
     playback_device: str = "default"
     capture_device: str = "default"
@@ -67,9 +67,9 @@ class AudioSection:
     others_priority: int = 10
 
     def audio_config(self, **changes: Any) -> Any:
-        """The :class:`device.audio.AudioConfig` these keys describe (``changes`` override);
+        """The :class:`device.sound.audio.AudioConfig` these keys describe (``changes`` override);
         raises ConfigError naming the key, the allowed values and the value found."""
-        from device.audio import AudioConfig  # numpy only when audio is configured
+        from device.sound.audio import AudioConfig  # numpy only when audio is configured
         from device.errors import DeviceError
 
         keys = {f.name for f in dataclasses.fields(AudioConfig)}
@@ -89,7 +89,7 @@ class MidiSection:
 
 @dataclass(frozen=True)
 class NotesSection:
-    """[notes]: USB-MIDI keyboards playing generate mode (device.notes, device.pitch)."""
+    """[notes]: USB-MIDI keyboards playing generate mode (device.senses.notes, device.sound.pitch)."""
     enabled: bool = True
     port_match: str = ""      # "" = every MIDI input that is not the controller
     reference_note: int = 60  # the note that plays the spectrum untransposed
@@ -102,7 +102,7 @@ class DisplaySection:
     kind: str = "auto"        # auto: ssd1306 when /dev/i2c-<port> exists, else terminal/none
     i2c_port: int = 1
     i2c_address: int = 0x3C
-    max_fps: float = 30.0     # (0, 120], as device.display.Display accepts
+    max_fps: float = 30.0     # (0, 120], as device.senses.display.Display accepts
     rotate: int = 0
 
 

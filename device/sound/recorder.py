@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from device.atomic import fsync_dir, fsync_file
+from device.state.atomic import fsync_dir, fsync_file
 from device.errors import ConfigError, DeviceError
-from device.scheduling import name_thread
+from device.sound.scheduling import name_thread
 
 log = logging.getLogger(__name__)
 

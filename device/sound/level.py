@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from device.errors import ConfigError
-from device.features import FrameConfig
+from device.sound.features import FrameConfig
 
 REFERENCE_DBFS = -18.0  # program level with no input: RMS, dB re full scale
 GATE_DBFS = -45.0       # input hops quieter than this do not move the program level

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from device import commands as c
+from device.state import commands as c
 from device.errors import ConfigError, DeviceError
 
 

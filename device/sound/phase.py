@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from device.errors import FeatureError
-from device.features import FrameConfig
+from device.sound.features import FrameConfig
 
 PHASES = ("rtpghi", "advance", "random")
 
@@ -101,7 +101,7 @@ def gamma_for(frame: FrameConfig) -> float:
         mean = float(np.dot(t, p) / p.sum())
         return float(np.dot((t - mean) ** 2, p) / p.sum())
 
-    from device.features import hann
+    from device.sound.features import hann
 
     L = frame.win_length
     kappa = 0.25645 * L * L / spread(hann(L))
