@@ -364,7 +364,10 @@ class Engine:
 
     def _publish(self) -> None:
         self.snapshot = EngineSnapshot(self.mode, self._model.name, self._model.units,
-                                       self.controls.snapshot(), self.hops,
+                                       self.controls.snapshot(
+                                           self.motion.take,
+                                           "loop" if self.motion.state == "loop" else "stop"),
+                                       self.hops,
                                        self.motion.state, self.notes.label(),
                                        self._model.labels)
         self._snapshot_due = False
