@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 EVENT_KEYS = ("gain", "scale", "mute", "muted", "zero", "reset", "mode", "lfo", "motion",
               "gate", "note_on", "note_off", "notes_off", "reference_dbfs", "ceiling_dbfs")
+OUT_SUFFIXES = (".wav", ".flac")  # formats soundfile writes as 16-bit PCM
 LEVEL_RANGES = {"reference_dbfs": (-60.0, 0.0), "ceiling_dbfs": (-20.0, 0.0)}
 
 
@@ -217,7 +218,8 @@ def load_controls(path: str | os.PathLike) -> list[TimedCommand]:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except OSError as e:
-        raise ConfigError(f"cannot read controls file {os.fspath(path)!r}: {e}") from None
+        raise ConfigError(f"cannot read controls file {os.fspath(path)!r}: "
+                          f"{(e.strerror or str(e)).lower()}") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"controls file {os.fspath(path)!r} is not valid JSON: {e}") from None
     return parse_controls(doc, source=os.path.basename(os.fspath(path)))
@@ -271,7 +273,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--mode", choices=c.MODES, default="resynth", help="starting mode")
     p.add_argument("--in", dest="input", help="input audio file (any format soundfile "
                    "reads); required unless --mode generate with --seconds")
-    p.add_argument("--out", required=True, help="output WAV file")
+    p.add_argument("--out", required=True, help="output file (.wav, or .flac); its folder "
+                   "must exist")
     p.add_argument("--controls", help="JSON file of timed control changes")
     p.add_argument("--phase", choices=PHASES, default="rtpghi",
                    help="phase for generate mode (default rtpghi)")
@@ -287,7 +290,11 @@ def run(args: argparse.Namespace) -> int:
     from device.sound.engine import Engine
     from device.errors import AesynthError
 
+    from device.state.paths import check_output_file
+
     try:
+        # Before any work: an hour's render must not fail at its last step.
+        check_output_file(args.out, what="--out", suffixes=OUT_SUFFIXES)
         bundle = read_bundle(args.model)
         controls = load_controls(args.controls) if args.controls else []
         rate = bundle.frame.sample_rate
@@ -313,7 +320,11 @@ def run(args: argparse.Namespace) -> int:
     peak = float(np.max(np.abs(y))) if len(y) else 0.0
     if peak > 1.0:
         log.warning("output peaks at %.2f (> 1): clipped in the WAV", peak)
-    sf.write(args.out, np.clip(y, -1.0, 1.0), rate, subtype="PCM_16")
+    try:
+        sf.write(args.out, np.clip(y, -1.0, 1.0), rate, subtype="PCM_16")
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:  # a disk full since the check
+        print(f"aesynth render: cannot write --out {args.out!r}: {e}")
+        return 1
     print(f"wrote {args.out}: {len(y) / rate:.2f} s at {rate} Hz, mode {args.mode}, "
           f"{len(controls)} control change(s), peak {peak:.3f}, limiter active in "
           f"{stats['limited_hops']} of {stats['hops']} hops (at most "

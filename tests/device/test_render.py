@@ -135,3 +135,33 @@ def test_aesynth_render_reports_a_bad_controls_file(tmp_path, capsys):
                  str(tmp_path / "o.wav"), "--controls", str(bad), "--seconds", "1.5"])
     assert code == 1
     assert "gain must be in 0.0..1.0, got 7" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("out, reason", [
+    ("missing/out.wav", "no such directory"),
+    (".", "it is a directory"),
+    ("out.mp9", r"must end in \.wav or \.flac"),
+])
+def test_render_checks_its_output_before_rendering(tmp_path, capsys, monkeypatch, out, reason):
+    """A bad --out is one line naming it, before any work (failed on the old code: a
+    traceback after the whole render)."""
+    import device.sound.render as render_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(render_module, "render", lambda *a, **k: pytest.fail("rendered"))
+    code = main(["render", "--model", str(TINY), "--in", str(track("aztec")), "--out", out,
+                 "--seconds", "0.5"])
+    assert code == 1
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "--out" in line and out.rstrip("/") in line
+    assert __import__("re").search(reason, line), line
+
+
+def test_render_to_an_unwritable_folder_is_refused_before_rendering(capsys, monkeypatch):
+    """sysfs refuses new files even to root: the probe file finds it."""
+    import device.sound.render as render_module
+
+    monkeypatch.setattr(render_module, "render", lambda *a, **k: pytest.fail("rendered"))
+    assert main(["render", "--model", str(TINY), "--in", str(track("aztec")), "--out",
+                 "/sys/aesynth-out.wav", "--seconds", "0.5"]) == 1
+    assert "'/sys/aesynth-out.wav'" in capsys.readouterr().out
