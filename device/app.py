@@ -48,7 +48,9 @@ FIXTURE = "tests/fixtures/tiny_bundle"
 
 def wav_device(value: str) -> str:
     """``out.wav`` → an inline ALSA file PCM writing that WAV (null slave, clock paced)."""
-    if value.lower().endswith(".wav") and not value.startswith(("file:", "plug:")):
+    from device.state.config import is_wav_path
+
+    if is_wav_path(value):
         path = os.path.abspath(value).replace("'", "")
         return f"file:'{path}',wav"
     return value
@@ -703,19 +705,24 @@ def add_parser(subparsers: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from device.state.config import load_config
+    """The config file (paths in it relative to it) overlaid with the arguments (paths
+    relative to the current directory)."""
+    from device.state.config import is_wav_path, load_config
+    from device.state.paths import typed
 
     cfg = load_config(args.config)
     if args.model:
-        cfg = cfg.replace("model", path=args.model)
+        cfg = cfg.replace("model", path=str(typed(args.model)))
     if args.mode:
         cfg = cfg.replace("play", mode=args.mode)
     if args.input:
-        cfg = cfg.replace("play", input=args.input)
+        value = args.input if args.input in ("line", "none") else str(typed(args.input))
+        cfg = cfg.replace("play", input=value)
     if args.output_device:
-        cfg = cfg.replace("audio", playback_device=args.output_device)
-        if wav_device(args.output_device) != args.output_device:
-            cfg = cfg.replace("audio", pacing="clock")
+        device = args.output_device
+        if is_wav_path(device):
+            device = str(typed(device))
+        cfg = cfg.replace("audio", playback_device=device)
     if args.capture_device:
         cfg = cfg.replace("audio", capture_device=args.capture_device)
     if args.display:
