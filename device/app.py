@@ -196,7 +196,7 @@ class App:
 
     def _load_model(self) -> Any:
         from device.models.bundle import read_bundle
-        from device.state.config import expand
+        from device.state.config import expand, user_models_dir
         from device.errors import AesynthError
 
         cfg = self.config.model
@@ -213,7 +213,8 @@ class App:
             if ModelLibrary is not None:
                 from device.errors import LibraryError
 
-                self.library = ModelLibrary(shipped, expand(cfg.user_dir), expand(cfg.state_file))
+                self.library = ModelLibrary(shipped, user_models_dir(cfg),
+                                            expand(cfg.state_file))
                 try:
                     entry = self.library.current()
                 except LibraryError as e:  # an empty library: try the fallbacks below
@@ -373,7 +374,7 @@ class App:
                 log.warning("keyboard buttons unavailable: %s", e)
 
     def _start_storage(self, bundle: Any) -> None:
-        from device.state.config import expand
+        from device.state.config import expand, user_models_dir
 
         s = self.config.storage
         self.recorder = _Tap()
@@ -395,7 +396,7 @@ class App:
             from device.models.library import UsbWatcher
 
             self.usb = UsbWatcher(expand(s.usb_mount_root), self._imported,
-                                  expand(self.config.model.user_dir),
+                                  user_models_dir(self.config.model),
                                   on_progress=self._import_progress).start()
             self._closers.append(self.usb)
         try:

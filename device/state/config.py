@@ -19,6 +19,8 @@ from device.state.commands import MODES
 from device.errors import ConfigError
 from device.state.paths import INSTALL_DIR, resolve
 
+USER_MODELS_ENV = "AESYNTH_MODELS_DIR"
+DEFAULT_USER_DIR = "~/.local/share/aesynth/models"
 DISPLAYS = ("auto", "ssd1306", "sh1106", "terminal", "emulator", "dummy", "none")
 BUTTONS = ("auto", "gpio", "keyboard", "none")
 FALLBACKS = ("null", "fail")
@@ -28,7 +30,7 @@ FALLBACKS = ("null", "fail")
 class ModelSection:
     path: str = ""            # a bundle to play; "" = the library's current model
     shipped_dir: str = ""     # "" = <install>/models
-    user_dir: str = "~/.local/share/aesynth/models"
+    user_dir: str = ""        # "" = $AESYNTH_MODELS_DIR, else DEFAULT_USER_DIR (user_models_dir)
     state_file: str = "~/.local/state/aesynth/state.json"
     phase: str = "rtpghi"
     num_threads: int = 1
@@ -268,6 +270,16 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
         cls = type(getattr(Config(), name))
         built[name] = _section(name, cls, value)
     return Config(**built).validate()
+
+
+def user_models_dir(model: ModelSection | None = None) -> Path:
+    """Where user models live, for ``play`` and ``import`` alike: ``[model] user_dir`` when
+    set, else ``$AESYNTH_MODELS_DIR`` (relative to the current directory), else
+    ``~/.local/share/aesynth/models``."""
+    if model is not None and model.user_dir:
+        return expand(model.user_dir)
+    env = os.environ.get(USER_MODELS_ENV)
+    return resolve(env, Path.cwd()) if env else expand(DEFAULT_USER_DIR)
 
 
 def expand(path: str) -> Path:

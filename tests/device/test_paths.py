@@ -93,3 +93,58 @@ def test_resolve_expands_home_and_vars(monkeypatch, tmp_path):
     assert resolve("~/a", "/base") == tmp_path / "a"
     assert resolve("$AESYNTH_TEST_DIR/a", "/base") == Path("/srv/a")
     assert resolve("a/b", "/base") == Path("/base/a/b")
+
+
+# -- user models: play looks where import puts them (item 10) -------------------------------
+def test_play_finds_models_in_aesynth_models_dir(tmp_path, monkeypatch):
+    """`AESYNTH_MODELS_DIR=D aesynth import X` then `aesynth play`: play looks in D too
+    (failed on the old code: play looked only in ~/.local/share/aesynth/models)."""
+    models = tmp_path / "models"
+    shutil.copytree(FIXTURE, models / "mine")
+    (tmp_path / "shipped").mkdir()
+    monkeypatch.setenv("AESYNTH_MODELS_DIR", str(models))
+    cfg = Config().replace("model", shipped_dir=str(tmp_path / "shipped"),
+                           state_file=str(tmp_path / "state.json"))
+    app = App(cfg, engine_factory=StandInEngine)
+    bundle = app._load_model()
+    assert app.library.user_dir == models and bundle.source == str(models / "mine")
+
+
+def test_import_takes_the_config_and_agrees_with_play(tmp_path, monkeypatch, capsys):
+    from device.cli import main
+    from device.models.library import default_user_dir
+    from device.state.config import user_models_dir
+
+    monkeypatch.setenv("AESYNTH_MODELS_DIR", "rel/models")
+    monkeypatch.chdir(tmp_path)
+    assert default_user_dir() == user_models_dir() == tmp_path / "rel" / "models"
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "c.toml").write_text('[model]\nuser_dir = "models"\n')
+    assert user_models_dir(load_config(conf / "c.toml").model) == conf / "models"
+    # a bad config is one line and exit 2, before any import
+    (conf / "bad.toml").write_text('[model]\nuser_dirs = "x"\n')
+    assert main(["import", "--config", str(conf / "bad.toml"), str(FIXTURE)]) == 2
+    assert "user_dirs" in capsys.readouterr().err
+
+
+def test_aesynth_import_with_config_installs_where_play_looks(tmp_path):
+    """The installed command: `aesynth import --config FILE` into FILE's [model] user_dir."""
+    import os
+    import subprocess
+    import sys
+
+    from device.models.library import ModelLibrary
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "c.toml").write_text('[model]\nuser_dir = "models"\n')
+    proc = subprocess.run([sys.executable, "-m", "device.cli", "import", "--config",
+                           str(conf / "c.toml"), str(FIXTURE)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "AESYNTH_MODELS_DIR": ""})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cfg = load_config(conf / "c.toml")
+    from device.state.config import user_models_dir
+
+    lib = ModelLibrary(None, user_models_dir(cfg.model), tmp_path / "s.json")
+    assert [e.name for e in lib.entries()] == ["tiny"]  # the manifest's name
