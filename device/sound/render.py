@@ -68,9 +68,10 @@ def _pair(where: str, v: Any, boolean: bool = False) -> tuple[int, Any]:
         and not isinstance(v[0], bool)
     if ok:
         ok = isinstance(v[1], bool) if boolean else (
-            isinstance(v[1], int | float) and not isinstance(v[1], bool))
+            isinstance(v[1], int | float) and not isinstance(v[1], bool)
+            and math.isfinite(v[1]))  # JSON as Python reads it allows NaN and Infinity
     if not ok:
-        what = "true|false" if boolean else "number"
+        what = "true|false" if boolean else "finite number"
         raise ConfigError(f"{where} must be [unit, {what}], got {v!r}")
     return v[0], v[1]
 
@@ -312,6 +313,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             stats: dict = {}
             y = render(engine, samples, controls, n_samples=n, stats=stats)
+            nonfinite = engine.nonfinite_inputs
         finally:
             engine.close()
     except AesynthError as e:
@@ -329,4 +331,6 @@ def run(args: argparse.Namespace) -> int:
           f"{len(controls)} control change(s), peak {peak:.3f}, limiter active in "
           f"{stats['limited_hops']} of {stats['hops']} hops (at most "
           f"{stats['max_reduction_db']:.1f} dB of gain reduction)")
+    if nonfinite:
+        print(f"{args.input}: {nonfinite} non-finite input sample(s) replaced by silence")
     return 0

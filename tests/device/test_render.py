@@ -46,7 +46,7 @@ def test_parse_controls_orders_events_and_builds_commands():
     ([{"t": -1, "gain": [0, 1]}], r"\.t must be seconds >= 0"),
     ([{"t": 1, "volume": 3}], "unknown key.*volume"),
     ([{"t": 1}], "changes nothing"),
-    ([{"t": 1, "gain": 0.3}], r"gain must be \[unit, number\]"),
+    ([{"t": 1, "gain": 0.3}], r"gain must be \[unit, finite number\]"),
     ([{"t": 1, "muted": [1, 1]}], r"muted must be \[unit, true\|false\]"),
     ([{"t": 1, "mode": "loud"}], "mode must be one of original, resynth, generate"),
 ])
