@@ -6,17 +6,23 @@ recording, shutdown); the *ui* thread watches the published snapshots and
 updates the display and the controller LEDs when they change.  MIDI, GPIO and
 keyboard callbacks only post commands.
 
-Without a sound card (a desktop, a container) playback falls back to ALSA's
-``null`` device paced by the clock, with a warning (``[audio] fallback =
-"fail"`` exits instead); pass ``--output-device out.wav`` to hear later what
-was played.  Without a capture device the input becomes silence (generate
-mode still sounds).  Without GPIO the MODE/MODEL buttons are keyboard keys;
-without an OLED the table is drawn in the terminal.
+What was asked for by name works or stops the app with a line naming it
+(device/state/fallbacks.py); only what nobody named falls back.  When ALSA's
+``default`` device does not open (a desktop or a container with no sound card)
+playback goes to ALSA's ``null`` device paced by the clock, with a warning and
+"no sound card" on the display (``[audio] fallback = "fail"`` exits instead);
+pass ``--output-device out.wav`` to hear later what was played.  When the
+``default`` capture device does not open the input becomes silence ("no
+line-in"; generate mode still sounds).  With ``auto`` buttons and no GPIO the
+MODE/MODEL buttons are keyboard keys; with an ``auto`` display and no OLED the
+table is drawn in the terminal.
 
 Exit codes, for a supervisor (systemd ``RestartPreventExitStatus=2``):
 0 stopped on request (SIGTERM, SIGINT, Cycle, ``--duration``); 1 a thread
-died; 2 bad arguments or config; 3 no model could be loaded; 4 no sound card
-could be opened (``fallback = "fail"``): worth retrying later.
+died; 2 bad arguments or config (including a display, buttons or mapping
+asked for by name that cannot be used); 3 no model could be loaded; 4 a sound
+card could not be opened (one named, or the default with ``fallback =
+"fail"``): worth retrying later.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class App:
         self._keyboard_stream = keyboard_stream
         self.exit_code = EXIT_OK
         self._message: tuple[str | None, float] = (None, 0.0)  # text, when it was said
+        self.note: str | None = None  # shown while no message is: "no sound card"
         self.engine: Any = None
         self.loop: Any = None
         self.library: Any = None
@@ -253,6 +260,7 @@ class App:
     def _start_audio(self, bundle: Any) -> None:
         from device.sound.audio import AudioLoop, SilentSource
         from device.errors import DeviceError
+        from device.state.fallbacks import named_device
 
         a = self.config.audio
         playback = wav_device(a.playback_device)
@@ -270,14 +278,21 @@ class App:
                 self.loop.start()
                 return
             except DeviceError as e:
+                # A device asked for by name works or is an error naming it; only ALSA's
+                # "default" on a machine with no card falls back (device/state/fallbacks.py).
                 if getattr(e, "pcm_kind", "") == "capture":
+                    if named_device(a.capture_device):
+                        raise StartError(EXIT_AUDIO, f"{e} (--capture-device / [audio] "
+                                                     f"capture_device)") from None
                     log.warning("%s; playing with no input (generate mode still sounds)", e)
                     source = SilentSource()
-                elif a.fallback == "null" and audio_cfg.playback_device != "null":
+                    self.note = "no line-in"
+                elif a.fallback == "null" and not named_device(audio_cfg.playback_device):
                     log.warning("%s; no sound card? playing into ALSA's null device instead "
                                 "(silent; --output-device out.wav records it, [audio] fallback = "
                                 "\"fail\" exits instead)", e)
                     audio_cfg = _replace(audio_cfg, playback_device="null", pacing="clock")
+                    self.note = "no sound card"
                 else:
                     raise StartError(EXIT_AUDIO, str(e)) from None
         raise StartError(EXIT_AUDIO, "no audio device could be opened")
@@ -299,9 +314,10 @@ class App:
                 kind, i2c_port=d.i2c_port, i2c_address=d.i2c_address, rotate=d.rotate)
             self.display = Display(device, max_fps=d.max_fps)
             self._closers.append(self.display)
-        except ModuleNotFoundError as e:
-            log.warning("no display: %s", e)
-        except Exception as e:  # an OLED missing must not stop the music
+        except Exception as e:  # luma missing, no OLED on the bus
+            if d.kind != "auto":  # asked for by name: an error naming it
+                raise StartError(EXIT_USAGE, f"display {kind!r} (--display / [display] kind) "
+                                             f"cannot be opened: {e}") from None
             log.warning("display %r unavailable, playing without it: %s", kind, e)
 
     def _start_midi(self) -> None:
@@ -316,7 +332,10 @@ class App:
                 from device.state.config import expand
                 from device.senses.midi import load_mapping
 
-                mapping = load_mapping(expand(m.mapping))
+                try:
+                    mapping = load_mapping(expand(m.mapping))
+                except Exception as e:  # a file asked for by name: an error, not a fallback
+                    raise StartError(EXIT_USAGE, f"[midi] mapping {m.mapping!r}: {e}") from None
             # No port_match: the mapping's own port (a mapping file names its controller's).
             self.midi = MidiController(self.post, self.current_controls,
                                        port_match=m.port_match or None,
@@ -325,7 +344,9 @@ class App:
             self._closers.append(self.midi)
         except ModuleNotFoundError as e:
             log.warning("no MIDI: %s", e)
-        except Exception as e:  # a missing controller reconnects later; a broken map is logged
+        except StartError:
+            raise
+        except Exception as e:  # no MIDI system here; a missing controller reconnects later
             log.warning("MIDI controller unavailable: %s", e)
 
     def _start_notes(self) -> None:
@@ -358,12 +379,14 @@ class App:
                 self._closers.append(self.buttons)
                 return
             except Exception as e:  # no GPIO on a desktop: gpiozero finds no pin factory
-                if kind == "gpio":
-                    log.warning("GPIO buttons unavailable: %s", e)
-                    return
+                if kind == "gpio":  # asked for by name: an error naming it
+                    raise StartError(EXIT_USAGE, f"GPIO buttons ([buttons] kind = \"gpio\", "
+                                                 f"pins {b.mode_pin} and {b.model_pin}) cannot "
+                                                 f"be used: {e}") from None
                 log.info("no GPIO buttons (%s)", e)
         stream = self._keyboard_stream or sys.stdin
-        if kind in ("auto", "keyboard") and (self._keyboard_stream or sys.stdin.isatty()):
+        if kind == "keyboard" or (kind == "auto" and (self._keyboard_stream
+                                                      or sys.stdin.isatty())):
             from device.senses.keyboard import KeyboardButtons
 
             try:
@@ -371,6 +394,9 @@ class App:
                                                current=self.current_controls).start()
                 self._closers.append(self.buttons)
             except OSError as e:
+                if kind == "keyboard":
+                    raise StartError(EXIT_USAGE, f"keyboard buttons ([buttons] kind = "
+                                                 f"\"keyboard\") cannot be used: {e}") from None
                 log.warning("keyboard buttons unavailable: %s", e)
 
     def _start_storage(self, bundle: Any) -> None:
@@ -570,7 +596,7 @@ class App:
             from device.senses.display import DisplayState
         except ModuleNotFoundError:
             return None
-        message = self.message
+        message = self.message or self.note
         if not stats.connected:
             message = "no sound card"
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
@@ -683,9 +709,13 @@ def add_parser(subparsers: Any) -> None:
         "play", help="play the instrument",
         description="Play the instrument: ALSA in and out, nanoKONTROL2, OLED, buttons. "
                     "With no arguments: models/default, ALSA 'default', line-in; on a "
-                    "desktop with no sound card it plays into ALSA's null device (warning).",
+                    "desktop with no sound card it plays into ALSA's null device (warning). "
+                    "A device, display or buttons named here or in the config work or are "
+                    "an error. Paths are relative to the current directory; paths in the "
+                    "config file relative to that file.",
         epilog="exit codes: 0 stopped, 1 failed while running, 2 bad arguments or config, "
-               "3 no model, 4 no sound card (with [audio] fallback = \"fail\")")
+               "3 no model, 4 a named sound card did not open (or the default, with [audio] "
+               "fallback = \"fail\")")
     p.add_argument("--config", metavar="FILE.toml", help="configuration file "
                    "(deploy/aesynth.toml documents every key)")
     p.add_argument("--model", metavar="PATH", help="a bundle to play (directory or .zip)")

@@ -56,7 +56,7 @@ class AudioSection:
     priority: int = 70
     retry_s: float = 0.1
     retry_max_s: float = 2.0
-    # When the playback device cannot be opened at start: "null" keeps playing
+    # When ALSA's "default" playback device cannot be opened at start: "null" keeps playing
     # into ALSA's null device paced by the clock (a desktop without a sound
     # card), "fail" exits with EXIT_AUDIO so a supervisor retries.
     fallback: str = "null"
