@@ -407,7 +407,7 @@ class App:
         try:
             from device.state.presets import LastStateKeeper, PresetStore, commands_for
 
-            self.presets = PresetStore(expand(s.presets_dir))
+            self.presets = PresetStore(expand(s.presets_dir), report=self._say)
             snap = self.engine.snapshot
             last = self.presets.load_last(snap.model, units=snap.controls.units)
             if last is not None:  # the audio thread is not running yet: apply here
@@ -425,6 +425,7 @@ class App:
                                   user_models_dir(self.config.model),
                                   on_progress=self._import_progress).start()
             self._closers.append(self.usb)
+        self._check_folders(presets=expand(s.presets_dir), recordings=expand(s.recordings_dir))
         try:
             from device.sound.recorder import Recorder, recording_dir
 
@@ -433,9 +434,29 @@ class App:
             # Asked at each start: onto a stick mounted by then, else the data partition.
             folder = (fallback if usb is None
                       else lambda: recording_dir(usb.current_stick, fallback))
-            self.recorder.target = Recorder(folder, bundle.frame.sample_rate)
+            self.recorder.target = Recorder(folder, bundle.frame.sample_rate,
+                                            on_error=self._say)
         except ModuleNotFoundError as e:
             log.warning("no recorder: %s", e)
+
+    def _check_folders(self, **folders: Path) -> None:
+        """The folders the app will write into, checked now rather than at the first press:
+        one line in the log and a message on the display for each that cannot be written
+        (the music plays on; saving there fails until it is fixed)."""
+        from device.errors import ConfigError
+        from device.state.paths import check_output_dir
+
+        for what, folder in folders.items():
+            try:
+                check_output_dir(folder, what=f"[storage] {what}_dir")
+            except ConfigError as e:
+                log.warning("%s: %s will fail", e, "recording" if what == "recordings"
+                            else "saving presets")
+                self.message = f"cannot save {what}: {folder}"
+
+    def _say(self, text: str) -> None:
+        """A part's report for the display (any thread; already logged by the part)."""
+        self.message = text[:90]
 
     def _imported(self, report: Any) -> None:
         """A stick was imported (the watcher's thread): tell the player."""
@@ -463,6 +484,7 @@ class App:
 
     # -- the control thread: slow work, off the audio thread ---------------------------------
     def _control_loop(self) -> None:
+        from device.errors import AesynthError
         from device.sound.audio import Rejected
 
         while not self._stopping.is_set():
@@ -476,6 +498,9 @@ class App:
                 continue
             try:
                 self._handle(cmd, Rejected)
+            except (AesynthError, OSError) as e:  # expected (a full disk, a bad bundle): a line
+                log.error("%s: %s", type(cmd).__name__, e)
+                self.message = f"{e}"[:90]
             except Exception as e:  # one bad command must not end the control thread
                 log.exception("handling %r failed", cmd)
                 self.message = f"error: {e}"[:60]
