@@ -260,9 +260,18 @@ class App:
     def _start_audio(self, bundle: Any) -> None:
         from device.sound.audio import AudioLoop, SilentSource
         from device.errors import DeviceError
+        from device.errors import ConfigError
+        from device.state.config import is_wav_path
         from device.state.fallbacks import named_device
+        from device.state.paths import check_output_file
 
         a = self.config.audio
+        if is_wav_path(a.playback_device):  # a take to keep: its folder checked before playing
+            try:
+                check_output_file(a.playback_device, what="--output-device / [audio] "
+                                  "playback_device", suffixes=(".wav",))
+            except ConfigError as e:
+                raise StartError(EXIT_USAGE, str(e)) from None
         playback = wav_device(a.playback_device)
         # ALSA's file plugin labels float data as integer PCM in a WAV header: use S16.
         wav = playback.startswith("file:") and playback.endswith(",wav")

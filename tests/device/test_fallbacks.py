@@ -105,3 +105,12 @@ def test_a_broken_midi_mapping_file_is_an_error(tmp_path):
                                                      mapping=str(bad))
     e = start_error(cfg)
     assert e.code == EXIT_USAGE and "map.json" in str(e)
+
+
+def test_a_wav_output_into_a_missing_folder_is_refused_before_playing(tmp_path):
+    """`--output-device takes/out.wav` with no takes/ (failed on the old code: ALSA's file
+    plugin refused it and the app played into the null device, exit 0)."""
+    cfg = app_config(tmp_path, input="none").replace(
+        "audio", playback_device=str(tmp_path / "takes" / "out.wav"))
+    e = start_error(cfg)
+    assert e.code == EXIT_USAGE and "takes" in str(e) and "no such directory" in str(e)
