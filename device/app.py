@@ -293,9 +293,11 @@ class App:
                     if named_device(a.capture_device):
                         raise StartError(EXIT_AUDIO, f"{e} (--capture-device / [audio] "
                                                      f"capture_device)") from None
-                    log.warning("%s; playing with no input (generate mode still sounds)", e)
+                    # With no card at all, "no sound card" has been said already.
+                    log.log(logging.INFO if self.note else logging.WARNING,
+                            "%s; playing with no input (generate mode still sounds)", e)
                     source = SilentSource()
-                    self.note = "no line-in"
+                    self.note = self.note or "no line-in"  # "no sound card" says more
                 elif a.fallback == "null" and not named_device(audio_cfg.playback_device):
                     log.warning("%s; no sound card? playing into ALSA's null device instead "
                                 "(silent; --output-device out.wav records it, [audio] fallback = "
@@ -402,11 +404,23 @@ class App:
                 self.buttons = KeyboardButtons(self.post, stream=stream,
                                                current=self.current_controls).start()
                 self._closers.append(self.buttons)
+                self._show_keys()
             except OSError as e:
                 if kind == "keyboard":
                     raise StartError(EXIT_USAGE, f"keyboard buttons ([buttons] kind = "
                                                  f"\"keyboard\") cannot be used: {e}") from None
                 log.warning("keyboard buttons unavailable: %s", e)
+
+    def _show_keys(self) -> None:
+        """The key legend under the terminal table: a log line would be wiped by its
+        first redraw."""
+        import textwrap
+
+        from device.senses.keyboard import HELP
+
+        device = getattr(self.display, "device", None)
+        if hasattr(device, "footer"):
+            device.footer = textwrap.fill(HELP, 78)
 
     def _start_storage(self, bundle: Any) -> None:
         from device.state.config import expand, user_models_dir

@@ -43,20 +43,23 @@ def os_reason(error: OSError) -> str:
 
 
 def check_output_dir(path: str | os.PathLike, *, what: str = "output folder",
-                     create: bool = True) -> Path:
-    """Make sure files can be created in the folder ``path`` (made, with its parents, when
-    ``create``); returns it.  Raises :class:`ConfigError` naming ``what``, the path and the
-    OS's reason (missing, not a folder, read-only, no permission): a probe file is created
-    and removed, so a read-only filesystem is caught even for root."""
+                     must_exist: bool = False) -> Path:
+    """Make sure files can be created in the folder ``path``; returns it.  A folder that
+    does not exist yet (unless ``must_exist``) passes when it could be made: its nearest
+    existing parent is checked, and nothing is created.  A probe file is created and
+    removed, so a read-only filesystem is caught even for root.  Raises
+    :class:`ConfigError` naming ``what``, the path and the OS's reason."""
     folder = Path(path)
+    probe = folder
     try:
-        if create:
-            folder.mkdir(parents=True, exist_ok=True)
-        elif not folder.exists():
+        if must_exist and not folder.exists():
             raise FileNotFoundError(2, "no such file or directory")
-        if not folder.is_dir():
-            raise NotADirectoryError(20, "not a directory")
-        with tempfile.TemporaryFile(dir=folder, prefix=".aesynth-probe-"):
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise NotADirectoryError(20, f"{str(probe)!r} is not a directory"
+                                     if probe != folder else "not a directory")
+        with tempfile.TemporaryFile(dir=probe, prefix=".aesynth-probe-"):
             pass
     except OSError as e:
         raise ConfigError(f"{what} {str(folder)!r} cannot be written: {os_reason(e)}") from None
@@ -79,7 +82,7 @@ def check_output_file(path: str | os.PathLike, *, what: str = "output file",
     if not parent.is_dir():
         reason = "not a directory" if parent.exists() else "no such directory"
         raise ConfigError(f"{what} {str(p)!r} cannot be written: {str(parent)!r}: {reason}")
-    check_output_dir(parent, what=f"{what} {str(p)!r}: folder", create=False)
+    check_output_dir(parent, what=f"{what} {str(p)!r}: folder", must_exist=True)
     if p.exists() and not os.access(p, os.W_OK):
         raise ConfigError(f"{what} {str(p)!r} cannot be written: permission denied")
     return p
