@@ -3,7 +3,8 @@
 For listening and for tests: the same :class:`device.sound.engine.Engine` the
 instrument runs, hop by hop, as fast as the CPU allows.
 
-Controls file (JSON): a list of events, each an object with ``"t"`` (seconds
+Controls file (JSON; documented for users in docs/render.md, which a test keeps
+in step with :data:`EVENT_KEYS`): a list of events, each an object with ``"t"`` (seconds
 from the start of the output, >= 0) and one or more changes; events are
 applied, in order of ``t`` (ties in file order), at the first hop boundary at
 or after ``t``::
@@ -269,7 +270,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "render", help="run the engine offline: audio file in, WAV out",
         description="Run the engine offline over an audio file, with a timed list of control "
-                    "changes (JSON; see device/sound/render.py), and write a WAV.")
+                    "changes (JSON; see docs/render.md), and write a WAV.")
     p.add_argument("--model", required=True, help="model bundle (directory or .zip)")
     p.add_argument("--mode", choices=c.MODES, default="resynth", help="starting mode")
     p.add_argument("--in", dest="input", help="input audio file (any format soundfile "

@@ -165,3 +165,12 @@ def test_render_to_an_unwritable_folder_is_refused_before_rendering(capsys, monk
     assert main(["render", "--model", str(TINY), "--in", str(track("aztec")), "--out",
                  "/sys/aesynth-out.wav", "--seconds", "0.5"]) == 1
     assert "'/sys/aesynth-out.wav'" in capsys.readouterr().out
+
+
+def test_every_controls_key_is_documented():
+    """The controls format lives in docs/render.md: each key the parser takes has a row."""
+    from device.sound.render import EVENT_KEYS
+
+    doc = (ROOT / "docs" / "render.md").read_text()
+    for key in EVENT_KEYS:
+        assert f"| `{key}` |" in doc, key
