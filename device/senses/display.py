@@ -317,11 +317,15 @@ class Display:
                 continue
             try:
                 self._draw(state)
-            except Exception:
+            except Exception as e:
                 self.errors += 1
                 if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
-                    log.exception("display %r failed to draw (%d failures)", self._device,
-                                  self.errors)
+                    if isinstance(e, OSError):  # the bus (an OLED unplugged): one line
+                        log.warning("display %r failed to draw (%d failures): %s",
+                                    self._device, self.errors, e)
+                    else:
+                        log.exception("display %r failed to draw (%d failures)",
+                                      self._device, self.errors)
                 next_frame = time.monotonic() + 1.0  # back off; the bus may come back
                 self._wake.set()  # and retry this state even if no new one comes
                 continue

@@ -62,3 +62,27 @@ def test_an_unwritable_presets_folder_is_one_line_when_saving(tmp_path, caplog):
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert "aesynth-test-presets" in errors[0].getMessage()
+
+
+def test_an_oled_that_stops_answering_is_one_line_not_a_traceback(caplog):
+    """An I2C error while drawing (luma raises OSError: Remote I/O error) is expected on a
+    box whose cable works loose (failed on the old code: a traceback)."""
+    from device.senses.display import Display, DisplayState
+    from device.state.controls import UnitControls
+
+    class Unplugged:  # what luma's ssd1306 does when the bus stops answering
+        def display(self, image):
+            raise OSError(121, "Remote I/O error")
+
+    state = DisplayState(controls=UnitControls(8).snapshot(), mode="resynth", model="m",
+                         playing=True, xruns=0)
+    with caplog.at_level(logging.WARNING):
+        d = Display(Unplugged())
+        try:
+            d.show(state)
+            assert wait_for(lambda: d.errors >= 1)
+        finally:
+            d.close()
+    said = [r for r in caplog.records if "failed to draw" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None
+    assert "Remote I/O error" in said[0].getMessage()
