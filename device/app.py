@@ -448,7 +448,7 @@ class App:
                                   user_models_dir(self.config.model),
                                   on_progress=self._import_progress).start()
             self._closers.append(self.usb)
-        self._check_folders(presets=expand(s.presets_dir), recordings=expand(s.recordings_dir))
+        self._check_folders()
         try:
             from device.sound.recorder import Recorder, recording_dir
 
@@ -462,20 +462,21 @@ class App:
         except ModuleNotFoundError as e:
             log.warning("no recorder: %s", e)
 
-    def _check_folders(self, **folders: Path) -> None:
-        """The folders the app will write into, checked now rather than at the first press:
-        one line in the log and a message on the display for each that cannot be written
-        (the music plays on; saving there fails until it is fixed)."""
-        from device.errors import ConfigError
-        from device.state.paths import check_output_dir
+    def _check_folders(self) -> None:
+        """The folders the app writes into, checked now rather than at the first press: one
+        line in the log and a message on the display for each that cannot be written (the
+        music plays on; saving there fails, with one line, until it is fixed)."""
+        from device.state.config import expand
+        from device.state.paths import unwritable
 
-        for what, folder in folders.items():
-            try:
-                check_output_dir(folder, what=f"[storage] {what}_dir")
-            except ConfigError as e:
-                log.warning("%s: %s will fail", e, "recording" if what == "recordings"
-                            else "saving presets")
-                self.message = f"cannot save {what}: {folder}"
+        s = self.config.storage
+        for key, why in unwritable({
+                "[storage] presets_dir": expand(s.presets_dir),
+                "[storage] recordings_dir": expand(s.recordings_dir),
+                "[model] state_file's folder": expand(self.config.model.state_file).parent,
+        }).items():
+            log.warning("%s: saving there will fail", why)
+            self.message = f"cannot write {key.split()[1]}"
 
     def _say(self, text: str) -> None:
         """A part's report for the display (any thread; already logged by the part)."""

@@ -86,3 +86,15 @@ def check_output_file(path: str | os.PathLike, *, what: str = "output file",
     if p.exists() and not os.access(p, os.W_OK):
         raise ConfigError(f"{what} {str(p)!r} cannot be written: permission denied")
     return p
+
+
+def unwritable(folders: dict[str, Path]) -> dict[str, str]:
+    """For each folder (keyed by what names it, e.g. its config key) that files cannot be
+    created in, one line saying why (:func:`check_output_dir`); the rest are left out."""
+    out = {}
+    for key, folder in folders.items():
+        try:
+            check_output_dir(folder, what=key)
+        except ConfigError as e:
+            out[key] = str(e)
+    return out

@@ -32,7 +32,7 @@ def test_an_unwritable_recordings_folder_is_one_line_at_start_and_at_the_press(t
             assert len(said) == 1 and said[0].levelno == logging.WARNING
             assert "recordings_dir" in said[0].getMessage()
             assert said[0].exc_info is None and "\n" not in said[0].getMessage()
-            assert app.message and "recordings" in app.message
+            assert app.message == "cannot write recordings_dir"
             caplog.clear()
             app.post(c.ToggleRecording())
             assert wait_for(lambda: any(UNWRITABLE in r.getMessage() for r in caplog.records))
@@ -86,3 +86,15 @@ def test_an_oled_that_stops_answering_is_one_line_not_a_traceback(caplog):
     said = [r for r in caplog.records if "failed to draw" in r.getMessage()]
     assert len(said) == 1 and said[0].exc_info is None
     assert "Remote I/O error" in said[0].getMessage()
+
+
+def test_the_model_state_folder_is_checked_at_start_too(tmp_path, caplog):
+    cfg = app_config(tmp_path, input="none").replace(
+        "model", state_file="/sys/aesynth-test-state/state.json")
+    app = App(cfg, engine_factory=StandInEngine)
+    with caplog.at_level(logging.WARNING):
+        app.start()
+        app.close()
+    said = [r for r in caplog.records if "aesynth-test-state" in r.getMessage()]
+    assert len(said) == 1 and "state_file" in said[0].getMessage()
+    assert said[0].exc_info is None
