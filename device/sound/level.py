@@ -26,9 +26,9 @@ import math
 
 import numpy as np
 
-from device.sound.finite import FiniteGuard
 from device.errors import ConfigError
 from device.sound.features import FrameConfig
+from device.sound.finite import FiniteGuard
 
 REFERENCE_DBFS = -18.0  # program level with no input: RMS, dB re full scale
 GATE_DBFS = -45.0       # input hops quieter than this do not move the program level

@@ -9,10 +9,9 @@ import os
 import subprocess
 import time
 
-import pytest
 
 from device.app import App
-from device.cli import build_parser, main
+from device.cli import build_parser
 from device.console import quiet_native_stderr
 from device.senses.display import TerminalDevice
 from tests.device.audio_rig import alsa_config

@@ -17,8 +17,7 @@ from device.models.bundle import read_bundle
 from device.sound.engine import Engine
 from device.sound.finite import INPUT_LIMIT, FiniteGuard
 from device.sound.level import Limiter
-from device.state import commands as c
-from tests.music import clip, track
+from tests.music import clip
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "tiny_bundle"
