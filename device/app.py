@@ -685,6 +685,9 @@ class App:
             cushion_ms = self.loop.expected_latency()["playback_buffer_ms"]
             log.info("audio: longest gap between periods %.1f ms (buffered cushion %.1f ms)",
                      s.max_gap_us / 1000.0, cushion_ms)
+            bad = getattr(self.engine, "nonfinite_inputs", 0)
+            if bad:  # counted on the audio thread (device/sound/finite.py), said here
+                log.warning("input: %d samples were NaN or infinite, played as silence", bad)
         if self.collector is not None:
             log.info("collector: %s", self.collector.report().summary())
             self.collector.release()

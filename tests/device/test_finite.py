@@ -173,7 +173,7 @@ def test_render_of_a_float_wav_with_nan_writes_no_buzz(tmp_path, capsys):
     np.testing.assert_array_equal(y, z)
 
 
-def test_play_of_a_float_wav_with_nan_plays_on(tmp_path):
+def test_play_of_a_float_wav_with_nan_plays_on(tmp_path, caplog):
     """`aesynth play --in bad.wav` through the real engine and the audio thread: the output
     is finite sound, not silence or a buzz."""
     from device.app import App
@@ -189,7 +189,9 @@ def test_play_of_a_float_wav_with_nan_plays_on(tmp_path):
             time.sleep(0.02)
         assert app.engine.nonfinite_inputs > 0
     finally:
-        app.close()
+        with caplog.at_level("WARNING"):
+            app.close()
+    assert "samples were NaN or infinite, played as silence" in caplog.text
     y, _ = sf.read(tmp_path / "out.wav", dtype="int16")
     assert len(y) >= 150 * 128
     assert np.count_nonzero(y == -32768) == 0 and np.abs(y[-8000:]).max() > 100
