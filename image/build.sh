@@ -15,8 +15,14 @@
 # a non-arm64 machine, sfdisk, e2fsprogs, mtools; bmaptool is used when present.
 set -euo pipefail
 
+# --help: the usage on stdout, exit 0; a usage error: on stderr, exit 2.
 usage() {
-  cat >&2 <<'EOF'
+  local code=${1:-2}
+  if [ "$code" -eq 0 ]; then usage_text; else usage_text >&2; fi
+  exit "$code"
+}
+usage_text() {
+  cat <<'EOF'
 usage: image/build.sh --base IMAGE[.xz] --output CARD.img [options]
   --wheelhouse DIR        aarch64 wheels (made by image/wheelhouse.sh when incomplete)
                           default: cache/wheelhouse in this checkout
@@ -34,7 +40,6 @@ usage: image/build.sh --base IMAGE[.xz] --output CARD.img [options]
   --root-grow MIB         room added to the root for the app (default 1536)
   --data-size MIB         data partition size in the image (default 256; grown at boot)
 EOF
-  exit 2
 }
 die() { echo "build.sh: $*" >&2; exit 1; }
 
@@ -61,7 +66,7 @@ while [ $# -gt 0 ]; do
     --display) display=${2:?}; shift 2 ;;
     --root-grow) root_grow=${2:?}; shift 2 ;;
     --data-size) data_size=${2:?}; shift 2 ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     *) echo "build.sh: unknown option '$1'" >&2; usage ;;
   esac
 done
