@@ -293,7 +293,8 @@ class App:
             from device.senses.display import Display, open_display
 
             device = self._display_device or open_display(
-                kind, i2c_port=d.i2c_port, i2c_address=d.i2c_address, rotate=d.rotate)
+                kind, i2c_port=d.i2c_port, i2c_address=d.i2c_address, rotate=d.rotate,
+                column_offset=d.column_offset)
             self.display = Display(device, max_fps=d.max_fps)
             self._closers.append(self.display)
         except ModuleNotFoundError as e:

@@ -103,7 +103,8 @@ class DisplaySection:
     i2c_port: int = 1
     i2c_address: int = 0x3C
     max_fps: float = 30.0     # (0, 120], as device.senses.display.Display accepts
-    rotate: int = 0
+    rotate: int = 0           # quarter turns, 0..3
+    column_offset: int = 2    # SH1106 only: its first visible column of 132, 0..4
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,15 @@ class Config:
         if not 0 <= self.display.i2c_address <= 0x7F:
             raise ConfigError(f"display.i2c_address must be in 0x00..0x7f, got "
                               f"{self.display.i2c_address:#x}")
+        if not 0 <= self.display.i2c_port <= 255:
+            raise ConfigError(f"display.i2c_port must be in 0..255 (/dev/i2c-N), got "
+                              f"{self.display.i2c_port}")
+        if not 0 <= self.display.rotate <= 3:
+            raise ConfigError(f"display.rotate must be in 0..3 quarter turns, got "
+                              f"{self.display.rotate}")
+        if not 0 <= self.display.column_offset <= 4:
+            raise ConfigError(f"display.column_offset must be in 0..4 (the SH1106's first "
+                              f"visible column of 132), got {self.display.column_offset}")
         if not 0 < self.display.max_fps <= 120:
             raise ConfigError(f"display.max_fps must be in (0, 120] frames a second, got "
                               f"{self.display.max_fps}")

@@ -390,3 +390,22 @@ def test_midi_port_comes_from_the_mapping_unless_the_config_names_one(tmp_path):
             assert app.midi is not None and app.midi.port_match == want
         finally:
             app.close()
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"display": {"column_offset": 5}}, r"display.column_offset must be in 0..4 \(the SH1106's "
+                                        r"first visible column of 132\), got 5"),
+    ({"display": {"column_offset": -1}}, r"display.column_offset must be in 0..4"),
+    ({"display": {"rotate": 4}}, r"display.rotate must be in 0..3 quarter turns, got 4"),
+    ({"display": {"i2c_port": -1}}, r"display.i2c_port must be in 0..255 \(/dev/i2c-N\), got -1"),
+])
+def test_display_keys_are_checked_at_load(data, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_column_offset_defaults_to_luma_s_2_and_is_read_from_the_file(tmp_path):
+    assert Config().display.column_offset == 2
+    f = tmp_path / "c.toml"
+    f.write_text("[display]\nkind = \"sh1106\"\ncolumn_offset = 0\n")
+    assert load_config(f).display.column_offset == 0
