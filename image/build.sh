@@ -168,7 +168,7 @@ in_root /opt/aesynth/venv/bin/python "/tmp/wh/$pipwhl/pip" install -q --no-index
   --find-links /tmp/wh pip
 in_root /opt/aesynth/venv/bin/python -m pip install -q --no-index --find-links /tmp/wh \
   -c /tmp/wh/constraints.txt "aesynth[device]" pyalsaaudio
-in_root /opt/aesynth/venv/bin/python -c "import device.cli, alsaaudio, numpy, ai_edge_litert" \
+in_root /opt/aesynth/venv/bin/python -c "import device.cli, alsaaudio, numpy, ai_edge_litert, lgpio, cysystemd.daemon" \
   || die "the installed app does not import on the card's Python"
 umount "$root/tmp/wh"
 
@@ -189,7 +189,7 @@ done
 in_root getent passwd aesynth >/dev/null || in_root useradd --system --user-group \
   --home-dir /var/lib/aesynth --no-create-home --shell /usr/sbin/nologin aesynth
 systemctl --root="$root" enable aesynth.service aesynth-governor.service \
-  aesynth-growdata.service >/dev/null 2>&1
+  aesynth-growdata.service aesynth-poweroff.path aesynth-models.path >/dev/null 2>&1
 # Raspberry Pi OS services that write to the root, ask for a user on first boot,
 # resize the root (our data partition comes after it), or set the ondemand governor.
 systemctl --root="$root" mask userconfig.service regenerate_ssh_host_keys.service \

@@ -22,6 +22,7 @@ INSTALL_DIR = Path(__file__).resolve().parents[2]  # the checkout (or /opt/aesyn
 DISPLAYS = ("auto", "ssd1306", "sh1106", "terminal", "emulator", "dummy", "none")
 BUTTONS = ("auto", "gpio", "keyboard", "none")
 FALLBACKS = ("null", "fail")
+QUITS = ("exit", "poweroff")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class ModelSection:
 class PlaySection:
     mode: str = "resynth"
     input: str = "line"       # "line", "none", or an audio file to loop
+    # What Cycle twice (or q) does: "exit" ends the program (exit 0); "poweroff" asks systemd
+    # to shut the box down cleanly (the card: a box without a keyboard has no other way).
+    quit: str = "exit"
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,7 @@ class Config:
 
     def validate(self) -> Config:
         _check_choice("play.mode", self.play.mode, MODES)
+        _check_choice("play.quit", self.play.quit, QUITS)
         _check_choice("display.kind", self.display.kind, DISPLAYS)
         _check_choice("buttons.kind", self.buttons.kind, BUTTONS)
         _check_choice("audio.fallback", self.audio.fallback, FALLBACKS)
