@@ -120,6 +120,20 @@ def runtime_dir() -> Path:
     return Path(f"/tmp/aesynth-{os.getuid()}")
 
 
+CARD_RUNTIME_DIR = Path("/run/aesynth")  # the card's unit: RuntimeDirectory=aesynth
+
+
+def find_status() -> Path:
+    """The status file a reader should look at: this process's own runtime directory's if it
+    has one, else the card's service's (/run/aesynth, read by root or a login), else the
+    per-user one; the first that exists, or the per-user path when none does."""
+    mine = runtime_dir() / STATUS_NAME
+    for candidate in (mine, CARD_RUNTIME_DIR / STATUS_NAME):
+        if candidate.exists():
+            return candidate
+    return mine
+
+
 def write_status(path: Path, health: Health) -> None:
     """Replace ``path`` with ``health`` atomically (temp file in the same folder, rename):
     a reader sees the old file or the new one, never half of one."""
@@ -294,13 +308,14 @@ def add_parser(subparsers: Any) -> None:
         epilog="exit codes: 0 the player is running and its status is fresh, 1 no player "
                f"(no status file) or a status older than {STALE_S:g} s (hung), 2 a bad file")
     p.add_argument("--file", metavar="PATH", help=f"status file (default: "
-                                                  f"{runtime_dir() / STATUS_NAME})")
+                                                  f"{runtime_dir() / STATUS_NAME}, else "
+                                                  f"{CARD_RUNTIME_DIR / STATUS_NAME})")
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.set_defaults(func=run_status)
 
 
 def run_status(args: argparse.Namespace) -> int:
-    path = Path(args.file) if args.file else runtime_dir() / STATUS_NAME
+    path = Path(args.file) if args.file else find_status()
     try:
         h = read_status(path)
     except FileNotFoundError:

@@ -165,3 +165,17 @@ def test_without_systemd_notifications_are_off(monkeypatch):
     n = Notifier()
     assert not n.enabled
     n.watchdog()  # a no-op, not an error
+
+
+def test_status_finds_the_card_s_service_file(tmp_path, monkeypatch):
+    """Root or a login on the card runs `aesynth status` outside the service: it must find
+    /run/aesynth/status.json (found in the booted card test: it looked in /tmp/aesynth-0)."""
+    import device.state.health as health
+
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg"))
+    monkeypatch.setattr(health, "CARD_RUNTIME_DIR", tmp_path / "run-aesynth")
+    assert health.find_status() == tmp_path / "xdg" / "aesynth" / "status.json"
+    (tmp_path / "run-aesynth").mkdir()
+    (tmp_path / "run-aesynth" / "status.json").write_text("{}")
+    assert health.find_status() == tmp_path / "run-aesynth" / "status.json"
