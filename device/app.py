@@ -13,7 +13,7 @@ was played.  Without a capture device the input becomes silence (generate
 mode still sounds).  Without GPIO the MODE/MODEL buttons are keyboard keys;
 without an OLED the table is drawn in the terminal.
 
-Exit codes, for a supervisor (systemd ``RestartPreventExitStatus=2``):
+Exit codes, for a supervisor (systemd ``RestartPreventExitStatus=2 3``):
 0 stopped on request (SIGTERM, SIGINT, Cycle, ``--duration``); 1 a thread
 died; 2 bad arguments or config; 3 no model could be loaded; 4 no sound card
 could be opened (``fallback = "fail"``): worth retrying later.
