@@ -572,8 +572,7 @@ class App:
             # The limiter's meter in whole dB: a redraw when it moves by one (the OLED's
             # 30 frames a second at most still apply).
             gr = int(round(self.engine.gain_reduction_db))
-            health = self.health.health if self.health is not None else None
-            warning = health.warning() if health is not None else None
+            warning = self.health.display_warning() if self.health is not None else None
             key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr, warning)
             if len(last) == len(key) and key[0] is last[0] and key[1:] == last[1:]:
                 continue

@@ -33,6 +33,7 @@ STALE_S = 5.0       # `aesynth status` calls a file older than this stale
 # The audio loop is "stalled" when its hop counter has not moved for this long while it
 # claims to be playing; a reconnect loop (device lost) counts as progress.
 STALL_S = 2.0
+DROP_NOTICE_S = 3.0  # how long "MIDI dropped N" stays on the display after the count rises
 DEVICE_STATES = ("starting", "playing", "lost", "stalled", "stopped")
 
 
@@ -209,6 +210,7 @@ class HealthPublisher:
         self.health: Health | None = None
         self.write_error: str | None = None
         self.pings = 0
+        self._drops = (0, -1e9)  # MIDI dropped so far, monotonic time the count last rose
 
     def start(self) -> HealthPublisher:
         try:
@@ -266,6 +268,19 @@ class HealthPublisher:
                       midi_dropped=int(dropped),
                       last_error=self._last_error[0] if self._last_error else None,
                       last_error_time=self._last_error[1] if self._last_error else None)
+
+    def display_warning(self, now_mono: float | None = None) -> str | None:
+        """What the display shows about health: a stalled or lost audio device while it lasts,
+        else "MIDI dropped N" for DROP_NOTICE_S after the count rises; None when all is well."""
+        h = self.health
+        if h is None:
+            return None
+        now = time.monotonic() if now_mono is None else now_mono
+        count, since = self._drops
+        if h.midi_dropped > count:
+            self._drops = count, since = h.midi_dropped, now
+        return h.warning() or (f"MIDI dropped {count}" if now - since <= DROP_NOTICE_S
+                               else None)
 
     def publish(self) -> Health:
         """Snapshot, write the status file, ping the watchdog if the audio loop lives."""

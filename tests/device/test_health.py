@@ -179,3 +179,31 @@ def test_status_finds_the_card_s_service_file(tmp_path, monkeypatch):
     (tmp_path / "run-aesynth").mkdir()
     (tmp_path / "run-aesynth" / "status.json").write_text("{}")
     assert health.find_status() == tmp_path / "run-aesynth" / "status.json"
+
+
+class Counters:
+    """The counters a MIDI controller keeps (device.senses.midi.MidiController)."""
+
+    received = 0
+    garbage = 0
+    errors = 0
+
+
+def test_dropped_midi_is_counted_and_said_on_the_display(tmp_path):
+    loop = _loop(GatedEngine()).start()
+    midi = Counters()
+    pub = HealthPublisher(loop, path=tmp_path / "status.json", midi=midi, every_s=60,
+                          notifier=Notifier())
+    try:
+        pub.start()
+        assert pub.display_warning(now_mono=100.0) is None
+        midi.received, midi.garbage, midi.errors = 50, 2, 1
+        h = pub.publish()
+        assert (h.midi_received, h.midi_dropped) == (50, 3)
+        assert read_status(tmp_path / "status.json").midi_dropped == 3
+        assert pub.display_warning(now_mono=200.0) == "MIDI dropped 3"
+        assert pub.display_warning(now_mono=202.0) == "MIDI dropped 3"
+        assert pub.display_warning(now_mono=204.0) is None  # shown for a few seconds
+    finally:
+        loop.stop()
+        pub.close()
