@@ -242,12 +242,12 @@ class HealthPublisher:
             since = now
         if not loop.running:
             device = "stopped"
-        elif getattr(loop, "first_period_at", None) is None and not stats.hops:
-            device = "starting"
-        elif not stats.connected:
-            device = "lost"
+        elif not stats.connected and stats.error:
+            device = "lost"  # the audio thread is reopening it (a loop that runs: not stalled)
         elif now - since > self.stall_s:
-            device = "stalled"
+            device = "stalled"  # also a first period that never comes
+        elif getattr(loop, "first_period_at", None) is None:
+            device = "starting"
         else:
             device = "playing"
         error = self._errors()

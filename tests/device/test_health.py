@@ -207,3 +207,23 @@ def test_dropped_midi_is_counted_and_said_on_the_display(tmp_path):
     finally:
         loop.stop()
         pub.close()
+
+
+def test_a_first_period_that_never_comes_is_a_stall(tmp_path):
+    engine = GatedEngine()
+    engine.gate.clear()  # hangs in the very first hop
+    loop = _loop(engine).start()
+    pub = HealthPublisher(loop, path=tmp_path / "status.json", every_s=60, stall_s=0.3,
+                          notifier=Notifier())
+    try:
+        pub.start()
+        assert pub.health.device == "starting"
+        time.sleep(0.5)
+        assert pub.publish().device == "stalled"
+        pings = pub.pings
+        pub.publish()
+        assert pub.pings == pings  # no watchdog ping for a loop that never played
+    finally:
+        engine.gate.set()
+        loop.stop()
+        pub.close()
