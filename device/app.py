@@ -17,7 +17,7 @@ line-in"; generate mode still sounds).  With ``auto`` buttons and no GPIO the
 MODE/MODEL buttons are keyboard keys; with an ``auto`` display and no OLED the
 table is drawn in the terminal.
 
-Exit codes, for a supervisor (systemd ``RestartPreventExitStatus=2``):
+Exit codes, for a supervisor (systemd ``RestartPreventExitStatus=2 3``):
 0 stopped on request (SIGTERM, SIGINT, Cycle, ``--duration``); 1 a thread
 died; 2 bad arguments or config (including a display, buttons or mapping
 asked for by name that cannot be used); 3 no model could be loaded; 4 a sound
@@ -108,6 +108,8 @@ class App:
         self._scheduling: tuple[int, tuple[int, int]] | None = None  # thread, policy before
         self._settled = False
         self._closed = False
+        self.health: Any = None
+        self.last_error: tuple[str, float] | None = None  # (text, wall clock) for the status
 
     # -- a short message for the display, shown for MESSAGE_S ---------------------------
     @property
@@ -184,6 +186,7 @@ class App:
         gc.collect()
         gc.freeze()
         self._start_audio(bundle)
+        self._start_health()
         self._spawn("control", self._control_loop)
         self._spawn("ui", self._ui_loop)
         return self
@@ -308,6 +311,20 @@ class App:
                     raise StartError(EXIT_AUDIO, str(e)) from None
         raise StartError(EXIT_AUDIO, "no audio device could be opened")
 
+    def _start_health(self) -> None:
+        """Live health each second: the status file (`aesynth status`) and systemd's watchdog."""
+        from device.state.health import HealthPublisher
+
+        self.health = HealthPublisher(self.loop, midi=self.midi,
+                                      errors=lambda: self.last_error).start()
+        self._closers.insert(0, self.health)  # closed last: the watchdog pings until the end
+
+    def warn(self, text: str) -> None:
+        """An expected problem the player must see: one log line, the display, the status."""
+        log.warning("%s", text)
+        self.last_error = (text, time.time())
+        self.message = text
+
     def _start_display(self) -> None:
         d = self.config.display
         kind = d.kind
@@ -322,7 +339,8 @@ class App:
             from device.senses.display import Display, open_display
 
             device = self._display_device or open_display(
-                kind, i2c_port=d.i2c_port, i2c_address=d.i2c_address, rotate=d.rotate)
+                kind, i2c_port=d.i2c_port, i2c_address=d.i2c_address, rotate=d.rotate,
+                column_offset=d.column_offset)
             self.display = Display(device, max_fps=d.max_fps)
             self._closers.append(self.display)
         except Exception as e:  # luma missing, no OLED on the bus
@@ -390,6 +408,13 @@ class App:
                 self._closers.append(self.buttons)
                 return
             except Exception as e:  # no GPIO on a desktop: gpiozero finds no pin factory
+                from device.senses.buttons import on_raspberry_pi
+
+                # On a Pi the box plays on without its buttons and says so (the music
+                # matters more on stage); elsewhere buttons asked for by name are an error.
+                if on_raspberry_pi():
+                    self.warn(f"no GPIO buttons: {e}")
+                    return
                 if kind == "gpio":  # asked for by name: an error naming it
                     raise StartError(EXIT_USAGE, f"GPIO buttons ([buttons] kind = \"gpio\", "
                                                  f"pins {b.mode_pin} and {b.model_pin}) cannot "
@@ -546,6 +571,11 @@ class App:
                 # second Shutdown within CONFIRM_S.
                 now = time.monotonic()
                 if now - self._shutdown_asked <= CONFIRM_S:
+                    if self.config.play.quit == "poweroff":
+                        from device.state.poweroff import request_poweroff
+
+                        self.message = request_poweroff()  # systemd stops us, then the box
+                        return
                     log.info("shutdown confirmed")
                     self.request_stop(EXIT_OK)
                 else:
@@ -625,13 +655,14 @@ class App:
             # The limiter's meter in whole dB: a redraw when it moves by one (the OLED's
             # 30 frames a second at most still apply).
             gr = int(round(self.engine.gain_reduction_db))
-            key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr)
+            warning = self.health.display_warning() if self.health is not None else None
+            key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr, warning)
             if len(last) == len(key) and key[0] is last[0] and key[1:] == last[1:]:
                 continue
             last = key
             if self.last_state is not None:
                 self.last_state.offer(snap.model, snap.controls)
-            state = self._display_state(snap, stats, gr)
+            state = self._display_state(snap, stats, gr, warning)
             if state is None:
                 continue
             self.display_state = state
@@ -640,14 +671,15 @@ class App:
             if self.midi is not None:
                 self.midi.update_leds(state)
 
-    def _display_state(self, snap: Any, stats: Any, gain_reduction_db: int = 0) -> Any:
+    def _display_state(self, snap: Any, stats: Any, gain_reduction_db: int = 0,
+                       warning: str | None = None) -> Any:
         try:
             from device.senses.display import DisplayState
         except ModuleNotFoundError:
             return None
-        message = self.message or self.note
+        message = self.message or warning or self.note
         if not stats.connected:
-            message = "no sound card"
+            message = "audio device lost: reopening" if stats.error else "no sound card"
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
                             playing=stats.playing, xruns=stats.xruns, message=message,
                             motion=getattr(snap, "motion", "stop"),

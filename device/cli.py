@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "device.sound.render",
     "device.models.library",
     "device.models.check",
+    "device.state.health",
 ]
 
 log = logging.getLogger("aesynth")

@@ -24,6 +24,7 @@ DEFAULT_USER_DIR = "~/.local/share/aesynth/models"
 DISPLAYS = ("auto", "ssd1306", "sh1106", "terminal", "emulator", "dummy", "none")
 BUTTONS = ("auto", "gpio", "keyboard", "none")
 FALLBACKS = ("null", "fail")
+QUITS = ("exit", "poweroff")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class ModelSection:
 class PlaySection:
     mode: str = "resynth"
     input: str = "line"       # "line", "none", or an audio file to loop
+    # What Cycle twice (or q) does: "exit" ends the program (exit 0); "poweroff" asks systemd
+    # to shut the box down cleanly (the card: a box without a keyboard has no other way).
+    quit: str = "exit"
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,8 @@ class DisplaySection:
     i2c_port: int = 1
     i2c_address: int = 0x3C
     max_fps: float = 30.0     # (0, 120], as device.senses.display.Display accepts
-    rotate: int = 0
+    rotate: int = 0           # quarter turns, 0..3
+    column_offset: int = 2    # SH1106 only: its first visible column of 132, 0..4
 
 
 @dataclass(frozen=True)
@@ -145,12 +150,22 @@ class Config:
 
     def validate(self) -> Config:
         _check_choice("play.mode", self.play.mode, MODES)
+        _check_choice("play.quit", self.play.quit, QUITS)
         _check_choice("display.kind", self.display.kind, DISPLAYS)
         _check_choice("buttons.kind", self.buttons.kind, BUTTONS)
         _check_choice("audio.fallback", self.audio.fallback, FALLBACKS)
         if not 0 <= self.display.i2c_address <= 0x7F:
             raise ConfigError(f"display.i2c_address must be in 0x00..0x7f, got "
                               f"{self.display.i2c_address:#x}")
+        if not 0 <= self.display.i2c_port <= 255:
+            raise ConfigError(f"display.i2c_port must be in 0..255 (/dev/i2c-N), got "
+                              f"{self.display.i2c_port}")
+        if not 0 <= self.display.rotate <= 3:
+            raise ConfigError(f"display.rotate must be in 0..3 quarter turns, got "
+                              f"{self.display.rotate}")
+        if not 0 <= self.display.column_offset <= 4:
+            raise ConfigError(f"display.column_offset must be in 0..4 (the SH1106's first "
+                              f"visible column of 132), got {self.display.column_offset}")
         if not 0 < self.display.max_fps <= 120:
             raise ConfigError(f"display.max_fps must be in (0, 120] frames a second, got "
                               f"{self.display.max_fps}")
