@@ -317,7 +317,8 @@ class App:
             # No port_match: the mapping's own port (a mapping file names its controller's).
             self.midi = MidiController(self.post, self.current_controls,
                                        port_match=m.port_match or None,
-                                       mapping=mapping, backend=self._midi_backend)
+                                       mapping=mapping, backend=self._midi_backend,
+                                       say=lambda text: setattr(self, "message", text))
             self.midi.start()
             self._closers.append(self.midi)
         except ModuleNotFoundError as e:

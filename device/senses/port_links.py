@@ -1,0 +1,88 @@
+"""Is our input still connected to the controller's port *instance*?  (JACK, via libjack.)
+
+A controller unplugged and plugged back within a scan interval comes back
+under the same port name, so a name check sees nothing; but JACK drops the
+connection to the old port when it goes, and never connects the new one to
+us.  :class:`JackLinks` asks the server which ports the controller's port is
+connected to: when ours is not among them, the port we opened is gone.
+
+Only JACK: python-rtmidi exposes no connection query, so this talks to
+libjack (which python-rtmidi already links) through ctypes.  On another
+backend :func:`links_for` returns None and the name check is all there is.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_JACK_NO_START_SERVER = 0x01
+
+
+class JackLinks:
+    """One JACK client (no ports, no process callback) for connection queries."""
+
+    def __init__(self, client_name: str = "aesynth-links"):
+        path = ctypes.util.find_library("jack") or "libjack.so.0"
+        lib = ctypes.CDLL(path)
+        lib.jack_client_open.restype = ctypes.c_void_p
+        lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int,
+                                         ctypes.POINTER(ctypes.c_int)]
+        lib.jack_client_close.argtypes = [ctypes.c_void_p]
+        lib.jack_port_by_name.restype = ctypes.c_void_p
+        lib.jack_port_by_name.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.jack_port_get_all_connections.restype = ctypes.POINTER(ctypes.c_char_p)
+        lib.jack_port_get_all_connections.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        lib.jack_free.argtypes = [ctypes.c_void_p]
+        status = ctypes.c_int()
+        client = lib.jack_client_open(client_name.encode(), _JACK_NO_START_SERVER,
+                                      ctypes.byref(status))
+        if not client:
+            raise OSError(f"JACK client {client_name!r} not opened (status {status.value:#x})")
+        self._lib, self._client = lib, client
+
+    def connections(self, port: str) -> list[str] | None:
+        """Full names of the ports ``port`` is connected to; None when ``port`` is gone."""
+        if self._client is None:
+            return None
+        lib = self._lib
+        handle = lib.jack_port_by_name(self._client, port.encode())
+        if not handle:
+            return None
+        names = lib.jack_port_get_all_connections(self._client, handle)
+        if not names:
+            return []
+        out, i = [], 0
+        while names[i] is not None:
+            out.append(names[i].decode(errors="replace"))
+            i += 1
+        lib.jack_free(ctypes.cast(names, ctypes.c_void_p))
+        return out
+
+    def linked(self, port: str, ours: str) -> bool:
+        """Whether ``port`` (the controller's) is connected to a port named ``…:ours``."""
+        conns = self.connections(port)
+        return conns is not None and any(c.endswith(":" + ours) for c in conns)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._lib.jack_client_close(self._client)
+            self._client = None
+
+    def __repr__(self) -> str:
+        return f"<JackLinks {'closed' if self._client is None else 'open'}>"
+
+
+def links_for(backend: Any) -> JackLinks | None:
+    """A :class:`JackLinks` when ``backend`` is mido's rtmidi on JACK, else None."""
+    if backend.name != "mido.backends.rtmidi" or backend.api != "UNIX_JACK":
+        return None
+    try:
+        return JackLinks()
+    except OSError as exc:  # no libjack, no server (yet): the watcher tries again
+        log.debug("JACK connection check unavailable: %s", exc)
+        return None
