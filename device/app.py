@@ -365,8 +365,9 @@ class App:
             from device.senses.keyboard import KeyboardButtons
 
             try:
-                self.buttons = KeyboardButtons(self.post, stream=stream,
-                                               current=self.current_controls).start()
+                self.buttons = KeyboardButtons(
+                    self.post, stream=stream, current=self.current_controls,
+                    say=lambda text: setattr(self, "message", text)).start()
                 self._closers.append(self.buttons)
             except OSError as e:
                 log.warning("keyboard buttons unavailable: %s", e)
@@ -548,7 +549,8 @@ class App:
             # The limiter's meter in whole dB: a redraw when it moves by one (the OLED's
             # 30 frames a second at most still apply).
             gr = int(round(self.engine.gain_reduction_db))
-            key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr)
+            key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr,
+                   getattr(stats, "stopped", False))
             if len(last) == len(key) and key[0] is last[0] and key[1:] == last[1:]:
                 continue
             last = key
@@ -573,6 +575,7 @@ class App:
             message = "no sound card"
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
                             playing=stats.playing, xruns=stats.xruns, message=message,
+                            stopped=getattr(stats, "stopped", False),
                             motion=getattr(snap, "motion", "stop"),
                             note=getattr(snap, "note", ""),
                             labels=snap.labels,

@@ -10,7 +10,8 @@ Layout of the 128x64 frame in the X11 misc-fixed 5x7 font (25 columns of 5 px):
              or the unit number), and a muted unit shows MUTE as its adjusted
              value (which is 0), so label and mute share the 20 columns the
              number and the M column had
-    x 103..  a 5-character status column beside the rows: mode, play state,
+    x 103..  a 5-character status column beside the rows: mode, play state
+             (PLAY, PAUSE, or STOP after Stop),
              xruns, the output limiter's gain reduction ("GR-6": 6 dB; blank
              below 0.5 dB), the model name over three rows, then motion
              and pitch: "REC" / "LOOP" (the motion recorder), the note
@@ -75,6 +76,7 @@ class DisplayState:
     note: str = ""         # device.sound.pitch.NoteGate.label()
     labels: tuple[str, ...] = ()
     gain_reduction_db: int = 0  # the output limiter's meter, whole dB (Engine.gain_reduction_db)
+    stopped: bool = False  # Stop (rewound) rather than paused: shown STOP, not PAUSE
 
 
 def _printable(text: str) -> str:
@@ -112,7 +114,7 @@ def panel_lines(state: DisplayState) -> list[str]:
     gr = min(state.gain_reduction_db, 99)
     lines = [page.rjust(PANEL_CHARS),
              _printable(MODE_LABELS.get(state.mode, state.mode.upper())),
-             "PLAY" if state.playing else "PAUSE",
+             "PLAY" if state.playing else ("STOP" if state.stopped else "PAUSE"),
              xruns, f"GR-{gr}" if gr >= 1 else ""] + chunks + [
                  motion_label(state.motion, state.note)]
     return [s[:PANEL_CHARS].ljust(PANEL_CHARS) for s in lines]
@@ -189,12 +191,14 @@ class TerminalDevice:
 
     width, height, mode = WIDTH, HEIGHT, "1"
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, *, footer: tuple[str, ...] = ()):
         self._stream = stream if stream is not None else sys.stdout
         self._ansi = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._footer = "".join(f"{line}\n" for line in footer) if self._ansi else ""
 
     def display_state(self, state: DisplayState) -> None:
-        text = render_text(state)
+        # On a terminal, the key legend (``footer``) stays under the table.
+        text = render_text(state) + self._footer
         # On a terminal, redraw in place; in a log or pipe, append frames.
         self._stream.write(("\x1b[H\x1b[J" + text) if self._ansi else text + "\n")
         self._stream.flush()
@@ -230,7 +234,9 @@ def open_display(kind: str, *, i2c_port: int = 1, i2c_address: int = 0x3C,
     if kind == "none":
         return NullDevice()
     if kind == "terminal":
-        return TerminalDevice(stream)
+        from device.senses.keyboard import LEGEND
+
+        return TerminalDevice(stream, footer=LEGEND)
     if kind == "dummy":
         from luma.core.device import dummy
         return dummy(width=WIDTH, height=HEIGHT, rotate=rotate, mode="1")

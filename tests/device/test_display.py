@@ -376,3 +376,32 @@ def test_any_state_renders(units, data, model, message, label, xruns, mode):
     lines = render_text(state).splitlines()
     assert len(lines) == (10 if message else 9)
     assert all(line[20:23].rstrip() == " |" for line in lines[:9])
+
+
+def test_stop_and_pause_are_shown_differently():
+    # Before: both showed PAUSE.
+    from dataclasses import replace
+
+    paused = original_paused_xruns()
+    stopped = replace(paused, stopped=True)
+    assert render_text(paused).splitlines()[2].endswith("PAUSE")
+    assert render_text(stopped).splitlines()[2].endswith("STOP")
+    assert render(paused).tobytes() != render(stopped).tobytes()
+
+
+def test_the_terminal_shows_the_key_legend_under_the_table():
+    from device.senses.keyboard import LEGEND
+
+    master, slave = os.openpty()
+    try:
+        with os.fdopen(slave, "w") as tty, Display(open_display("terminal", stream=tty)) as disp:
+            state = paper_figure3()
+            disp.show(state)
+            assert disp.wait_drawn(state, timeout=10)
+            got = b""
+            while LEGEND[-1].encode() not in got:
+                got += os.read(master, 65536)
+        text = got.decode().replace("\r\n", "\n")
+        assert text.index(render_text(state).splitlines()[-1]) < text.index(LEGEND[0])
+    finally:
+        os.close(master)

@@ -11,6 +11,7 @@ import time
 
 import mido
 import pytest
+import rtmidi
 
 from device.senses.display import DisplayState
 from device.senses.midi import MidiController
@@ -41,6 +42,14 @@ def replug_fast(fake: FakeNanoKontrol2) -> FakeNanoKontrol2:
     """Close the controller's ports and open them again under the same names at once
     (well inside one scan interval)."""
     fake.close()
+    # Plugged back as soon as the old port has left JACK's list (opening the same client
+    # name while the old one is still closing crashed python-rtmidi here once).
+    lister = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="aesynth-test-lister")
+    try:
+        assert wait_until(lambda: not any("nanoKONTROL2" in p for p in lister.get_ports()),
+                          timeout=5.0)
+    finally:
+        lister.delete()
     return FakeNanoKontrol2()
 
 
