@@ -308,12 +308,16 @@ class App:
         try:
             from device.senses.midi import DEFAULT_MAP, MidiController
 
-            mapping = DEFAULT_MAP
-            if m.mapping:
-                from device.state.config import expand
+            from device.senses.learn import LEARNED_PATH
+            from device.state.config import expand
+
+            mapping, learned = DEFAULT_MAP, expand(LEARNED_PATH)
+            if learned.exists() or m.mapping:  # a learnt map wins over [midi] mapping
                 from device.senses.midi import load_mapping
 
-                mapping = load_mapping(expand(m.mapping))
+                mapping = load_mapping(learned if learned.exists() else expand(m.mapping))
+                log.info("MIDI mapping %s from %s", mapping.name,
+                         learned if learned.exists() else m.mapping)
             # No port_match: the mapping's own port (a mapping file names its controller's).
             self.midi = MidiController(self.post, self.current_controls,
                                        port_match=m.port_match or None,
@@ -496,6 +500,13 @@ class App:
                     self.message = f"preset {slot}"
             case c.ToggleRecording():
                 self._toggle_recording()
+            case c.ToggleLearn() | c.StepLearn():  # from the keyboard
+                if self.midi is None:
+                    self.message = "learn: no MIDI controller"
+                elif isinstance(cmd, c.ToggleLearn):
+                    self.midi.toggle_learn()
+                else:
+                    self.midi.step_learn(cmd.delta)
             case _:
                 log.warning("no one handles %r", cmd)
 

@@ -42,6 +42,7 @@ KEYS: dict[str, object] = {
     "R": c.ToggleRecording(),
     "q": c.Shutdown(),
     "o": c.ToggleMotionRecord(), "p": c.ToggleMotionLoop(),
+    "L": c.ToggleLearn(), "<": c.StepLearn(-1), ">": c.StepLearn(+1),   # MIDI learn
 }
 # What the terminal shows under the table; each line at most 79 characters.
 LEGEND = (
@@ -50,6 +51,7 @@ LEGEND = (
     "LFO: l shape, , . rate, - = depth   motion: o record/loop, p loop/stop",
     "preset: v then 1-8 recall, V then 1-8 save   z zero, r reset all",
     "m/M mode, n/N model, space play/pause, s stop, R record, q quit (twice)",
+    "MIDI learn: L start/save, then move a control for each; < > skip; ? keys",
 )
 HELP = " | ".join(LEGEND)
 RATE_STEP = 1.25

@@ -34,12 +34,15 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import mido
 
+from device.state import commands as c
 from device.state.controls import ControlsSnapshot
 from device.errors import DeviceError
+from device.senses.learn import LEARN_ACTION, LEARNED_PATH, Learn, save_mapping
 from device.senses.midi_stream import MidiStream
 from device.senses.nanokontrol2 import (
     DEFAULT_MAP,
@@ -199,7 +202,8 @@ class MidiController:
                  backend: str | Any = None, scan_interval: float = 1.0,
                  max_backoff: float = 5.0, sysex_timeout: float = 4.0,
                  clock: Callable[[], float] = time.monotonic,
-                 say: Callable[[str], None] | None = None):
+                 say: Callable[[str], None] | None = None,
+                 learn_path: str = LEARNED_PATH):
         if not 0 < scan_interval <= max_backoff:
             raise DeviceError(f"MIDI scan_interval must be in (0, max_backoff={max_backoff}] s, "
                               f"got {scan_interval}")
@@ -216,6 +220,8 @@ class MidiController:
         self._clock = clock
         self._say = say                      # a line for the display (App.message)
         self._channel_said: int | None = None
+        self._learn: Learn | None = None
+        self.learn_path = learn_path         # where a learn session saves its map
         self._surface = Surface(mapping)
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()  # callback backends
         self._poll: _RtMidiInput | None = None                         # rtmidi
@@ -373,6 +379,9 @@ class MidiController:
             if kind != "other" and self._awaiting_sysex:  # else a flood would pile up
                 self._sysex_reply.put((kind, msg.data[1] & 0x0F, scene))
             return
+        if self._learn is not None and msg.type == "control_change":
+            self._learn_message(msg)
+            return
         with self._lock:
             cmds = self._surface.handle(msg, self._current(), self._clock())
             off = self._surface.off_channel
@@ -380,7 +389,66 @@ class MidiController:
             self._channel_said = off
             self._wrong_channel(off)
         for cmd in cmds:
-            self._post(cmd)
+            if isinstance(cmd, c.ToggleLearn):
+                self.toggle_learn()
+            else:
+                self._post(cmd)
+
+    # -- MIDI learn -------------------------------------------------------------------------
+    def toggle_learn(self) -> None:
+        """Start a learn session, or end it: the learnt map takes over and is saved to
+        ``learn_path`` (any thread)."""
+        with self._lock:
+            session, self._learn = self._learn, None
+            if session is None:
+                self._learn = Learn(self.mapping)
+                said = self._learn.prompt()
+            elif not session.learnt:
+                said = "learn: nothing learnt"
+            else:
+                m = session.result()
+                port = self.port_match
+                m = replace(m, port=port, name=port if m.port != port else m.name,
+                            korg_led_sysex=m.korg_led_sysex and "nanokontrol2" in port.lower())
+                self.mapping, self._surface = m, Surface(m)
+                said = None
+        if session is not None and session.learnt:
+            try:
+                path = save_mapping(m, self.learn_path)
+            except OSError as exc:
+                log.warning("learnt MIDI map not saved to %s: %s", self.learn_path, exc)
+                said = "learnt map NOT saved"
+            else:
+                log.info("learnt %d controls of %r; saved %s", len(session.learnt),
+                         self.port_name, path)
+                said = f"learnt {len(session.learnt)}, saved"
+        if self._say is not None:
+            self._say(said)
+
+    def step_learn(self, delta: int) -> None:
+        """While learning, select the next (+1) or previous (-1) function."""
+        with self._lock:
+            said = self._learn.step(delta) if self._learn is not None else "not learning"
+        if self._say is not None:
+            self._say(said)
+
+    @property
+    def learning(self) -> bool:
+        return self._learn is not None
+
+    def _learn_message(self, msg: Any) -> None:
+        learn_cc = self.mapping.buttons.get(LEARN_ACTION)
+        channel = self.mapping.channel
+        if (msg.control == learn_cc and (not channel or msg.channel == channel - 1)):
+            if msg.value >= 64:  # the learn button again: end (its release is ignored)
+                self.toggle_learn()
+            return
+        with self._lock:
+            learn = self._learn
+            said = learn.offer(msg.channel, msg.control) if learn is not None else None
+            prompt = learn.prompt() if learn is not None else ""
+        if said is not None and self._say is not None:
+            self._say(f"{said}; {prompt}")
 
     def _wrong_channel(self, channel: int) -> None:
         want = self.mapping.channel

@@ -26,7 +26,8 @@ Choices where the paper is silent, or where we add to it:
   M n steps its shape (sine → triangle → square → saw → random); faders and
   knobs must pick their units up again after R2 is released.  R3 records a
   motion take (press again: it loops), R4 loops the take or stops it.
-  R5..R8: free.  Cycle posts Shutdown; the app asks for a confirm.
+  R8 starts MIDI learn, and ends it (device.senses.learn).  R5..R7: free.
+  Cycle posts Shutdown; the app asks for a confirm.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ ACTIONS: dict[str, object] = {
     "motion_loop": c.ToggleMotionLoop(),
 }
 # Buttons that change what the strips do while held, rather than post a command.
-MODIFIERS = ("lfo_shift",)
+MODIFIERS = ("lfo_shift", "learn")
 LFO_KNOB_HZ = (0.05, 20.0)  # knob 0 → 127 under the LFO shift, logarithmic
 # What an LED may show: play state, or the current mode.
 LED_STATES = ("playing", "paused", *MODES)
@@ -98,6 +99,7 @@ class ControllerMap:
         "record": 64,                                # R1: record the output to WAV
         "lfo_shift": 65,                             # R2 held: strips set LFOs
         "motion_record": 66, "motion_loop": 67,      # R3, R4: the motion recorder
+        "learn": 71,                                 # R8: MIDI learn on / off (saves)
     })
     leds: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: {
         "playing": (41,), "paused": (42,),
@@ -412,6 +414,8 @@ class Surface:
             unit = controls.page * UNITS_PER_PAGE + self._mutes[cc]
             return [c.ToggleMute(unit)] if unit < controls.units else []
         action = self._buttons.get(cc)
+        if action == "learn":
+            return [c.ToggleLearn()]
         return [ACTIONS[action]] if action in ACTIONS else []
 
     def leds(self, controls: ControlsSnapshot, mode: str, playing: bool) -> dict[int, bool]:
