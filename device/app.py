@@ -560,14 +560,15 @@ class App:
             # The limiter's meter in whole dB: a redraw when it moves by one (the OLED's
             # 30 frames a second at most still apply).
             gr = int(round(self.engine.gain_reduction_db))
+            hints = self.midi.pickup_hints() if self.midi is not None else ()
             key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr,
-                   getattr(stats, "stopped", False))
+                   getattr(stats, "stopped", False), hints)
             if len(last) == len(key) and key[0] is last[0] and key[1:] == last[1:]:
                 continue
             last = key
             if self.last_state is not None:
                 self.last_state.offer(snap.model, snap.controls)
-            state = self._display_state(snap, stats, gr)
+            state = self._display_state(snap, stats, gr, hints)
             if state is None:
                 continue
             self.display_state = state
@@ -576,7 +577,8 @@ class App:
             if self.midi is not None:
                 self.midi.update_leds(state)
 
-    def _display_state(self, snap: Any, stats: Any, gain_reduction_db: int = 0) -> Any:
+    def _display_state(self, snap: Any, stats: Any, gain_reduction_db: int = 0,
+                       pickup: tuple[str, ...] = ()) -> Any:
         try:
             from device.senses.display import DisplayState
         except ModuleNotFoundError:
@@ -586,7 +588,7 @@ class App:
             message = "no sound card"
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
                             playing=stats.playing, xruns=stats.xruns, message=message,
-                            stopped=getattr(stats, "stopped", False),
+                            stopped=getattr(stats, "stopped", False), pickup=pickup,
                             motion=getattr(snap, "motion", "stop"),
                             note=getattr(snap, "note", ""),
                             labels=snap.labels,

@@ -248,7 +248,6 @@ class MidiController:
         self._drop_logged_at = -1e9
         self.connects = 0
         self.replugs = 0                     # reconnects to a port replugged under its name
-        self._links: Any = None              # JackLinks, False where there is none
         self._threads: list[threading.Thread] = []
         self._scanner: _Scanner | None = None  # made by the watcher: the MIDI system may be late
         self._started = False
@@ -291,8 +290,6 @@ class MidiController:
             t.join(timeout=3.0)
         if self._scanner is not None:
             self._scanner.close()
-        if self._links:
-            self._links.close()
 
     def __enter__(self) -> MidiController:
         return self.start()
@@ -393,6 +390,11 @@ class MidiController:
                 self.toggle_learn()
             else:
                 self._post(cmd)
+
+    def pickup_hints(self) -> tuple[str, ...]:
+        """Surface.pickup_hints for the current controls (the display shows them)."""
+        with self._lock:
+            return self._surface.pickup_hints(self._current())
 
     # -- MIDI learn -------------------------------------------------------------------------
     def toggle_learn(self) -> None:
@@ -537,12 +539,11 @@ class MidiController:
 
     def _still_linked(self) -> bool:
         """False when the port we opened is not the one listed now (JACK only)."""
-        if self._links is None:
-            self._links = links_for(self._backend) or False
         poll = self._poll
-        if not self._links or poll is None:
+        links = links_for(self._backend)
+        if links is None or poll is None:
             return True
-        return self._links.linked(self.port_name, poll.port)
+        return links.linked(self.port_name, poll.port)
 
     def _connect(self, name: str, scanner: _Scanner) -> None:
         if self._backend.name == "mido.backends.rtmidi":

@@ -272,6 +272,10 @@ class Pickup:
     def engaged(self, kind: str, unit: int) -> bool:
         return (kind, unit) in self._engaged
 
+    def position(self, kind: str, strip: int) -> float | None:
+        """Where strip ``strip``'s control of ``kind`` was last seen (0..1), or None."""
+        return self._position.get((kind, strip))
+
 
 # -- the surface: messages in, commands out --------------------------------------------------
 
@@ -417,6 +421,27 @@ class Surface:
         if action == "learn":
             return [c.ToggleLearn()]
         return [ACTIONS[action]] if action in ACTIONS else []
+
+    def pickup_hints(self, controls: ControlsSnapshot) -> tuple[str, ...]:
+        """Per unit of the page, two characters: which way its fader, then its knob, must
+        move to pick the unit up ("^" up, "v" down), blank once picked up or never moved."""
+        start = controls.page * UNITS_PER_PAGE
+        hints = []
+        for i in range(min(UNITS_PER_PAGE, controls.units - start)):
+            u = start + i
+            gain = self._hint("gain", i, u, controls.gain[u] / GAIN_RANGE[1],
+                              i < len(self.mapping.faders))
+            scale = self._hint("scale", i, u, knob_position(controls.scale[u] / SCALE_RANGE[1]),
+                               i < len(self.mapping.knobs))
+            hints.append(gain + scale)
+        return tuple(hints)
+
+    def _hint(self, kind: str, strip: int, unit: int, target: float, exists: bool) -> str:
+        position = self.pickup.position(kind, strip)
+        if (not exists or position is None or self.pickup.engaged(kind, unit)
+                or abs(position - target) <= self.pickup.window):
+            return " "
+        return "^" if position < target else "v"
 
     def leds(self, controls: ControlsSnapshot, mode: str, playing: bool) -> dict[int, bool]:
         """CC → lit, for every LED this map drives."""

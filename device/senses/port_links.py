@@ -16,11 +16,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
+import threading
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 _JACK_NO_START_SERVER = 0x01
+_SHUTDOWN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
 class JackLinks:
@@ -44,10 +47,17 @@ class JackLinks:
         if not client:
             raise OSError(f"JACK client {client_name!r} not opened (status {status.value:#x})")
         self._lib, self._client = lib, client
+        self.dead = False  # the server went away: a new JackLinks is needed
+        self._on_shutdown = _SHUTDOWN(self._shutdown)  # kept: JACK holds the pointer
+        lib.jack_on_shutdown.argtypes = [ctypes.c_void_p, _SHUTDOWN, ctypes.c_void_p]
+        lib.jack_on_shutdown(client, self._on_shutdown, None)
+
+    def _shutdown(self, _arg: object) -> None:  # on a JACK thread; sets a flag only
+        self.dead = True
 
     def connections(self, port: str) -> list[str] | None:
         """Full names of the ports ``port`` is connected to; None when ``port`` is gone."""
-        if self._client is None:
+        if self._client is None or self.dead:
             return None
         lib = self._lib
         handle = lib.jack_port_by_name(self._client, port.encode())
@@ -77,12 +87,28 @@ class JackLinks:
         return f"<JackLinks {'closed' if self._client is None else 'open'}>"
 
 
+_shared: dict[str, JackLinks] = {}
+_shared_lock = threading.Lock()
+
+
 def links_for(backend: Any) -> JackLinks | None:
-    """A :class:`JackLinks` when ``backend`` is mido's rtmidi on JACK, else None."""
+    """The process's :class:`JackLinks` for the current JACK server when ``backend`` is
+    mido's rtmidi on JACK, else None.
+
+    One client per server for the whole process, never closed by us: ``jack_client_close``
+    was seen to block forever here (JACK2 1.9.21, dummy driver, a loaded machine, right
+    after other clients of this process closed), and a watcher must not hang on exit.
+    The server drops the client when the process ends.
+    """
     if backend.name != "mido.backends.rtmidi" or backend.api != "UNIX_JACK":
         return None
-    try:
-        return JackLinks()
-    except OSError as exc:  # no libjack, no server (yet): the watcher tries again
-        log.debug("JACK connection check unavailable: %s", exc)
-        return None
+    server = os.environ.get("JACK_DEFAULT_SERVER", "default")
+    with _shared_lock:
+        links = _shared.get(server)
+        if links is None or links.dead:  # a restarted server: a client of the new one
+            try:
+                links = _shared[server] = JackLinks()
+            except OSError as exc:  # no libjack, no server (yet): the watcher tries again
+                log.debug("JACK connection check unavailable: %s", exc)
+                return None
+        return links

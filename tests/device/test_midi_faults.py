@@ -216,3 +216,29 @@ def test_the_knob_centre_gives_exactly_scale_one():
     finally:
         ctl.close()
         fake.close()
+
+
+def test_the_display_shows_which_way_a_control_must_move_to_pick_up():
+    # Before: nothing showed that a fader had not picked its unit up, nor which way.
+    from device.senses.display import table_lines
+
+    box, fake = Box(), FakeNanoKontrol2()
+    ctl = start(box)
+    try:
+        box.controls.apply(c.SetGain(1, 0.5))
+        base = ctl.received
+        fake.cc(0, 10)    # fader 1 low, unit 0 at 1.0: must move up
+        fake.cc(1, 120)   # fader 2 high, unit 1 at 0.5: must move down
+        fake.cc(17, 127)  # knob 2 at the top, unit 1 at scale 1.0: down
+        settle(ctl, base + 3)
+        hints = ctl.pickup_hints()
+        assert hints[:3] == ("^ ", "vv", "  ") and len(hints) == 8
+        state = DisplayState(box.current(), "resynth", "m", True, 0, pickup=hints)
+        assert table_lines(state)[1] == "1     1.00^1.00 1.00"
+        assert table_lines(state)[2] == "2     0.50v1.00v0.50"
+        fake.cc(0, 127)   # fader 1 meets its unit: picked up
+        assert box.wait_for(lambda: box.of(c.SetGain))
+        assert wait_until(lambda: ctl.pickup_hints()[0] == "  ")
+    finally:
+        ctl.close()
+        fake.close()
