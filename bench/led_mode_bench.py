@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         fake = FakeNanoKontrol2()
         try:
             for _ in range(args.starts):
-                fake.deaf_to = len(fake.sysex_in) + args.lose
+                fake.deaf_to = len(fake.sysex_in) + args.lose  # unanswered this start
                 box = Box()
                 t0 = time.monotonic()
                 ctl = MidiController(box.post, box.current, scan_interval=0.05).start()
                 ok = ctl.wait_connected(30.0)
                 connect_s.append(time.monotonic() - t0)
                 external += ok and ctl.led_mode == "external"
-                tries[ctl.sysex_tries] += 1
+                tries[getattr(ctl, "sysex_tries", 0)] += 1  # 0: code without retries
                 ctl.close()
         finally:
             stop.set()

@@ -55,7 +55,7 @@ from device.senses.nanokontrol2 import (
     scene_request,
     with_led_mode,
 )
-from device.senses.port_links import links_for
+from device.senses.port_links import alsa_address, links_for
 from device.sound.scheduling import name_thread
 
 __all__ = ["DEFAULT_MAP", "ControllerMap", "MidiController", "find_port", "load_mapping"]
@@ -98,12 +98,15 @@ class _RtMidiInput:
             raise
         self._lock = threading.Lock()  # close() must not free the port mid-read
         self.name = name
+        self.address = self.port  # what the controller's port is connected to (JACK: name)
         self._nudge = None
         try:
             out = rtmidi.MidiOut(rtapi=rtapi, name="aesynth-nudge")
             own = re.compile(rf"[^:]*:{re.escape(self.port)}( \d+:\d+)?")  # JACK, ALSA
             mine = [i for i, p in enumerate(out.get_ports()) if own.fullmatch(p)]
             if mine:
+                # on ALSA, our port's "client:port", which the watcher looks for
+                self.address = alsa_address(out.get_ports()[mine[0]]) or self.port
                 out.open_port(mine[0], name="aesynth nudge")
                 self._nudge = out
             else:
@@ -543,7 +546,7 @@ class MidiController:
         links = links_for(self._backend)
         if links is None or poll is None:
             return True
-        return links.linked(self.port_name, poll.port)
+        return links.linked(self.port_name, poll.address)
 
     def _connect(self, name: str, scanner: _Scanner) -> None:
         if self._backend.name == "mido.backends.rtmidi":

@@ -6,9 +6,10 @@ connection to the old port when it goes, and never connects the new one to
 us.  :class:`JackLinks` asks the server which ports the controller's port is
 connected to: when ours is not among them, the port we opened is gone.
 
-Only JACK: python-rtmidi exposes no connection query, so this talks to
-libjack (which python-rtmidi already links) through ctypes.  On another
-backend :func:`links_for` returns None and the name check is all there is.
+python-rtmidi exposes no connection query.  On JACK this talks to libjack
+(which python-rtmidi already links) through ctypes; on ALSA it reads the
+sequencer's own table, ``/proc/asound/seq/clients`` (:class:`AlsaLinks`).
+Elsewhere :func:`links_for` returns None and the name check is all there is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import re
 import threading
 from typing import Any
 
@@ -87,11 +89,65 @@ class JackLinks:
         return f"<JackLinks {'closed' if self._client is None else 'open'}>"
 
 
-_shared: dict[str, JackLinks] = {}
+_ADDRESS = re.compile(r" (\d+):(\d+)$")   # rtmidi's ALSA port names end in "client:port"
+ALSA_CLIENTS = "/proc/asound/seq/clients"
+
+
+def alsa_address(port_name: str) -> str | None:
+    """"24:0" from an ALSA port name as python-rtmidi lists it ("nanoKONTROL2:… 24:0")."""
+    m = _ADDRESS.search(port_name)
+    return f"{m.group(1)}:{m.group(2)}" if m else None
+
+
+def alsa_connections(table: str, address: str) -> list[str] | None:
+    """The addresses that ALSA port ``address`` ("24:0") sends to ("Connecting To"), from
+    the text of /proc/asound/seq/clients; None when the port is not in it."""
+    client, port = address.split(":")
+    in_client = found = False
+    for line in table.splitlines():
+        words = line.split()
+        if line.startswith("Client") and len(words) > 1:
+            if found:
+                return []      # the next client: ours sends nowhere
+            in_client = words[1] == client
+        elif in_client and line.strip().startswith("Port") and len(words) > 1:
+            if found:
+                return []      # the next port: ours sends nowhere
+            found = words[1] == port
+        elif found and line.strip().startswith("Connecting To:"):
+            items = line.split(":", 1)[1].split(",")
+            return [item.strip().split("[")[0] for item in items if item.strip()]
+    return [] if found else None
+
+
+class AlsaLinks:
+    """The same question for ALSA, from the sequencer's table in /proc."""
+
+    def __init__(self, path: str = ALSA_CLIENTS):
+        self.path = path
+        self.dead = False
+
+    def linked(self, port: str, ours: str) -> bool:
+        """Whether ``port`` (the controller's, named with its address) sends to the ALSA
+        port ``ours`` ("client:port").  True when either cannot be told (no /proc table,
+        a name without an address): never a reconnect on a guess."""
+        theirs = alsa_address(port)
+        if theirs is None or ":" not in ours:
+            return True
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                table = f.read()
+        except OSError:
+            return True
+        conns = alsa_connections(table, theirs)
+        return conns is None or ours in conns  # port gone: the name check handles it
+
+
+_shared: dict[str, JackLinks | AlsaLinks] = {}
 _shared_lock = threading.Lock()
 
 
-def links_for(backend: Any) -> JackLinks | None:
+def links_for(backend: Any) -> JackLinks | AlsaLinks | None:
     """The process's :class:`JackLinks` for the current JACK server when ``backend`` is
     mido's rtmidi on JACK, else None.
 
@@ -100,7 +156,11 @@ def links_for(backend: Any) -> JackLinks | None:
     after other clients of this process closed), and a watcher must not hang on exit.
     The server drops the client when the process ends.
     """
-    if backend.name != "mido.backends.rtmidi" or backend.api != "UNIX_JACK":
+    if backend.name != "mido.backends.rtmidi":
+        return None
+    if backend.api in (None, "LINUX_ALSA") and os.path.exists(ALSA_CLIENTS):
+        return _shared.setdefault("alsa", AlsaLinks())
+    if backend.api != "UNIX_JACK":
         return None
     server = os.environ.get("JACK_DEFAULT_SERVER", "default")
     with _shared_lock:
