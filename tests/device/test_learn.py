@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import pytest
 
+from device.senses.keyboard import command_for
 from device.senses.learn import FUNCTIONS, Learn, assign, function_label, mapping_dict
 from device.senses.midi import MidiController
-from device.senses.nanokontrol2 import (ACTIONS, DEFAULT_MAP, MODIFIERS, ControllerMap,
-                                        load_mapping, mapping_from_dict)
-from device.senses.keyboard import command_for
+from device.senses.nanokontrol2 import (
+    ACTIONS,
+    DEFAULT_MAP,
+    MODIFIERS,
+    ControllerMap,
+    load_mapping,
+    mapping_from_dict,
+)
 from device.state import commands as c
 from tests.device.fake_nanokontrol2 import FakeNanoKontrol2
 from tests.device.test_midi import SYSEX_TIMEOUT, Box, settle
