@@ -389,19 +389,26 @@ def test_stop_and_pause_are_shown_differently():
     assert render(paused).tobytes() != render(stopped).tobytes()
 
 
-def test_the_terminal_shows_the_key_legend_under_the_table():
-    from device.senses.keyboard import LEGEND
+# -- the SH1106's column offset (a config key: some modules start at column 0, most at 2) -------
+def _page_address_commands(serial: RecordingSerial) -> list[tuple[int, ...]]:
+    return [cmd for cmd in serial.commands if cmd and 0xB0 <= cmd[0] <= 0xB7]
 
-    master, slave = os.openpty()
-    try:
-        with os.fdopen(slave, "w") as tty, Display(open_display("terminal", stream=tty)) as disp:
-            state = paper_figure3()
-            disp.show(state)
-            assert disp.wait_drawn(state, timeout=10)
-            got = b""
-            while LEGEND[-1].encode() not in got:
-                got += os.read(master, 65536)
-        text = got.decode().replace("\r\n", "\n")
-        assert text.index(render_text(state).splitlines()[-1]) < text.index(LEGEND[0])
-    finally:
-        os.close(master)
+
+@pytest.mark.parametrize("offset", [0, 2, 4])
+def test_sh1106_column_offset_reaches_the_bus(offset):
+    serial = RecordingSerial()
+    dev = open_display("sh1106", column_offset=offset, serial_interface=serial)
+    serial.commands.clear()
+    serial.data_calls.clear()
+    dev.display(render(paper_figure3()))
+    pages = _page_address_commands(serial)
+    assert len(pages) == HEIGHT // 8
+    # page address, column low nibble, column high nibble (0x10 | high)
+    assert {cmd[1:] for cmd in pages} == {(offset & 0x0F, 0x10 | offset >> 4)}
+    assert same_image(decode_pages(b"".join(serial.data_calls)), render(paper_figure3()))
+
+
+@pytest.mark.parametrize("offset", [-1, 5, 2.0, True])
+def test_column_offset_out_of_range_names_the_key(offset):
+    with pytest.raises(ConfigError, match=r"column_offset must be an int in 0..4"):
+        open_display("sh1106", column_offset=offset, serial_interface=RecordingSerial())

@@ -91,7 +91,10 @@ def test_a_hold_across_an_unplug_never_saves_and_the_next_press_counts():
         assert wait_until(lambda: not ctl.connected)
         time.sleep(0.4)  # longer than the hold that saves
         second = FakeNanoKontrol2()
-        assert wait_until(lambda: ctl.connects == 2 and ctl.connected)
+        # connected to the new port (the LED mode it set proves it; a connect to the old
+        # port while it was closing may have come and gone first)
+        assert second.wait_for(lambda: second.led_mode == 1)
+        assert wait_until(lambda: ctl.connected and ctl.connects >= 2)
         second.cc(32, 0)    # the release of the hold begun on the old connection: nothing
         second.press(32)    # a tap: recall
         second.press(48)    # M1's first press on this connection toggles
