@@ -356,19 +356,24 @@ class App:
         try:
             from device.senses.midi import DEFAULT_MAP, MidiController
 
-            mapping = DEFAULT_MAP
-            if m.mapping:
-                from device.state.config import expand
+            from device.senses.learn import LEARNED_PATH
+            from device.state.config import expand
+
+            mapping, learned = DEFAULT_MAP, expand(LEARNED_PATH)
+            if learned.exists() or m.mapping:  # a learnt map wins over [midi] mapping
                 from device.senses.midi import load_mapping
 
+                path = learned if learned.exists() else expand(m.mapping)
                 try:
-                    mapping = load_mapping(expand(m.mapping))
+                    mapping = load_mapping(path)
                 except Exception as e:  # a file asked for by name: an error, not a fallback
-                    raise StartError(EXIT_USAGE, f"[midi] mapping {m.mapping!r}: {e}") from None
+                    raise StartError(EXIT_USAGE, f"MIDI mapping {str(path)!r}: {e}") from None
+                log.info("MIDI mapping %s from %s", mapping.name, path)
             # No port_match: the mapping's own port (a mapping file names its controller's).
             self.midi = MidiController(self.post, self.current_controls,
                                        port_match=m.port_match or None,
-                                       mapping=mapping, backend=self._midi_backend)
+                                       mapping=mapping, backend=self._midi_backend,
+                                       say=lambda text: setattr(self, "message", text))
             self.midi.start()
             self._closers.append(self.midi)
         except ModuleNotFoundError as e:
@@ -426,8 +431,9 @@ class App:
             from device.senses.keyboard import KeyboardButtons
 
             try:
-                self.buttons = KeyboardButtons(self.post, stream=stream,
-                                               current=self.current_controls).start()
+                self.buttons = KeyboardButtons(
+                    self.post, stream=stream, current=self.current_controls,
+                    say=lambda text: setattr(self, "message", text)).start()
                 self._closers.append(self.buttons)
                 self._show_keys()
             except OSError as e:
@@ -439,13 +445,11 @@ class App:
     def _show_keys(self) -> None:
         """The key legend under the terminal table: a log line would be wiped by its
         first redraw."""
-        import textwrap
-
-        from device.senses.keyboard import HELP
+        from device.senses.keyboard import LEGEND
 
         device = getattr(self.display, "device", None)
         if hasattr(device, "footer"):
-            device.footer = textwrap.fill(HELP, 78)
+            device.footer = "\n".join(LEGEND)
 
     def _start_storage(self, bundle: Any) -> None:
         from device.state.config import expand, user_models_dir
@@ -602,6 +606,13 @@ class App:
                     self.message = f"preset {slot}"
             case c.ToggleRecording():
                 self._toggle_recording()
+            case c.ToggleLearn() | c.StepLearn():  # from the keyboard
+                if self.midi is None:
+                    self.message = "learn: no MIDI controller"
+                elif isinstance(cmd, c.ToggleLearn):
+                    self.midi.toggle_learn()
+                else:
+                    self.midi.step_learn(cmd.delta)
             case _:
                 log.warning("no one handles %r", cmd)
 
@@ -655,14 +666,16 @@ class App:
             # The limiter's meter in whole dB: a redraw when it moves by one (the OLED's
             # 30 frames a second at most still apply).
             gr = int(round(self.engine.gain_reduction_db))
+            hints = self.midi.pickup_hints() if self.midi is not None else ()
             warning = self.health.display_warning() if self.health is not None else None
-            key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr, warning)
+            key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr, warning,
+                   getattr(stats, "stopped", False), hints)
             if len(last) == len(key) and key[0] is last[0] and key[1:] == last[1:]:
                 continue
             last = key
             if self.last_state is not None:
                 self.last_state.offer(snap.model, snap.controls)
-            state = self._display_state(snap, stats, gr, warning)
+            state = self._display_state(snap, stats, gr, warning, hints)
             if state is None:
                 continue
             self.display_state = state
@@ -672,7 +685,7 @@ class App:
                 self.midi.update_leds(state)
 
     def _display_state(self, snap: Any, stats: Any, gain_reduction_db: int = 0,
-                       warning: str | None = None) -> Any:
+                       warning: str | None = None, pickup: tuple[str, ...] = ()) -> Any:
         try:
             from device.senses.display import DisplayState
         except ModuleNotFoundError:
@@ -682,6 +695,7 @@ class App:
             message = "audio device lost: reopening" if stats.error else "no sound card"
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
                             playing=stats.playing, xruns=stats.xruns, message=message,
+                            stopped=getattr(stats, "stopped", False), pickup=pickup,
                             motion=getattr(snap, "motion", "stop"),
                             note=getattr(snap, "note", ""),
                             labels=snap.labels,

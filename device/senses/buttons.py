@@ -3,7 +3,8 @@
 - MODE: each press steps the mode, original → resynth → generate → original.
 - MODEL: a press steps to the next model when released; held for
   ``hold_time`` it steps to the previous one instead (and the release then
-  does nothing, so one gesture never posts both).
+  does nothing, so one gesture never posts both, even released within a
+  millisecond of ``hold_time``).
 
 Buttons are wired from the pin to ground (gpiozero's default pull-up).
 gpiozero runs the handlers on its own threads; they only post commands.
@@ -12,6 +13,7 @@ gpiozero runs the handlers on its own threads; they only post commands.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +42,9 @@ class ModeModelButtons:
 
         self._post = post
         self._lock = threading.Lock()
-        self._model_held = False
+        self._model_decided = True   # no gesture until a press
+        self._model_down_at = 0.0
+        self._hold_time = hold_time
         bounce = bounce_time or None
         self.mode_pin, self.model_pin = mode_pin, model_pin
         self._mode = self._model = None
@@ -61,20 +65,28 @@ class ModeModelButtons:
     def _mode_pressed(self) -> None:
         self._post(c.StepMode(1))
 
+    # gpiozero fires when_held on its hold thread and when_released on the pin's thread:
+    # released within a few ms of hold_time, both can run.  Whichever takes the lock first
+    # decides the gesture, once; the release decides by how long the button was down.
     def _model_pressed(self) -> None:
         with self._lock:
-            self._model_held = False
+            self._model_decided = False
+            self._model_down_at = time.monotonic()
 
     def _model_held_down(self) -> None:
         with self._lock:
-            self._model_held = True
+            if self._model_decided:
+                return
+            self._model_decided = True
         self._post(c.StepModel(-1))
 
     def _model_released(self) -> None:
         with self._lock:
-            held, self._model_held = self._model_held, False
-        if not held:
-            self._post(c.StepModel(1))
+            if self._model_decided:
+                return
+            self._model_decided = True
+            held = time.monotonic() - self._model_down_at >= self._hold_time
+        self._post(c.StepModel(-1 if held else 1))
 
     def close(self) -> None:
         """Release both pins.  Idempotent."""

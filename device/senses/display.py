@@ -10,12 +10,15 @@ Layout of the 128x64 frame in the X11 misc-fixed 5x7 font (25 columns of 5 px):
              or the unit number), and a muted unit shows MUTE as its adjusted
              value (which is 0), so label and mute share the 20 columns the
              number and the M column had
-    x 103..  a 5-character status column beside the rows: mode, play state,
+    x 103..  a 5-character status column beside the rows: mode, play state
+             (PLAY, PAUSE, or STOP after Stop),
              xruns, the output limiter's gain reduction ("GR-6": 6 dB; blank
              below 0.5 dB), the model name over three rows, then motion
              and pitch: "REC" / "LOOP" (the motion recorder), the note
              sounding ("C4", "-" gated shut), both as "L C4"; blank as a drone
-The M column shows "M" for a muted unit, "~" for one an LFO moves.
+The M column shows "M" for a muted unit, "~" for one an LFO moves.  After the
+gain and the scale, "^" or "v" says which way that unit's fader or knob must
+move before it picks the unit up (soft takeover); blank once it has.
 
 All eight units of a page stay visible at once, which a status *line* under
 them would not allow (9 lines of 7 px is all 64 px hold).  ``render`` is pure;
@@ -75,6 +78,10 @@ class DisplayState:
     note: str = ""         # device.sound.pitch.NoteGate.label()
     labels: tuple[str, ...] = ()
     gain_reduction_db: int = 0  # the output limiter's meter, whole dB (Engine.gain_reduction_db)
+    stopped: bool = False  # Stop (rewound) rather than paused: shown STOP, not PAUSE
+    # Per row of the page, two characters: the way its fader, then its knob, must move to
+    # pick the unit up ("^", "v"; blank: picked up).  MidiController.pickup_hints.
+    pickup: tuple[str, ...] = ()
 
 
 def _printable(text: str) -> str:
@@ -91,13 +98,16 @@ def table_lines(state: DisplayState) -> list[str]:
     """The table's text: header plus 8 rows of TABLE_CHARS (blank past the last unit)."""
     lines = [TABLE_HEADER]
     labels = state.labels if len(state.labels) == state.controls.units else ()
-    for row in state.controls.rows():
+    for i, row in enumerate(state.controls.rows()):
         # the unit number is 1-based, as the faders are labelled; "~" marks an LFO
         name = _printable(labels[row.unit]) if labels else str(row.unit + 1)
         adjusted = "MUTE" if row.muted else _number(row.adjusted)
         lfo = "~" if row.lfo and not row.muted else " "
-        lines.append(f"{name[:LABEL_CHARS]:<{LABEL_CHARS}}{lfo}{_number(row.gain)} "
-                     f"{_number(row.scale)} {adjusted}")
+        # after a value, where the space was: "^"/"v" while its control must still pick up
+        fader, knob = (state.pickup[i] + "  ")[:2] if i < len(state.pickup) else "  "
+        fader, knob = (ch if ch in "^v" else " " for ch in (fader, knob))
+        lines.append(f"{name[:LABEL_CHARS]:<{LABEL_CHARS}}{lfo}{_number(row.gain)}{fader}"
+                     f"{_number(row.scale)}{knob}{adjusted}")
     lines += [" " * TABLE_CHARS] * (1 + UNITS_PER_PAGE - len(lines))
     return lines
 
@@ -112,7 +122,7 @@ def panel_lines(state: DisplayState) -> list[str]:
     gr = min(state.gain_reduction_db, 99)
     lines = [page.rjust(PANEL_CHARS),
              _printable(MODE_LABELS.get(state.mode, state.mode.upper())),
-             "PLAY" if state.playing else "PAUSE",
+             "PLAY" if state.playing else ("STOP" if state.stopped else "PAUSE"),
              xruns, f"GR-{gr}" if gr >= 1 else ""] + chunks + [
                  motion_label(state.motion, state.note)]
     return [s[:PANEL_CHARS].ljust(PANEL_CHARS) for s in lines]

@@ -1,14 +1,18 @@
-"""Keyboard keys for the desktop: the box's MODE/MODEL buttons and a few transport keys.
+"""Keyboard keys for the desktop: every control of the box from a laptop.
 
-Used when there is no GPIO (a laptop).  Reads single key presses from a
-terminal in cbreak mode on its own thread and posts commands; the terminal is
-restored on close.  The key map is data, and pure (``command_for``).
+Used when there is no GPIO (a laptop).  Reads key presses from a terminal in
+cbreak mode on its own thread and posts commands; the terminal is restored on
+close.  Pure parts: :func:`decode_keys` (bytes → key names: an arrow is one key,
+never the ``[`` inside its escape sequence), :data:`KEYS` / :func:`command_for`
+(the box's buttons), :class:`UnitKeys` (one selected unit: gain, scale, mute,
+its LFO, presets) and :data:`LEGEND` (shown under the terminal table and
+logged at start).
 
-Motion without faders (:class:`LfoKeys`, pure): ``1``..``8`` pick the strip
-(the page's unit n) that the LFO keys change; ``l`` steps its shape, ``,``
-and ``.`` divide and multiply its rate by 1.25 (0.01..20 Hz), ``-`` and
-``=`` (or ``+``) take its depth down and up by 0.1; ``o`` records a motion
-take (again: loop it), ``p`` loops the take or stops it.
+The selected unit is strip ``1``..``8`` of the page; ``←`` / ``→`` walk through
+every unit (paging as they cross).  Motion without faders: ``l`` steps the
+selected unit's LFO shape, ``,`` and ``.`` divide and multiply its rate by 1.25
+(0.01..20 Hz), ``-`` and ``=`` (or ``+``) take its depth down and up by 0.1;
+``o`` records a motion take (again: loop it), ``p`` loops the take or stops it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable
 from typing import IO
 
 from device.state import commands as c
-from device.state.controls import LFO_RATE_RANGE, ControlsSnapshot
+from device.state.controls import GAIN_RANGE, LFO_RATE_RANGE, SCALE_RANGE, ControlsSnapshot
 from device.sound.scheduling import name_thread
 
 log = logging.getLogger(__name__)
@@ -38,12 +42,78 @@ KEYS: dict[str, object] = {
     "R": c.ToggleRecording(),
     "q": c.Shutdown(),
     "o": c.ToggleMotionRecord(), "p": c.ToggleMotionLoop(),
+    "L": c.ToggleLearn(), "<": c.StepLearn(-1), ">": c.StepLearn(+1),   # MIDI learn
 }
-HELP = ("keys: m/M mode, n/N model, space play/pause, s stop, [ ] page, z zero all, "
-        "r reset all, R record, q quit; LFO of strip 1-8: l shape, , . rate, - = depth; "
-        "o motion record/loop, p loop/stop")
+# What the terminal shows under the table; each line at most 79 characters.
+LEGEND = (
+    "unit: 1-8 strip of page, <- -> prev/next unit, [ ] page   x mute",
+    "gain: up/down or u/j +-0.1, U/J +-0.01   scale: i/k +-0.1, I/K +-0.01",
+    "LFO: l shape, , . rate, - = depth   motion: o record/loop, p loop/stop",
+    "preset: v then 1-8 recall, V then 1-8 save   z zero, r reset all",
+    "m/M mode, n/N model, space play/pause, s stop, R record, q quit (twice)",
+    "MIDI learn: L start/save, then move a control for each; < > skip; ? keys",
+)
+HELP = " | ".join(LEGEND)
 RATE_STEP = 1.25
 DEPTH_STEP = 0.1
+COARSE, FINE = 0.1, 0.01
+# key → (what, step): u/j and the arrows coarse, capitals fine
+NUDGES = {"u": ("gain", COARSE), "j": ("gain", -COARSE), "U": ("gain", FINE),
+          "J": ("gain", -FINE), "up": ("gain", COARSE), "down": ("gain", -COARSE),
+          "shift-up": ("gain", FINE), "shift-down": ("gain", -FINE),
+          "i": ("scale", COARSE), "k": ("scale", -COARSE), "I": ("scale", FINE),
+          "K": ("scale", -FINE)}
+
+# CSI final byte (after ESC [ and parameters) → key name; "~" keys by their number
+_CSI = {"A": "up", "B": "down", "C": "right", "D": "left", "H": "home", "F": "end"}
+_TILDE = {"1": "home", "2": "insert", "3": "delete", "4": "end", "5": "pgup", "6": "pgdn",
+          "7": "home", "8": "end"}
+
+
+def decode_keys(data: str) -> tuple[list[str], str]:
+    """Key names in ``data`` (text read from a terminal) and an unfinished escape
+    sequence left over (to prepend to the next read).
+
+    A printable character is itself; ESC [ … A/B/C/D (and ESC O A…) are "up",
+    "down", "right", "left" ("shift-up" … with a shift modifier), ESC [ 5 ~ and
+    6 ~ "pgup" / "pgdn"; other escape sequences are swallowed whole, so none of
+    their bytes ever acts as a key.  A lone ESC is "esc".
+    """
+    keys: list[str] = []
+    i, n = 0, len(data)
+    while i < n:
+        ch = data[i]
+        if ch != "\x1b":
+            keys.append(ch)
+            i += 1
+            continue
+        if i + 1 >= n:
+            return keys, data[i:]          # maybe the start of a sequence: wait for more
+        intro = data[i + 1]
+        if intro == "O":                   # SS3: application-mode arrows, F1-F4
+            if i + 2 >= n:
+                return keys, data[i:]
+            name = _CSI.get(data[i + 2])
+            if name:
+                keys.append(name)
+            i += 3
+            continue
+        if intro != "[":
+            keys.append("esc")
+            i += 1
+            continue
+        j = i + 2
+        while j < n and not ("@" <= data[j] <= "~"):  # parameter and intermediate bytes
+            j += 1
+        if j >= n:
+            return keys, data[i:]
+        params, final = data[i + 2:j], data[j]
+        name = _TILDE.get(params.split(";")[0]) if final == "~" else _CSI.get(final)
+        if name is not None:
+            mods = params.split(";")[1] if ";" in params else ""
+            keys.append(f"shift-{name}" if mods == "2" else name)
+        i = j + 1
+    return keys, ""
 
 
 def command_for(key: str) -> object | None:
@@ -75,14 +145,67 @@ class LfoKeys:
         return [c.SetLfoDepth(unit, round(min(max(depth, 0.0), 1.0), 6))]
 
 
+class UnitKeys(LfoKeys):
+    """The selected unit's keys (gain, scale, mute, LFO), unit selection and presets.
+    Pure: :meth:`handle` returns the commands of one key and ``said`` what to show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._preset: str | None = None   # "v" (recall) or "V" (save): waiting for 1-8
+        self.said: str | None = None      # a line for the display after the last key
+
+    def handle(self, key: str, controls: ControlsSnapshot | None) -> list[object]:
+        self.said = None
+        prefix, self._preset = self._preset, None
+        if prefix is not None:
+            if len(key) == 1 and key in "12345678":
+                slot = int(key)
+                return [c.RecallPreset(slot) if prefix == "v" else c.SavePreset(slot)]
+            self.said = "preset: cancelled"
+            return []
+        if key in ("v", "V"):
+            self._preset = key
+            self.said = "recall preset: 1-8" if key == "v" else "save preset: 1-8"
+            return []
+        if controls is None:
+            return []
+        start = controls.page * c.UNITS_PER_PAGE
+        if key in ("left", "right"):
+            unit = (start + self.strip + (1 if key == "right" else -1)) % controls.units
+            page = unit // c.UNITS_PER_PAGE
+            self.strip = unit % c.UNITS_PER_PAGE
+            self.said = f"unit {unit + 1}"
+            return [c.PageBy(page - controls.page)] if page != controls.page else []
+        if len(key) == 1 and key in "12345678":
+            self.strip = int(key) - 1
+            if start + self.strip < controls.units:
+                self.said = f"unit {start + self.strip + 1}"
+            return []
+        unit = start + self.strip
+        if unit >= controls.units:
+            return []
+        if key == "x":
+            return [c.ToggleMute(unit)]
+        if key in NUDGES:
+            what, step = NUDGES[key]
+            lo, hi = GAIN_RANGE if what == "gain" else SCALE_RANGE
+            now = controls.gain[unit] if what == "gain" else controls.scale[unit]
+            value = round(min(max(now + step, lo), hi), 6)
+            self.said = f"unit {unit + 1} {what} {value:.2f}"
+            return [c.SetGain(unit, value) if what == "gain" else c.SetScale(unit, value)]
+        return super().handle(key, controls)
+
+
 class KeyboardButtons:
     """Posts the command of each key pressed on ``stream`` (a terminal)."""
 
     def __init__(self, post: Callable[[object], None], *, stream: IO[str] | None = None,
-                 current: Callable[[], ControlsSnapshot] | None = None):
+                 current: Callable[[], ControlsSnapshot] | None = None,
+                 say: Callable[[str], None] | None = None):
         self.post = post
-        self.current = current  # the published controls, for the LFO keys
-        self.lfo_keys = LfoKeys()
+        self.current = current  # the published controls, for the unit keys
+        self.say = say          # a line for the display ("unit 3 gain 0.70")
+        self.lfo_keys = self.unit_keys = UnitKeys()
         self.stream = stream or sys.stdin
         self._fd = self.stream.fileno()
         if not os.isatty(self._fd):
@@ -100,26 +223,37 @@ class KeyboardButtons:
 
     def _run(self) -> None:
         name_thread()
+        pending = ""
         while not self._closing.is_set():
             ready, _, _ = select.select([self._fd], [], [], 0.1)
             if not ready:
                 continue
             try:
-                data = os.read(self._fd, 1)
+                data = os.read(self._fd, 64)
             except OSError as e:  # the terminal went away (EIO)
                 log.warning("keyboard buttons stopped: %s", e)
                 return
             if not data:  # end of input (hung-up terminal): select stays ready, so stop
                 log.warning("keyboard buttons stopped: end of input")
                 return
-            key = data.decode(errors="replace")
-            cmd = command_for(key)
-            if cmd is not None:
-                self.post(cmd)
-                continue
-            controls = self.current() if self.current is not None else None
-            for cmd in self.lfo_keys.handle(key, controls):
-                self.post(cmd)
+            keys, pending = decode_keys(pending + data.decode(errors="replace"))
+            for key in keys:
+                self.key(key)
+
+    def key(self, key: str) -> None:
+        """Post the commands of one key (a name from :func:`decode_keys`)."""
+        if key == "?":
+            log.warning("keys: %s", HELP)
+            return
+        cmd = None if self.unit_keys._preset is not None else command_for(key)
+        if cmd is not None:
+            self.post(cmd)
+            return
+        controls = self.current() if self.current is not None else None
+        for cmd in self.unit_keys.handle(key, controls):
+            self.post(cmd)
+        if self.unit_keys.said and self.say is not None:
+            self.say(self.unit_keys.said)
 
     def close(self) -> None:
         if self._closing.is_set():

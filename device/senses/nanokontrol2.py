@@ -26,7 +26,8 @@ Choices where the paper is silent, or where we add to it:
   M n steps its shape (sine → triangle → square → saw → random); faders and
   knobs must pick their units up again after R2 is released.  R3 records a
   motion take (press again: it loops), R4 loops the take or stops it.
-  R5..R8: free.  Cycle posts Shutdown; the app asks for a confirm.
+  R8 starts MIDI learn, and ends it (device.senses.learn).  R5..R7: free.
+  Cycle posts Shutdown; the app asks for a confirm.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ ACTIONS: dict[str, object] = {
     "motion_loop": c.ToggleMotionLoop(),
 }
 # Buttons that change what the strips do while held, rather than post a command.
-MODIFIERS = ("lfo_shift",)
+MODIFIERS = ("lfo_shift", "learn")
 LFO_KNOB_HZ = (0.05, 20.0)  # knob 0 → 127 under the LFO shift, logarithmic
 # What an LED may show: play state, or the current mode.
 LED_STATES = ("playing", "paused", *MODES)
@@ -98,6 +99,7 @@ class ControllerMap:
         "record": 64,                                # R1: record the output to WAV
         "lfo_shift": 65,                             # R2 held: strips set LFOs
         "motion_record": 66, "motion_loop": 67,      # R3, R4: the motion recorder
+        "learn": 71,                                 # R8: MIDI learn on / off (saves)
     })
     leds: Mapping[str, tuple[int, ...]] = field(default_factory=lambda: {
         "playing": (41,), "paused": (42,),
@@ -211,6 +213,26 @@ def load_mapping(path: str | Path) -> ControllerMap:
         raise ConfigError(f"controller map {str(p)!r}: {exc}") from exc
 
 
+# -- knob travel: the detent at CC 64 is the middle of the range, exactly ------------------------
+
+KNOB_CENTRE = 64  # CC value at a knob's centre detent (0..127 has no middle value)
+
+
+def knob_travel(value: int) -> float:
+    """CC 0..127 → 0..1 with CC 64 → exactly 0.5: two straight pieces, 0..64 and 64..127
+    (value / 127 puts the detent at 0.504: a scale of 1.01 and an LFO at 1.03 Hz)."""
+    if value <= KNOB_CENTRE:
+        return 0.5 * value / KNOB_CENTRE
+    return 0.5 + 0.5 * (value - KNOB_CENTRE) / (127 - KNOB_CENTRE)
+
+
+def knob_position(travel: float) -> float:
+    """Inverse of :func:`knob_travel` as a fraction of the CC range (0..1), for pick-up."""
+    t = min(max(travel, 0.0), 1.0)
+    cc = 2 * t * KNOB_CENTRE if t <= 0.5 else KNOB_CENTRE + (2 * t - 1) * (127 - KNOB_CENTRE)
+    return cc / 127
+
+
 # -- soft takeover ---------------------------------------------------------------------------
 
 class Pickup:
@@ -250,6 +272,10 @@ class Pickup:
     def engaged(self, kind: str, unit: int) -> bool:
         return (kind, unit) in self._engaged
 
+    def position(self, kind: str, strip: int) -> float | None:
+        """Where strip ``strip``'s control of ``kind`` was last seen (0..1), or None."""
+        return self._position.get((kind, strip))
+
 
 # -- the surface: messages in, commands out --------------------------------------------------
 
@@ -271,17 +297,30 @@ class Surface:
         self._down: dict[int, float] = {}    # CC of a pressed button → press time
         self._sent: dict[tuple[str, int], tuple[float, float]] = {}  # → (position, time)
         self._view: tuple[int, int] | None = None  # (units, page) last seen
+        self.on_channel = False               # a CC came on the mapping's channel
+        self.off_channel: int | None = None   # 1..16: CCs came on this channel, none on ours
 
     def release(self) -> None:
         """Forget takeover: after a model change, preset or anything that moved the units."""
         self.pickup.release()
+
+    def forget(self) -> None:
+        """Forget every gesture and takeover: a new connection starts with no button down,
+        so a hold begun before an unplug can never end as a save after it."""
+        self._down.clear()
+        self._sent.clear()
+        self.pickup = Pickup(self.pickup.window)  # no last positions either
+        self.on_channel, self.off_channel = False, None
 
     def handle(self, msg: Any, controls: ControlsSnapshot, now: float) -> list[object]:
         """Commands for one mido message (empty when it means nothing to us)."""
         if getattr(msg, "type", None) != "control_change":
             return []
         if self.mapping.channel and msg.channel != self.mapping.channel - 1:
+            if not self.on_channel:
+                self.off_channel = msg.channel + 1
             return []
+        self.on_channel = True
         cc, value = msg.control, msg.value
         view = (controls.units, controls.page)
         if view != self._view:  # the strips now address other units
@@ -308,8 +347,8 @@ class Surface:
             unit = controls.page * UNITS_PER_PAGE + self._knobs[cc]
             if unit < controls.units and self._move(
                     "scale", self._knobs[cc], unit, value,
-                    controls.scale[unit] / SCALE_RANGE[1], now):
-                out.append(c.SetScale(unit, SCALE_RANGE[1] * value / 127))
+                    knob_position(controls.scale[unit] / SCALE_RANGE[1]), now):
+                out.append(c.SetScale(unit, SCALE_RANGE[1] * knob_travel(value)))
         else:
             out = self._button(cc, value >= 64, controls, now)
         if any(isinstance(cmd, _RELEASING) for cmd in out):
@@ -332,7 +371,7 @@ class Surface:
         if cc in self._knobs:
             unit = start + self._knobs[cc]
             lo, hi = LFO_KNOB_HZ
-            hz = lo * math.exp(math.log(hi / lo) * value / 127)
+            hz = lo * math.exp(math.log(hi / lo) * knob_travel(value))  # CC 64: 1 Hz
             return [c.SetLfoRate(unit, min(max(hz, lo), hi))] if unit < controls.units else []
         if cc in self._mutes:
             if not pressed:
@@ -379,7 +418,30 @@ class Surface:
             unit = controls.page * UNITS_PER_PAGE + self._mutes[cc]
             return [c.ToggleMute(unit)] if unit < controls.units else []
         action = self._buttons.get(cc)
+        if action == "learn":
+            return [c.ToggleLearn()]
         return [ACTIONS[action]] if action in ACTIONS else []
+
+    def pickup_hints(self, controls: ControlsSnapshot) -> tuple[str, ...]:
+        """Per unit of the page, two characters: which way its fader, then its knob, must
+        move to pick the unit up ("^" up, "v" down), blank once picked up or never moved."""
+        start = controls.page * UNITS_PER_PAGE
+        hints = []
+        for i in range(min(UNITS_PER_PAGE, controls.units - start)):
+            u = start + i
+            gain = self._hint("gain", i, u, controls.gain[u] / GAIN_RANGE[1],
+                              i < len(self.mapping.faders))
+            scale = self._hint("scale", i, u, knob_position(controls.scale[u] / SCALE_RANGE[1]),
+                               i < len(self.mapping.knobs))
+            hints.append(gain + scale)
+        return tuple(hints)
+
+    def _hint(self, kind: str, strip: int, unit: int, target: float, exists: bool) -> str:
+        position = self.pickup.position(kind, strip)
+        if (not exists or position is None or self.pickup.engaged(kind, unit)
+                or abs(position - target) <= self.pickup.window):
+            return " "
+        return "^" if position < target else "v"
 
     def leds(self, controls: ControlsSnapshot, mode: str, playing: bool) -> dict[int, bool]:
         """CC → lit, for every LED this map drives."""

@@ -24,7 +24,8 @@ from typing import Any
 import mido
 
 from device.state import commands as c
-from device.senses.midi import POLL_S, _close_ports, _RtMidiInput, _Scanner
+from device.senses.midi import NUDGE, NUDGE_AFTER_S, POLL_S, _close_ports, _RtMidiInput, _Scanner
+from device.senses.midi_stream import MidiStream
 from device.sound.scheduling import name_thread
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class NoteInput:
         self._scan_interval = scan_interval
         self._ports: dict[str, Any] = {}   # name → open input
         self._queue: list[Any] = []        # callback backends (not rtmidi) append here
+        self._streams: dict[str, MidiStream] = {}   # framing per rtmidi port
+        self._heard: dict[str, float] = {}          # port → when a message last came
+        self._nudged: dict[str, float] = {}         # port → when we last nudged it
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.received = 0
@@ -121,6 +125,7 @@ class NoteInput:
         for name in sorted(set(self._ports) - want):
             log.warning("MIDI keyboard %r gone", name)
             _close_ports((self._ports.pop(name),), "unplugged")
+            self._streams.pop(name, None)
         for name in sorted(want - set(self._ports)):
             try:
                 if self._backend.name == "mido.backends.rtmidi":
@@ -136,17 +141,32 @@ class NoteInput:
             self._post(c.NotesOff(drone=True))  # no keyboard left: the drone comes back
 
     def _drain(self) -> bool:
-        """Post the notes waiting on every port; True if there were any."""
+        """Post the notes waiting on every port; True if there were any.  Framed and nudged
+        as the controller's input is (device.senses.midi): a truncated SysEx from a
+        keyboard must not silence it."""
         got = False
-        for port in list(self._ports.values()):
+        now = time.monotonic()
+        for name, port in list(self._ports.items()):
             if not isinstance(port, _RtMidiInput):
                 continue
+            stream = self._streams.setdefault(name, MidiStream())
             while (data := port.read()) is not None:
-                got = True
+                for raw in stream.feed(data):
+                    if tuple(raw) == NUDGE:
+                        continue
+                    got = True
+                    self._heard[name] = now
+                    try:
+                        self._handle(mido.Message.from_bytes(raw))
+                    except ValueError:
+                        self.garbage += 1
+            quiet = now - max(self._heard.get(name, 0.0), self._nudged.get(name, 0.0))
+            if quiet >= NUDGE_AFTER_S:
+                self._nudged[name] = now
                 try:
-                    self._handle(mido.Message.from_bytes(data))
-                except ValueError:
-                    self.garbage += 1
+                    port.nudge()
+                except Exception as exc:  # closing under us
+                    log.debug("MIDI nudge to %r not sent: %s", name, exc)
         while self._queue:
             got = True
             self._handle(self._queue.pop(0))

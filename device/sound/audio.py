@@ -110,6 +110,7 @@ class AudioStats:
     reconnects: int = 0
     connected: bool = False
     playing: bool = True
+    stopped: bool = False   # not playing because of Stop rather than a pause
     source: str = "none"
     last_hop_us: float = 0.0
     max_hop_us: float = 0.0
@@ -145,12 +146,15 @@ class Source:
 
     def __init__(self) -> None:
         self.playing = True
+        self.stopped = False  # by Stop (rewound), not paused
 
     def play_pause(self) -> None:
         self.playing = not self.playing
+        self.stopped = False
 
     def stop(self) -> None:
         self.playing = False
+        self.stopped = True
 
     def fill(self, out: np.ndarray, captured: np.ndarray | None) -> np.ndarray:
         """Write one hop of input into ``out`` (float32); real-time safe."""
@@ -204,7 +208,7 @@ class FileSource(Source):
         return cls(mono, name=os.path.basename(os.fspath(path)))
 
     def stop(self) -> None:
-        self.playing = False
+        super().stop()
         self.position = 0
 
     def fill(self, out: np.ndarray, captured: np.ndarray | None) -> np.ndarray:
@@ -620,7 +624,8 @@ class AudioLoop:
             hops=n, xruns=counts["underruns"] + counts["overruns"],
             underruns=counts["underruns"], overruns=counts["overruns"],
             reconnects=counts["reconnects"], connected=connected,
-            playing=self.source.playing, source=self.source.kind,
+            playing=self.source.playing, stopped=getattr(self.source, "stopped", False),
+            source=self.source.kind,
             last_hop_us=float(last), max_hop_us=counts["max_ns"] / 1000.0,
             max_gap_us=counts["max_gap_ns"] / 1000.0,
             error=error if not connected else None)

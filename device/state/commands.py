@@ -96,6 +96,17 @@ class ToggleRecording:
 
 
 @dataclass(frozen=True, slots=True)
+class ToggleLearn:
+    """MIDI learn (device.senses.learn): start it, or end it and save the learnt map."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepLearn:
+    """While learning: select the next (+1) or previous (-1) function to learn."""
+    delta: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Shutdown:
     """Cycle: quit the application (on the box, after a confirm)."""
 

@@ -21,11 +21,15 @@ SCENE_HEADER = [0x7F, 0x7F, 0x02, 0x03, 0x05, 0x40]
 
 
 class FakeNanoKontrol2:
-    def __init__(self, name: str = "nanoKONTROL2", *, answer_sysex: bool = True):
+    def __init__(self, name: str = "nanoKONTROL2", *, answer_sysex: bool = True,
+                 deaf_to: int = 0):
+        """``deaf_to``: the first n SysEx messages from the host go unanswered (a request
+        lost while the port was still connecting)."""
         # A scene with a recognisable pattern; byte 2 = LED mode 0 (internal).
         self.scene = bytearray((i * 37) & 0xFF for i in range(SCENE_BYTES))
         self.scene[2] = 0
         self.answer_sysex = answer_sysex
+        self.deaf_to = deaf_to
         self.leds: dict[int, int] = {}
         self.led_log: list[tuple[int, int]] = []
         self.sysex_in: list[list[int]] = []
@@ -43,7 +47,7 @@ class FakeNanoKontrol2:
             elif msg.type == "sysex":
                 data = list(msg.data)
                 self.sysex_in.append(data)
-                if self.answer_sysex:
+                if self.answer_sysex and len(self.sysex_in) > self.deaf_to:
                     self._answer(data)
             self._cond.notify_all()
 
@@ -68,6 +72,10 @@ class FakeNanoKontrol2:
     def cc(self, control: int, value: int, channel: int = 0) -> None:
         self.to_host.send(mido.Message("control_change", channel=channel, control=control,
                                        value=value))
+
+    def raw(self, data: list[int]) -> None:
+        """Send ``data`` as one JACK MIDI event, unchecked (a truncated SysEx)."""
+        self.to_host._rt.send_message(data)
 
     def press(self, control: int, hold: float = 0.0) -> None:
         self.cc(control, 127)

@@ -515,3 +515,17 @@ def test_hop_cost_percentiles_cover_the_whole_run(alsa):
     pc = loop.hop_cost_percentiles((50, 95))
     assert pc["p50"] < 1000 <= 2000 <= pc["p95"]
     assert loop.stats.max_hop_us >= 2000
+
+
+def test_stop_is_told_from_a_pause():
+    """AudioStats.stopped: Stop (rewound) is not a pause; Play clears it."""
+    from device.sound.audio import FileSource
+
+    src = FileSource(np.zeros(100, dtype=np.float32), name="x")
+    src.play_pause()
+    assert not src.playing and not src.stopped
+    src.play_pause()
+    src.stop()
+    assert not src.playing and src.stopped and src.position == 0
+    src.play_pause()
+    assert src.playing and not src.stopped

@@ -138,3 +138,30 @@ def test_default_factory_from_environment(monkeypatch):
         b.close()
         Device.pin_factory.reset()
         Device.pin_factory.close()
+
+
+def test_model_released_as_the_hold_fires_is_one_gesture(buttons):
+    """gpiozero's hold thread calls when_held while the release is being handled (a
+    release within ms of hold_time): before, that posted both next and previous."""
+    b, posted, _, model = buttons
+    released = threading.Event()
+    on_held, on_released = b._model.when_held, b._model.when_released
+
+    def held_late() -> None:  # the hold thread, overtaken by the release
+        released.wait(5.0)
+        on_held()
+
+    def release() -> None:
+        on_released()
+        released.set()
+
+    b._model.when_held, b._model.when_released = held_late, release
+    model.drive_low()
+    time.sleep(HOLD + 0.1)   # hold_time has passed: the hold thread waits in held_late
+    model.drive_high()
+    assert posted.wait_len(1)
+    time.sleep(0.2)          # held_late has run by now
+    assert posted.commands == [c.StepModel(-1)]
+    tap(model)               # the next gesture is decided afresh
+    assert posted.wait_len(2)
+    assert posted.commands == [c.StepModel(-1), c.StepModel(1)]

@@ -378,6 +378,17 @@ def test_any_state_renders(units, data, model, message, label, xruns, mode):
     assert all(line[20:23].rstrip() == " |" for line in lines[:9])
 
 
+def test_stop_and_pause_are_shown_differently():
+    # Before: both showed PAUSE.
+    from dataclasses import replace
+
+    paused = original_paused_xruns()
+    stopped = replace(paused, stopped=True)
+    assert render_text(paused).splitlines()[2].endswith("PAUSE")
+    assert render_text(stopped).splitlines()[2].endswith("STOP")
+    assert render(paused).tobytes() != render(stopped).tobytes()
+
+
 # -- the SH1106's column offset (a config key: some modules start at column 0, most at 2) -------
 def _page_address_commands(serial: RecordingSerial) -> list[tuple[int, ...]]:
     return [cmd for cmd in serial.commands if cmd and 0xB0 <= cmd[0] <= 0xB7]

@@ -89,7 +89,7 @@ def test_r2_held_turns_the_strips_into_lfo_controls():
     got = r.send(cc(18, 0), cc(18, 127))                # knob 3: rate, 0.05..20 Hz log
     assert got == [c.SetLfoRate(10, pytest.approx(0.05)), c.SetLfoRate(10, pytest.approx(20.0))]
     mid = r.send(cc(18, 64))[0].hz
-    assert mid == pytest.approx(0.05 * 400 ** (64 / 127))
+    assert mid == pytest.approx(1.0, abs=1e-12)         # the centre detent: 1 Hz exactly
     assert r.press(50) == [c.StepLfoShape(10, 1)]       # M3: next shape, not a mute
     assert r.controls.lfo_shape[10] == 1 and not r.controls.muted[10]
     assert r.send(cc(65, 0)) == []                      # R2 up
@@ -102,7 +102,7 @@ def test_faders_and_knobs_address_the_page_and_scale_to_ranges():
     r = Rig()
     r.send(cc(2, 127), cc(2, 0))     # fader 3 met unit 2 at 1.0, then went to 0
     assert r.controls.gain[2] == 0.0
-    r.send(cc(18, 64), cc(18, 127))  # knob 3 met scale 1.0 (64/127*2 ≈ 1.008), then max
+    r.send(cc(18, 64), cc(18, 127))  # knob 3 met scale 1.0 at its centre, then max
     assert r.controls.scale[2] == 2.0
     r.press(59)
     r.send(cc(7, 127), cc(7, 100))   # fader 8 on page 2 is unit 15
@@ -325,3 +325,15 @@ def test_json_mapping_with_nan_or_infinity_is_refused(tmp_path):
     bad_utf8.write_bytes(b'{"name": "caf\xe9"}')
     with pytest.raises(ConfigError, match="does not parse"):
         load_mapping(bad_utf8)
+
+
+def test_knob_centre_is_exactly_one_and_travel_round_trips():
+    from device.senses.nanokontrol2 import knob_position, knob_travel
+
+    assert knob_travel(64) == 0.5 and knob_travel(0) == 0.0 and knob_travel(127) == 1.0
+    values = [knob_travel(v) for v in range(128)]
+    assert values == sorted(values) and len(set(values)) == 128
+    for v in range(128):
+        assert knob_position(knob_travel(v)) * 127 == pytest.approx(v)
+    r = Rig()
+    assert r.send(cc(16, 64)) == [c.SetScale(0, 1.0)]  # exactly 1.0 (was 128/127)

@@ -88,3 +88,23 @@ def test_a_keyboard_plays_the_engine_and_unplugging_it_brings_the_drone_back():
         notes.close()
         controller.close()
         engine.close()
+
+
+@pytest.mark.usefixtures("jack_server")
+def test_a_truncated_sysex_from_a_keyboard_does_not_silence_it():
+    # Before: F0 43 10 (no F7) from a keyboard, and no later note arrived (rtmidi glued them).
+    backend = mido.Backend(MIDI_BACKEND, load=True)
+    keyboard = backend.open_output("Keystation", virtual=True)
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    notes = NoteInput(q.put, backend=MIDI_BACKEND, scan_interval=0.1).start()
+    try:
+        deadline = time.monotonic() + 10
+        while not notes.ports and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert notes.ports
+        keyboard._rt.send_message([0xF0, 0x43, 0x10])
+        keyboard.send(mido.Message("note_on", note=64, velocity=90))
+        assert q.get(timeout=10) == c.NoteOn(64, 90)
+    finally:
+        notes.close()
+        keyboard.close()

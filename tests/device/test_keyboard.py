@@ -1,0 +1,113 @@
+"""The desktop keyboard reaches every control (issue 16, item 7): the key decoder (pure)
+and KeyboardButtons reading a real pseudo-terminal, its commands applied to UnitControls."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from device.senses.keyboard import LEGEND, KeyboardButtons, UnitKeys, decode_keys
+from device.state import commands as c
+from device.state.controls import UnitControls
+
+UP, DOWN, RIGHT, LEFT = "\x1b[A", "\x1b[B", "\x1b[C", "\x1b[D"
+
+
+def test_arrow_keys_are_keys_not_their_bytes():
+    # Before: read byte by byte, ESC [ A was "[" (page back) and "A"; all four arrows paged
+    # backwards.
+    keys, rest = decode_keys(UP + DOWN + RIGHT + LEFT + "\x1bOA" + "\x1b[1;2A" + "m")
+    assert keys == ["up", "down", "right", "left", "up", "shift-up", "m"] and rest == ""
+    assert decode_keys("\x1b[5~\x1b[6~\x1b[15~x") == (["pgup", "pgdn", "x"], "")
+    assert decode_keys("a\x1b[1") == (["a"], "\x1b[1")          # finished by the next read
+    assert decode_keys("\x1b[1" + ";2B") == (["shift-down"], "")
+    assert decode_keys("\x1bx") == (["esc", "x"], "")
+    assert all(len(line) <= 79 for line in LEGEND)
+
+
+class Played:
+    """The app's side: commands applied to the controls at once, presets recorded."""
+
+    def __init__(self, units: int = 20):
+        self.controls = UnitControls(units)
+        self.commands: list[object] = []
+        self.said: list[str] = []
+        self._cond = threading.Condition()
+
+    def post(self, cmd: object) -> None:
+        with self._cond:
+            self.commands.append(cmd)
+            self.controls.apply(cmd)
+            self._cond.notify_all()
+
+    def say(self, text: str) -> None:
+        with self._cond:
+            self.said.append(text)
+            self._cond.notify_all()
+
+    def wait(self, predicate, timeout: float = 10.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
+
+@pytest.fixture
+def terminal():
+    master, slave = os.openpty()
+    stream = os.fdopen(slave, "r")
+    played = Played()
+    kb = KeyboardButtons(played.post, stream=stream, current=played.controls.snapshot,
+                         say=played.say).start()
+    yield played, lambda text: os.write(master, text.encode())
+    kb.close()
+    os.close(master)
+    stream.close()
+
+
+def test_arrows_select_and_nudge_a_unit_through_a_terminal(terminal):
+    played, type_ = terminal
+    type_(UP)  # before: "[" paged back to page 3 of 3
+    type_(DOWN + DOWN + DOWN)
+    assert played.wait(lambda: len(played.commands) == 4)
+    assert played.controls.page == 0
+    assert played.controls.gain[0] == pytest.approx(0.7)  # 1.0 is the top: +0.1 stays, -0.3
+    type_(RIGHT * 8)  # unit 9: the view follows to page 2
+    type_("J")        # fine: gain -0.01
+    assert played.wait(lambda: played.controls.gain[8] == pytest.approx(0.99))
+    assert played.controls.page == 1
+    type_(LEFT)       # back to unit 8, page 1
+    type_("k" + "K" + "x")
+    assert played.wait(lambda: played.controls.muted[7])
+    assert played.controls.page == 0
+    assert played.controls.scale[7] == pytest.approx(0.89)
+    assert "unit 8 scale 0.89" in played.said
+
+
+def test_digits_select_and_every_unit_control_is_reached(terminal):
+    played, type_ = terminal
+    type_("3" + "j" + "j" + "i" + "I" + "x")
+    assert played.wait(lambda: played.controls.muted[2])
+    assert played.controls.gain[2] == pytest.approx(0.8)
+    assert played.controls.scale[2] == pytest.approx(1.11)
+    type_("=" + "." + "l")  # the selected unit's LFO: depth, rate, shape
+    assert played.wait(lambda: played.controls.lfo_shape[2] == 1)
+    assert played.controls.lfo_depth[2] == pytest.approx(0.1)
+    assert played.controls.lfo_rate[2] == pytest.approx(1.25)
+    type_("v3" + "V5" + "vm")  # recall 3, save 5, a cancelled recall ("m" does nothing)
+    assert played.wait(lambda: "preset: cancelled" in played.said)
+    assert [x for x in played.commands if isinstance(x, c.RecallPreset | c.SavePreset)] == [
+        c.RecallPreset(3), c.SavePreset(5)]
+    assert not any(isinstance(x, c.StepMode) for x in played.commands)
+    type_("u" * 30)  # clamped at the range's top
+    assert played.wait(lambda: played.controls.gain[2] == 1.0)
+
+
+def test_unit_keys_stay_inside_a_short_last_page():
+    keys, controls = UnitKeys(), UnitControls(10)
+    controls.apply(c.PageBy(1))  # page 2 has units 9 and 10
+    assert keys.handle("5", controls.snapshot()) == []
+    assert keys.handle("x", controls.snapshot()) == []  # no unit 13
+    assert keys.handle("2", controls.snapshot()) == [] and keys.said == "unit 10"
+    assert keys.handle("right", controls.snapshot()) == [c.PageBy(-1)]  # wraps to unit 1
+    assert keys.strip == 0
