@@ -86,7 +86,7 @@ def cmd_new(a: argparse.Namespace) -> int:
     from train.new import new
 
     summary = new(a.name, a.audio, units=a.units, recipe=a.recipe, start_from=a.start_from,
-                  out=a.out, stick=a.stick, cache_dir=a.cache, frames=a.frames,
+                  scratch=a.scratch, out=a.out, stick=a.stick, cache_dir=a.cache, frames=a.frames,
                   epochs=a.epochs, seed=a.seed, quantization=a.quantization,
                   compare=a.compare, play_seconds=a.play_seconds)
     ho = summary["held_out"]
@@ -242,11 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio files and folders (searched recursively): WAV, FLAC, Ogg, "
                         "Opus, MP3... mono or stereo, any sample rate")
     n.add_argument("--units", type=int, default=None,
-                   help="units (faders) of the model (default: the recipe's, 8)")
+                   help="units (faders) of a model trained from scratch (default: the "
+                        "recipe's, 8)")
     n.add_argument("--recipe", default=None,
-                   help="a recipe of train/fit.py RECIPES (default parts-sc, models/default's)")
-    n.add_argument("--from", dest="start_from", default=None, metavar="BUNDLE",
-                   help="fine-tune from this bundle (its recipe, units and frame)")
+                   help="train this recipe of train/fit.py RECIPES from scratch (parts-sc is "
+                        "models/default's)")
+    start = n.add_mutually_exclusive_group()
+    start.add_argument("--from", dest="start_from", default=None, metavar="BUNDLE",
+                       help="fine-tune from this bundle (its recipe, units and frame; "
+                            "default: models/default unless --recipe, --units or --scratch)")
+    start.add_argument("--scratch", action="store_true",
+                       help="train from random weights (parts-sc unless --recipe)")
     where = n.add_mutually_exclusive_group()
     where.add_argument("--out", default=None, metavar="DIR",
                        help="write DIR/NAME and DIR/NAME-report (default: the current folder)")
@@ -263,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--compare", default=None, metavar="BUNDLE",
                    help="judge beside this bundle on the held-out audio (default: the --from "
                         "bundle, else models/default)")
-    n.add_argument("--play-seconds", type=float, default=4.0,
-                   help="seconds of each playability render (default 4)")
+    n.add_argument("--play-seconds", type=float, default=2.5,
+                   help="seconds of each playability render (default 2.5)")
     n.set_defaults(func=cmd_new)
 
     d = sub.add_parser("dataset", help="frames from real recordings, split by track")

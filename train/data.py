@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from device.state.atomic import fsync_tree, recover_swap, swap_dir
-from device.sound.audiofile import load_audio  # the box's own decoder (re-exported)
 from device.errors import AudioFileError, DataError  # DataError re-exported
+from device.sound.audiofile import load_audio  # the box's own decoder (re-exported)
 from device.sound.features import FrameConfig, frame_count, magnitudes
+from device.state.atomic import fsync_tree, recover_swap, swap_dir
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +395,7 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
 
 __all__ = ["Dataset", "DataError", "SOURCES", "DEFAULT_SOURCES", "build_dataset",
            "load_dataset", "load_audio", "frames_at", "full_frames", "find_tracks",
-           "split_tracks", "frame_count", "find_audio", "probe_audio", "analyse_audio",
+           "split_tracks", "frame_count", "find_audio", "probe_audio", "analyse_file",
            "audio_dataset", "AudioFile", "FoundAudio"]
 
 

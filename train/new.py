@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -51,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from device.errors import AesynthError, DataError
-from device.models.bundle import MANIFEST, _NAME_RE, read_bundle
+from device.models.bundle import _NAME_RE, MANIFEST, read_bundle
 from device.models.library import STICK_FOLDER
 from device.sound.features import LOW_LATENCY, FrameConfig
 from device.state.atomic import fsync_tree, recover_swap, swap_dir
@@ -68,8 +67,8 @@ MAX_TRAIN_FRAMES = 60_000  # the shipped models' training set
 PASSES_PER_SECOND = 250.0  # frame passes (level-augmented copies count) per second of audio
 MIN_EPOCHS = 3
 EVAL_SECONDS = 60.0  # held-out audio evaluated per clip, at most
-EVAL_TOTAL_SECONDS = 300.0
-PLAY_SECONDS = 4.0  # playability: generate and resynth seconds (> settle + 1)
+EVAL_TOTAL_SECONDS = 60.0  # frame-by-frame through TFLite, 3 models: keep it to a minute
+PLAY_SECONDS = 2.5  # playability: generate and resynth seconds (> settle + 1); 2 x 34 renders
 MAX_SOURCES_RECORDED = 2000  # keeps the manifest far below its 1 MiB cap
 
 
@@ -243,11 +242,17 @@ def default_cache() -> Path:
 
 
 def new(name: str, audio: list[str], *, units: int | None = None, recipe: str | None = None,
-        start_from: str | None = None, out: str | None = None, stick: str | None = None,
+        start_from: str | None = None, scratch: bool = False,
+        out: str | None = None, stick: str | None = None,
         cache_dir: str | os.PathLike | None = None, frames: int | None = None,
         epochs: int | None = None, seed: int = 0, quantization: str = "float16",
         compare: str | None = None, play_seconds: float = PLAY_SECONDS) -> dict[str, Any]:
     """Run every step (module docstring); return the summary (also in the manifest).
+
+    With no ``start_from``, ``recipe`` or ``units`` the model is fine-tuned from
+    ``models/default`` (measured better than from scratch within the same
+    budget, bench/train_bench.py); ``scratch`` trains the recipe from random
+    weights instead.
 
     Raises :class:`NewError` or :class:`device.errors.DataError` with one line for
     bad input; the destination is untouched unless the bundle was written whole.
@@ -261,10 +266,23 @@ def new(name: str, audio: list[str], *, units: int | None = None, recipe: str | 
     target = check_out(folder, name)
     if units is not None and not 1 <= units <= 4096:
         raise NewError(f"--units must be in 1..4096, got {units}")
+    if scratch and start_from is not None:
+        raise NewError("--scratch and --from exclude each other: drop one")
+    if (start_from is None and not scratch and units is None and recipe is None
+            and (DEFAULT_COMPARE / MANIFEST).exists()):
+        start_from = os.fspath(DEFAULT_COMPARE)
     if start_from is not None and units is not None:
         raise NewError("--units cannot change a model fine-tuned with --from (its units are "
-                       "the bundle's); drop one")
+                       "the bundle's); drop one, or add --scratch")
     cache = Path(cache_dir) if cache_dir else default_cache()
+    t = time.monotonic()
+    with bar(None, "find", "file") as b:
+        found = D.probe_audio(audio, progress=callback(b))
+    timings["find"] = time.monotonic() - t
+    if found.seconds < D.MIN_AUDIO_SECONDS:  # before TensorFlow: a quick answer
+        raise DataError(f"too little audio: need at least {D.MIN_AUDIO_SECONDS:g} s, found "
+                        f"{found.seconds:.2f} s in {len(found.files)} file(s) under "
+                        f"{', '.join(repr(os.fspath(p)) for p in audio)}")
     from train.fit import RECIPES  # TensorFlow is imported from here on
 
     start = None
@@ -294,10 +312,6 @@ def new(name: str, audio: list[str], *, units: int | None = None, recipe: str | 
         frame = LOW_LATENCY
         restore_check = None
 
-    t = time.monotonic()
-    with bar(None, "find", "file") as b:
-        found = D.probe_audio(audio, progress=callback(b))
-    timings["find"] = time.monotonic() - t
     bud = budget(found.seconds, rec, frames=frames, epochs=epochs)
     t = time.monotonic()
     with bar(len(found.files), "analyse", "file") as b:
