@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--only", default=",".join(RUNS), help="comma-separated runs")
     ap.add_argument("--work", default=str(ROOT / "cache" / "train_bench"))
+    ap.add_argument("--merge", default=None, metavar="JSON",
+                    help="take the runs not in --only from this earlier result (their "
+                         "bundles still in --work) and score them with the new ones")
     a = ap.parse_args(argv)
     only = a.only.split(",")
     work = Path(a.work)
@@ -181,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
                  "held_out_files": [p.name for p in held[:HELD_OUT_FILES]],
                  "targets_s": TARGETS_S, "runs": {}}
     bundles = {"models/default": DEFAULT}
+    if a.merge:
+        prev = json.loads(Path(a.merge).read_text())
+        for k, r in prev["runs"].items():
+            if k not in only:
+                res["runs"][k] = {**r, "from_earlier_invocation": prev["when"]}
+                if Path(r["bundle"]).exists() and k != "3min_cached":
+                    bundles[k] = Path(r["bundle"])
     three = [p for p in pool if 170 <= seconds_of(p) <= 200][:1]
     if "3min" in only:
         r = run_new("wesnoth3", three, work / "out", work / "cache3")

@@ -107,7 +107,8 @@ def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0,
 
     ``start``: fine-tune from that run's weights and keep its normaliser (its
     first and last layers expect those features; ``train.restore`` makes one
-    from a bundle).  ``callbacks``: extra Keras callbacks (progress bars).
+    from a bundle); when no epoch beats the start's validation loss the start's
+    weights are kept (``metrics['kept_start']``).  ``callbacks``: extra Keras callbacks.
     """
     import keras
 
@@ -133,7 +134,19 @@ def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0,
                                           verbose)
         extra["composed_valid"] = _quick(auto, ds.valid, normaliser, global_max)
     loss = make_loss(recipe, normaliser, global_max, decoder=dec)
+    start_val = None
+    if start is not None:  # the starting point's own validation loss, to beat
+        auto.compile(optimizer=make_optimizer(recipe), loss=loss)
+        start_val = float(auto.evaluate(xv, xv, batch_size=int(recipe["batch_size"]),
+                                        verbose=0))
     h = _fit_keras(auto, x, x, xv, xv, recipe, loss, verbose, callbacks)
+    if start_val is not None:
+        extra["start_val_loss"] = start_val
+        extra["kept_start"] = bool(h.get("val_loss")) and min(h["val_loss"]) >= start_val
+        if extra["kept_start"]:  # no epoch beat where we started: keep the start
+            log.info("fine-tuning never beat the start's validation loss %.4g: kept it",
+                     start_val)
+            auto.set_weights(start.autoencoder.get_weights())
     history.update({("finetune_" + k if recipe.get("greedy") else k): v for k, v in h.items()})
     run = Run(recipe, seed, normaliser, global_max, n_bins, auto, enc, dec, history=history,
               data=data_record(ds))

@@ -66,6 +66,7 @@ TRAIN_FRAMES_PER_SECOND = 12.0
 MAX_TRAIN_FRAMES = 60_000  # the shipped models' training set
 PASSES_PER_SECOND = 250.0  # frame passes (level-augmented copies count) per second of audio
 MIN_EPOCHS = 3
+FINE_TUNE_LR_FACTOR = 0.3  # fine-tuning: 0.3 x the recipe's learning rate (1e-3 -> 3e-4)
 EVAL_SECONDS = 60.0  # held-out audio evaluated per clip, at most
 EVAL_TOTAL_SECONDS = 60.0  # frame-by-frame through TFLite, 3 models: keep it to a minute
 PLAY_SECONDS = 2.5  # playability: generate and resynth seconds (> settle + 1); 2 x 34 renders
@@ -301,6 +302,8 @@ def new(name: str, audio: list[str], *, units: int | None = None, recipe: str | 
             b.update(1)
         timings["restore"] = time.monotonic() - t
         rec = dict(start.recipe)
+        # smaller steps than from scratch: Adam starts without the start's moments
+        rec["learning_rate"] = float(rec["learning_rate"]) * FINE_TUNE_LR_FACTOR
         frame = from_bundle.frame
     else:
         rname = recipe or DEFAULT_RECIPE

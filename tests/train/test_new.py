@@ -357,3 +357,25 @@ def test_from_and_units_exclude_each_other(audio, tmp_path, capsys):
     rc, line = run_cli(["new", "x", str(audio), "--units", "4", "--from", "models/default",
                         "--out", str(tmp_path)], capsys)
     assert rc == 1 and "--units cannot change a model fine-tuned with --from" in line
+
+
+# -- dataset, fit and export take --audio -------------------------------------------------
+def test_dataset_fit_export_take_audio(audio, tmp_path):
+    from train.data import load_dataset
+
+    cache = str(tmp_path / "cache")
+    assert train_cli(["dataset", "--audio", str(audio), "--out", str(tmp_path / "ds"),
+                      "--cache", cache, "--train", "50"]) == 0
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.manifest["split"] == "file" and len(ds.train) == 50
+    assert {t["id"] for t in ds.manifest["tracks"]} == {
+        "take0.wav", "loops/take1.flac", "take2.ogg", "loops/take3.wav"}
+    assert train_cli(["fit", "--audio", str(audio), "--cache", cache, "--recipe", "paper",
+                      "--set", "epochs=1", "--out", str(tmp_path / "run")]) == 0
+    assert train_cli(["export", str(tmp_path / "run"), "--audio", str(audio), "--cache", cache,
+                      "--out", str(tmp_path / "b"), "--name", "viaaudio",
+                      "--no-canonical"]) == 0
+    assert run_check([str(tmp_path / "b")], out=io.StringIO()) == 0
+    tracks = read_bundle(tmp_path / "b").manifest["training"]["data"]["tracks"]
+    assert set(tracks["train"]) | set(tracks["test"]) | set(tracks["valid"]) == {
+        "take0.wav", "loops/take1.flac", "take2.ogg", "loops/take3.wav"}
