@@ -36,6 +36,8 @@ complete and checked.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -222,10 +224,12 @@ def budget(seconds: float, recipe: dict[str, Any], *, frames: int | None = None,
     ``TRAIN_FRAMES_PER_SECOND`` frames per second of audio (at most
     ``MAX_TRAIN_FRAMES``), and ``PASSES_PER_SECOND`` frame passes per second
     of audio (an augmented copy is a pass too) shared out as epochs, between
-    ``MIN_EPOCHS`` and the recipe's own.  At 0.75 ms a pass (parts-sc
-    measured here with the machine shared, load ~4.5) that is ~0.19 s of
-    fitting per second of audio: 30 min -> ~6 min, 3 min -> ~35 s.
-    ``frames`` and ``epochs`` override (tests, benches).
+    ``MIN_EPOCHS`` and the recipe's own (10 epochs at 12 frames a second).
+    Chosen from the slowest rate measured here, 0.75 ms a pass (parts-sc, the
+    2 cores shared, load ~4.5): ~0.19 s of fitting per second of audio, so
+    30 min -> ~6 min and 3 min -> ~35 s leave the other steps room under the
+    targets (10 and 2 min); bench/train_bench.py then measured 0.22 ms a pass
+    (load 4-10).  ``frames`` and ``epochs`` override (tests, benches).
     """
     n = frames if frames is not None else int(
         min(MAX_TRAIN_FRAMES, max(1, round(TRAIN_FRAMES_PER_SECOND * seconds))))
@@ -357,8 +361,12 @@ def _finish(name, run, ds, info, found, bud, frame, work, target, timings, t_all
     with bar(1, "export") as b:
         desc = (f"{run.units} units, {run.recipe['name']}, trained on "
                 f"{len(found.files)} file(s), {found.seconds / 60:.1f} min of your audio")
-        export = export_bundle(run, staged, name=name, frame=frame, quantization=quantization,
-                               train_mags=ds.train, test_mags=ds.test, description=desc)
+        chatter = io.StringIO()  # the TFLite converter prints "Saved artifact ..." lines
+        with contextlib.redirect_stdout(chatter):
+            export = export_bundle(run, staged, name=name, frame=frame,
+                                   quantization=quantization, train_mags=ds.train,
+                                   test_mags=ds.test, description=desc)
+        log.debug("converter: %s", chatter.getvalue())
         b.update(1)
     timings["export"] = time.monotonic() - t
 
