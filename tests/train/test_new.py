@@ -379,3 +379,21 @@ def test_dataset_fit_export_take_audio(audio, tmp_path):
     tracks = read_bundle(tmp_path / "b").manifest["training"]["data"]["tracks"]
     assert set(tracks["train"]) | set(tracks["test"]) | set(tracks["valid"]) == {
         "take0.wav", "loops/take1.flac", "take2.ogg", "loops/take3.wav"}
+
+
+def test_fine_tuning_never_ends_worse_than_its_start_on_validation(audio, tmp_path):
+    from train.fit import fit
+    from train.restore import restore_run
+
+    default = Path(__file__).resolve().parents[2] / "models" / "default"
+    ds, _ = D.audio_dataset(D.probe_audio([audio]), frame=LOW_LATENCY, cache_dir=tmp_path)
+    start, _, _ = restore_run(default)
+    recipe = {**start.recipe, "epochs": 2, "patience": 0, "learning_rate": 3e-2}
+    run = fit(ds, recipe, start=start)
+    m = run.metrics
+    kept = [np.array_equal(a, b) for a, b in zip(run.autoencoder.get_weights(),
+                                                  start.autoencoder.get_weights(), strict=True)]
+    if m["kept_start"]:  # a step this large usually overshoots: the start comes back
+        assert all(kept)
+    else:
+        assert min(run.history["val_loss"]) < m["start_val_loss"] and not all(kept)
