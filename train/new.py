@@ -408,6 +408,7 @@ def _finish(name, run, ds, info, found, bud, frame, work, target, timings, t_all
                "frames": ds.manifest["counts"], "budget": bud.to_dict(),
                "analysis": {"analysed": info["analysed"], "cached": info["cached"]},
                "from": start_from, "restore_parity": restore_check,
+               "kept_start": run.metrics.get("kept_start"),
                "held_out": held_out,
                "playability": {k: v["pass"] for k, v in play["criteria"].items()},
                "seconds": {k: round(v, 1) for k, v in timings.items()}}
@@ -509,6 +510,10 @@ def write_report(d: Path, name: str, run, ds, found, fig: dict, sources: list[di
          f"{fig['budget']['epochs']} epochs budgeted ({run.metrics.get('epochs_run', '?')} run); "
          f"recipe `{run.recipe['name']}`, {run.units} units"
          + (f", fine-tuned from `{fig['from']}`" if fig["from"] else "") + ".", "",
+         *([f"**No epoch of fine-tuning beat the starting model on the validation split "
+            f"(loss {run.metrics['start_val_loss']:.4g}), so this bundle keeps the starting "
+            f"model's weights.** More audio, or `--scratch`, may do better.", ""]
+           if run.metrics.get("kept_start") else []),
          "Seconds per step: " + ", ".join(f"{k} {v}" for k, v in fig["seconds"].items())
          + f"; analysis: {fig['analysis']['analysed']} file(s) analysed, "
            f"{fig['analysis']['cached']} from the cache.", "",
