@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the aesynth card image and write it to an SD card, safely.
 #
+# usage:
 #   deploy/flash.sh --base RPIOS.img[.xz] --device /dev/sdX [--yes] [build options]
 #   deploy/flash.sh --base RPIOS.img[.xz] --output CARD.img [build options]   (build only)
 #   deploy/flash.sh --image CARD.img --device /dev/sdX                          (reuse a build)
@@ -23,7 +24,14 @@ sysfs=${AESYNTH_SYSFS:-/sys}
 mounts=${AESYNTH_MOUNTS:-/proc/self/mounts}
 swaps=${AESYNTH_SWAPS:-/proc/swaps}
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# The comment block above (to its first non-comment line): on stdout and exit 0 for --help,
+# on stderr and exit 2 after a usage error.
+usage() {
+  local code=${1:-2}
+  if [ "$code" -eq 0 ]; then help_text; else help_text >&2; fi
+  exit "$code"
+}
+help_text() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 die() { echo "flash.sh: $*" >&2; exit 1; }
 refuse() { echo "flash.sh: refusing to write $device: $*" >&2; exit 3; }
 
@@ -38,7 +46,7 @@ while [ $# -gt 0 ]; do
     --ssh) ssh_target=${2:?--ssh needs USER@HOST}; shift 2 ;;
     --config) config=${2:?--config needs a file}; shift 2 ;;
     --yes|-y) yes=1; shift ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     --line-in) build_args+=("$1"); shift ;;
     --wheelhouse|--models|--hostname|--user|--ssh-key|--wifi-ssid|--wifi-psk-file|--wifi-country|\
     --audio-overlay|--audio-card|--display|--root-grow|--data-size)

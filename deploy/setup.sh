@@ -7,10 +7,16 @@
 # Idempotent: run it again after a pull.  Uses sudo for apt when not root.
 set -euo pipefail
 
+usage_text() {
+  echo "usage: deploy/setup.sh [play|dev]"
+  echo "  play  system packages + .venv with the instrument (the default)"
+  echo "  dev   the above + training (TensorFlow) + test tools"
+}
 role=${1:-play}
 case "$role" in
   play|dev) ;;
-  *) echo "usage: $0 [play|dev]  (got: $role)" >&2; exit 2 ;;
+  -h|--help) usage_text; exit 0 ;;
+  *) echo "setup.sh: unknown role or option '$role'" >&2; usage_text >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "$0")/.." && pwd)

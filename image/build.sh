@@ -15,8 +15,14 @@
 # a non-arm64 machine, sfdisk, e2fsprogs, mtools; bmaptool is used when present.
 set -euo pipefail
 
+# --help: the usage on stdout, exit 0; a usage error: on stderr, exit 2.
 usage() {
-  cat >&2 <<'EOF'
+  local code=${1:-2}
+  if [ "$code" -eq 0 ]; then usage_text; else usage_text >&2; fi
+  exit "$code"
+}
+usage_text() {
+  cat <<'EOF'
 usage: image/build.sh --base IMAGE[.xz] --output CARD.img [options]
   --wheelhouse DIR        aarch64 wheels (made by image/wheelhouse.sh when incomplete)
                           default: cache/wheelhouse in this checkout
@@ -34,7 +40,6 @@ usage: image/build.sh --base IMAGE[.xz] --output CARD.img [options]
   --root-grow MIB         room added to the root for the app (default 1536)
   --data-size MIB         data partition size in the image (default 256; grown at boot)
 EOF
-  exit 2
 }
 die() { echo "build.sh: $*" >&2; exit 1; }
 
@@ -61,7 +66,7 @@ while [ $# -gt 0 ]; do
     --display) display=${2:?}; shift 2 ;;
     --root-grow) root_grow=${2:?}; shift 2 ;;
     --data-size) data_size=${2:?}; shift 2 ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     *) echo "build.sh: unknown option '$1'" >&2; usage ;;
   esac
 done
@@ -163,7 +168,7 @@ in_root /opt/aesynth/venv/bin/python "/tmp/wh/$pipwhl/pip" install -q --no-index
   --find-links /tmp/wh pip
 in_root /opt/aesynth/venv/bin/python -m pip install -q --no-index --find-links /tmp/wh \
   -c /tmp/wh/constraints.txt "aesynth[device]" pyalsaaudio
-in_root /opt/aesynth/venv/bin/python -c "import device.cli, alsaaudio, numpy, ai_edge_litert" \
+in_root /opt/aesynth/venv/bin/python -c "import device.cli, alsaaudio, numpy, ai_edge_litert, lgpio, cysystemd.daemon" \
   || die "the installed app does not import on the card's Python"
 umount "$root/tmp/wh"
 
@@ -184,7 +189,7 @@ done
 in_root getent passwd aesynth >/dev/null || in_root useradd --system --user-group \
   --home-dir /var/lib/aesynth --no-create-home --shell /usr/sbin/nologin aesynth
 systemctl --root="$root" enable aesynth.service aesynth-governor.service \
-  aesynth-growdata.service >/dev/null 2>&1
+  aesynth-growdata.service aesynth-poweroff.path aesynth-models.path >/dev/null 2>&1
 # Raspberry Pi OS services that write to the root, ask for a user on first boot,
 # resize the root (our data partition comes after it), or set the ondemand governor.
 systemctl --root="$root" mask userconfig.service regenerate_ssh_host_keys.service \

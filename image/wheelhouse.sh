@@ -10,13 +10,20 @@
 # Reuses what DIR already holds: delete DIR to start again.
 set -euo pipefail
 
-usage() { echo "usage: $0 --builder-root ARM64_ROOT DIR" >&2; exit 2; }
+# --help: the usage on stdout, exit 0; a usage error: on stderr, exit 2.
+usage() {
+  local code=${1:-2} text="usage: image/wheelhouse.sh --builder-root ARM64_ROOT DIR
+  aarch64 CPython 3.11 wheels for aesynth[device] (and pyalsaaudio, built in a copy of
+  ARM64_ROOT) into DIR, for image/build.sh to install offline"
+  if [ "$code" -eq 0 ]; then echo "$text"; else echo "$text" >&2; fi
+  exit "$code"
+}
 builder_root=""
 dest=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --builder-root) builder_root=${2:?}; shift 2 ;;
-    -h|--help) usage ;;
+    -h|--help) usage 0 ;;
     -*) echo "wheelhouse.sh: unknown option $1" >&2; usage ;;
     *) dest=$1; shift ;;
   esac

@@ -153,6 +153,8 @@ def _child_main(argv: list[str]) -> int:
     verdict_fd = os.dup(1)
     os.dup2(2, 1)
     _limit_self(args.memory_mib, args.cpu_s, args.nice)
+    from device.errors import RuntimeUnavailable
+
     try:
         from device.models.bundle import check_bundle
 
@@ -160,6 +162,8 @@ def _child_main(argv: list[str]) -> int:
         result = ({"ok": True, "name": bundle.name, "summary": bundle.describe()}
                   if bundle is not None else
                   {"ok": False, "problems": [[p.field, p.message] for p in problems]})
+    except RuntimeUnavailable as e:  # this machine's interpreter, not the bundle, is at fault
+        result = {"ok": False, "problems": [["runtime", str(e)]]}
     except MemoryError:
         result = {"ok": False, "problems": [[
             "model", f"ran out of memory (limit {args.memory_mib} MiB) loading or running "

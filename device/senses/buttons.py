@@ -92,3 +92,13 @@ class ModeModelButtons:
     def __repr__(self) -> str:
         state = "closed" if self._mode is None else "open"
         return f"<ModeModelButtons {state} MODE={self.mode_pin} MODEL={self.model_pin}>"
+
+
+def on_raspberry_pi(model_file: str = "/proc/device-tree/model") -> bool:
+    """True on a Raspberry Pi (its device tree names the model): a Pi has the buttons, so
+    failing to open them is a warning there, not a desktop's quiet fallback to keys."""
+    try:
+        with open(model_file, "rb") as f:
+            return b"Raspberry Pi" in f.read(256)
+    except OSError:
+        return False

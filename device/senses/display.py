@@ -192,9 +192,10 @@ class TerminalDevice:
     def __init__(self, stream: TextIO | None = None):
         self._stream = stream if stream is not None else sys.stdout
         self._ansi = bool(getattr(self._stream, "isatty", lambda: False)())
+        self.footer = ""  # drawn under every frame: the keys, when they are the buttons
 
     def display_state(self, state: DisplayState) -> None:
-        text = render_text(state)
+        text = render_text(state) + (self.footer + "\n" if self.footer else "")
         # On a terminal, redraw in place; in a log or pipe, append frames.
         self._stream.write(("\x1b[H\x1b[J" + text) if self._ansi else text + "\n")
         self._stream.flush()
@@ -218,15 +219,37 @@ class NullDevice:
         pass
 
 
+SH1106_COLUMNS = 132  # the SH1106's RAM is 132 columns wide; a 128-px panel shows 128 of them
+SH1106_COLUMN_OFFSET = 2  # luma's default: where most 1.3" modules' first visible column is
+
+
+def check_column_offset(value: Any, key: str = "display.column_offset") -> int:
+    """``value`` if it is a valid SH1106 column offset (int, 0..4), else ConfigError naming
+    ``key``."""
+    top = SH1106_COLUMNS - WIDTH
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise ConfigError(f"{key} must be an int in 0..{top} (the SH1106's first visible "
+                          f"column of {SH1106_COLUMNS}), got {value!r}")
+    return value
+
+
 def open_display(kind: str, *, i2c_port: int = 1, i2c_address: int = 0x3C,
-                 rotate: int = 0, stream: TextIO | None = None, **config: Any) -> Any:
+                 rotate: int = 0, stream: TextIO | None = None,
+                 column_offset: int = SH1106_COLUMN_OFFSET, serial_interface: Any = None,
+                 **config: Any) -> Any:
     """Open a display device by ``kind`` (one of KINDS) with luma's defaults otherwise.
 
-    ssd1306/sh1106 talk I2C on /dev/i2c-``i2c_port`` at ``i2c_address``; the
-    emulator needs the ``emulator`` extra (luma.emulator, pygame).
+    ssd1306/sh1106 talk I2C on /dev/i2c-``i2c_port`` at ``i2c_address`` (or on
+    ``serial_interface``, luma's command/data/cleanup contract, when given).
+    ``column_offset``: the SH1106's first visible column, 0..4 (2 on most
+    modules, 0 on some; a wrong one shifts the picture and wraps a stripe).
+    The emulator needs the ``emulator`` extra (luma.emulator, pygame).
+    Raises ConfigError for a bad kind or offset, DeviceError when the bus or
+    the display is missing.
     """
     if kind not in KINDS:
         raise ConfigError(f"display kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    check_column_offset(column_offset)
     if kind == "none":
         return NullDevice()
     if kind == "terminal":
@@ -246,9 +269,11 @@ def open_display(kind: str, *, i2c_port: int = 1, i2c_address: int = 0x3C,
     from luma.core.interface.serial import i2c
     from luma.oled.device import sh1106, ssd1306
     try:
-        serial = i2c(port=i2c_port, address=i2c_address)
-        driver = ssd1306 if kind == "ssd1306" else sh1106
-        return driver(serial, width=WIDTH, height=HEIGHT, rotate=rotate)
+        serial = serial_interface or i2c(port=i2c_port, address=i2c_address)
+        if kind == "sh1106":
+            return sh1106(serial, width=WIDTH, height=HEIGHT, rotate=rotate,
+                          page_address_offset=column_offset)
+        return ssd1306(serial, width=WIDTH, height=HEIGHT, rotate=rotate)
     except Exception as exc:  # luma raises its own DeviceNotFound*/DevicePermission errors
         raise DeviceError(
             f"{kind} display not found on I2C bus {i2c_port} (/dev/i2c-{i2c_port}) "
@@ -278,6 +303,11 @@ class Display:
         self.last_drawn: DisplayState | None = None
         self._thread = threading.Thread(target=self._run, name="display", daemon=True)
         self._thread.start()
+
+    @property
+    def device(self) -> Any:
+        """The device drawn on (luma, :class:`TerminalDevice`, ...)."""
+        return self._device
 
     def show(self, state: DisplayState) -> None:
         """Queue ``state`` to be drawn (the newest wins).  Returns at once."""
@@ -311,11 +341,15 @@ class Display:
                 continue
             try:
                 self._draw(state)
-            except Exception:
+            except Exception as e:
                 self.errors += 1
                 if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
-                    log.exception("display %r failed to draw (%d failures)", self._device,
-                                  self.errors)
+                    if isinstance(e, OSError):  # the bus (an OLED unplugged): one line
+                        log.warning("display %r failed to draw (%d failures): %s",
+                                    self._device, self.errors, e)
+                    else:
+                        log.exception("display %r failed to draw (%d failures)",
+                                      self._device, self.errors)
                 next_frame = time.monotonic() + 1.0  # back off; the bus may come back
                 self._wake.set()  # and retry this state even if no new one comes
                 continue

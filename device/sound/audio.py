@@ -35,6 +35,7 @@ from device.state import commands as c
 from device.sound.audiofile import load_audio
 from device.errors import AesynthError, AudioFileError, DeviceError
 from device.sound.scheduling import enable_realtime, name_thread
+from device.sound.watchdog import PeriodWatchdog, close_pcm
 
 log = logging.getLogger(__name__)
 
@@ -389,6 +390,13 @@ class AudioLoop:
             raise
         self._play, self._cap, self._granted = play, cap, granted
         self._setup_buffers()
+        # Periods that never complete (a device that stopped answering) raise DeviceStalled
+        # instead of blocking the thread forever: device/sound/watchdog.py.
+        self._watchdog = PeriodWatchdog(period=granted["playback"], sample_rate=self.sample_rate,
+                                        periods=cfg.periods, stopping=self._stopping)
+        self._watchdog.watch(play, f"playback {cfg.playback_device}")
+        if cap is not None:
+            self._watchdog.watch(cap, f"capture {cfg.capture_device}", granted["capture"])
 
     def _check_granted(self, pcm: Any, kind: str, device: str) -> int:
         info = pcm.info()
@@ -423,12 +431,9 @@ class AudioLoop:
                             for k in range(0, chunk, g["playback"])]
 
     def _close_pcms(self) -> None:
-        for pcm in (self._play, self._cap):
+        for pcm, kind in ((self._play, "playback"), (self._cap, "capture")):
             if pcm is not None:
-                try:
-                    pcm.close()
-                except Exception as e:  # closing a vanished card may fail; nothing to do
-                    log.debug("closing PCM: %s", e)
+                close_pcm(pcm, kind)  # gives up on a close that hangs (a dead JACK server)
         self._play = self._cap = None
 
     def _log_latency(self) -> None:
@@ -494,6 +499,7 @@ class AudioLoop:
         hops, cap_views, play_views = self._hops, self._cap_views, self._play_views
         hop_in, out, wire, scratch = self._hop_in, self._out, self._wire, self._scratch
         counts, hist = self._counts, self._hist
+        wait = self._watchdog.wait
         top = _HIST_US - 1
         stopping, perf = self._stopping, time.perf_counter_ns
         is_float = self._dtype == np.float32
@@ -509,6 +515,8 @@ class AudioLoop:
         while not stopping.is_set():
             if cap is not None:
                 for view in cap_views:
+                    if not wait(cap):
+                        return  # stopping
                     n, data = cap.read()  # pyalsaaudio allocates the bytes; we copy them once
                     # -EPIPE is an overrun (already re-prepared); a short read loses
                     # samples just the same, and would not fit the view.
@@ -542,6 +550,8 @@ class AudioLoop:
                 np.rint(scratch, out=scratch)
                 np.copyto(wire, scratch, casting="unsafe")
             for view in play_views:
+                if not wait(play):
+                    return  # stopping
                 if play.write(view) == -errno.EPIPE:  # underrun: re-prepared; restore cushion
                     counts["underruns"] += 1
                     self._prefill()

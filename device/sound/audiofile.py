@@ -45,7 +45,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, start_s: float = 0.
             count = -1 if seconds is None else max(1, int(round(seconds * rate)))
             data = f.read(count, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise AudioFileError(f"cannot read audio file {name!r}: {e}") from None
+        raise AudioFileError(f"cannot read audio file {name!r}: {_os_reason(name) or e}") \
+            from None
     if len(data) == 0:
         raise AudioFileError(f"audio file {name!r} has no samples")
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
@@ -55,6 +56,16 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, start_s: float = 0.
         g = math.gcd(int(rate), sample_rate)
         mono = resample_poly(mono, sample_rate // g, int(rate) // g)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _os_reason(name: str) -> str | None:
+    """What the OS says about opening ``name`` (libsndfile says only "System error")."""
+    try:
+        with open(name, "rb"):
+            pass
+    except OSError as e:
+        return (e.strerror or str(e)).lower()
+    return None
 
 
 __all__ = ["load_audio"]

@@ -46,13 +46,15 @@ pcm.jk_out {{ type file slave.pcm "plug:jk" file "{directory}/jk_out.raw" format
 class JackServer:
     """``jackd --no-realtime -d dummy`` under a unique server name; stop() kills it by PID."""
 
-    def __init__(self, *, rate: int = 22050, period: int = 128, log_dir: Path | None = None):
+    def __init__(self, *, rate: int = 22050, period: int = 128, log_dir: Path | None = None,
+                 name: str | None = None):
         if shutil.which("jackd") is None:
             raise FileNotFoundError("jackd is missing: install jackd2 (deploy/setup.sh dev does)")
-        self.name = f"aesynth-test-{uuid.uuid4().hex[:8]}"
+        # name: restart a stopped server under the same name (its clients find it again)
+        self.name = name or f"aesynth-test-{uuid.uuid4().hex[:8]}"
         self.rate, self.period = rate, period
         self.env = {"JACK_DEFAULT_SERVER": self.name, "JACK_NO_AUDIO_RESERVATION": "1"}
-        log_path = (log_dir or Path("/tmp")) / f"{self.name}.log"
+        log_path = (log_dir or Path("/tmp")) / f"{self.name}-{uuid.uuid4().hex[:4]}.log"
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             ["jackd", "--no-realtime", "-n", self.name, "-d", "dummy", "-r", str(rate),

@@ -230,17 +230,20 @@ def test_app_plays_a_file_into_a_wav_and_applies_commands(tmp_path):
 
 def test_app_falls_back_to_null_without_a_sound_card(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("ALSA_CONFIG_PATH", str(alsa_config(tmp_path / "alsa")))
-    cfg = app_config(tmp_path).replace("audio", playback_device="no_card",
-                                       capture_device="no_card")
+    # Only ALSA's "default" falls back (no card here); a named device is an error
+    # (tests/device/test_fallbacks.py).
+    cfg = app_config(tmp_path).replace("audio", playback_device="default",
+                                       capture_device="default")
     app = App(cfg, engine_factory=StandInEngine)
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):  # no line-in is INFO once "no sound card" was said
         app.start()
     try:
         assert app.loop.config.playback_device == "null" and app.loop.config.clock_paced()
         assert app.loop.source.kind == "none"
-        assert "capture device 'no_card'" in caplog.text and "null device" in caplog.text
+        assert "capture device 'default'" in caplog.text and "null device" in caplog.text
     finally:
         app.close()
+    cfg = cfg.replace("audio", playback_device="no_card")
     strict = cfg.replace("audio", fallback="fail", capture_device="cap_file")
     with pytest.raises(StartError) as e:
         App(strict.replace("play", input="none"), engine_factory=StandInEngine).start()
@@ -390,3 +393,80 @@ def test_midi_port_comes_from_the_mapping_unless_the_config_names_one(tmp_path):
             assert app.midi is not None and app.midi.port_match == want
         finally:
             app.close()
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"display": {"column_offset": 5}}, r"display.column_offset must be in 0..4 \(the SH1106's "
+                                        r"first visible column of 132\), got 5"),
+    ({"display": {"column_offset": -1}}, r"display.column_offset must be in 0..4"),
+    ({"display": {"rotate": 4}}, r"display.rotate must be in 0..3 quarter turns, got 4"),
+    ({"display": {"i2c_port": -1}}, r"display.i2c_port must be in 0..255 \(/dev/i2c-N\), got -1"),
+])
+def test_display_keys_are_checked_at_load(data, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_column_offset_defaults_to_luma_s_2_and_is_read_from_the_file(tmp_path):
+    assert Config().display.column_offset == 2
+    f = tmp_path / "c.toml"
+    f.write_text("[display]\nkind = \"sh1106\"\ncolumn_offset = 0\n")
+    assert load_config(f).display.column_offset == 0
+
+
+# -- the display says what the audio device and the health are (issue 15: 3, 16) -------------
+def test_display_says_a_lost_device_is_being_reopened(tmp_path):
+    from device.sound.audio import AudioStats
+
+    app = App(app_config(tmp_path))
+    snap = Snap("resynth", "tiny", UnitControls(8).snapshot())
+    lost = app._display_state(snap, AudioStats(connected=False, error="ALSA device 'jk' ..."))
+    assert lost.message == "audio device lost: reopening"
+    assert app._display_state(snap, AudioStats(connected=False)).message == "no sound card"
+    stalled = app._display_state(snap, AudioStats(connected=True), warning="audio stalled")
+    assert stalled.message == "audio stalled"
+
+
+def test_quit_on_the_card_asks_systemd_to_power_off(tmp_path, monkeypatch):
+    """[play] quit = "poweroff": Cycle twice writes the request aesynth-poweroff.path acts on;
+    the player keeps playing until systemd stops it."""
+    run = tmp_path / "run"
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(run))
+    cfg = app_config(tmp_path, input="none").replace("play", quit="poweroff")
+    cfg = cfg.replace("audio", playback_device="null")
+    app = App(cfg, engine_factory=StandInEngine).start()
+    try:
+        app.post(c.Shutdown())
+        app.post(c.Shutdown())
+        deadline = time.monotonic() + 10
+        while not (run / "poweroff").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (run / "poweroff").read_text().strip() == str(os.getpid())
+        assert app.message == "powering off"
+        time.sleep(0.3)
+        assert app.loop.running and app.wait(0.2) == EXIT_OK  # still playing: not a quit
+        assert (run / "status.json").exists()  # the health file lives in the same directory
+    finally:
+        app.close()
+    assert not (run / "status.json").exists()
+
+
+def test_gpio_failure_on_a_pi_is_a_warning_on_the_display(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import device.senses.buttons as buttons
+
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 4 Model B Rev 1.5\x00")
+    assert buttons.on_raspberry_pi(str(model)) and not buttons.on_raspberry_pi(str(tmp_path))
+    monkeypatch.setattr(buttons, "on_raspberry_pi", lambda: True)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "no-such-factory")  # gpiozero finds none
+    cfg = app_config(tmp_path).replace("buttons", kind="auto")
+    app = App(cfg)
+    caplog.set_level(logging.INFO)
+    app._start_buttons()
+    assert app.buttons is None
+    assert app.message.startswith("no GPIO buttons: ")
+    assert app.last_error[0] == app.message
+    assert any(r.levelname == "WARNING" and "no GPIO buttons" in r.message
+               for r in caplog.records)

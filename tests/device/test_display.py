@@ -376,3 +376,28 @@ def test_any_state_renders(units, data, model, message, label, xruns, mode):
     lines = render_text(state).splitlines()
     assert len(lines) == (10 if message else 9)
     assert all(line[20:23].rstrip() == " |" for line in lines[:9])
+
+
+# -- the SH1106's column offset (a config key: some modules start at column 0, most at 2) -------
+def _page_address_commands(serial: RecordingSerial) -> list[tuple[int, ...]]:
+    return [cmd for cmd in serial.commands if cmd and 0xB0 <= cmd[0] <= 0xB7]
+
+
+@pytest.mark.parametrize("offset", [0, 2, 4])
+def test_sh1106_column_offset_reaches_the_bus(offset):
+    serial = RecordingSerial()
+    dev = open_display("sh1106", column_offset=offset, serial_interface=serial)
+    serial.commands.clear()
+    serial.data_calls.clear()
+    dev.display(render(paper_figure3()))
+    pages = _page_address_commands(serial)
+    assert len(pages) == HEIGHT // 8
+    # page address, column low nibble, column high nibble (0x10 | high)
+    assert {cmd[1:] for cmd in pages} == {(offset & 0x0F, 0x10 | offset >> 4)}
+    assert same_image(decode_pages(b"".join(serial.data_calls)), render(paper_figure3()))
+
+
+@pytest.mark.parametrize("offset", [-1, 5, 2.0, True])
+def test_column_offset_out_of_range_names_the_key(offset):
+    with pytest.raises(ConfigError, match=r"column_offset must be an int in 0..4"):
+        open_display("sh1106", column_offset=offset, serial_interface=RecordingSerial())

@@ -128,8 +128,11 @@ class Boot:
 
 
 @contextmanager
-def boot_card(image: Path, work: Path, *, machine: str = "aesynth-boot-test"):
-    """Boot the card's root in a container; yields a :class:`Boot`; powers off after."""
+def boot_card(image: Path, work: Path, *, machine: str = "aesynth-boot-test",
+              config_extra: str = ""):
+    """Boot the card's root in a container; yields a :class:`Boot`; powers off after.
+
+    ``config_extra`` is appended to the card's /etc/aesynth/config.toml (a bad key, say)."""
     parts = partitions(image)
     if len(parts) != 3:
         raise ValueError(f"{image}: expected 3 partitions (boot, root, data), got {len(parts)}")
@@ -143,7 +146,7 @@ def boot_card(image: Path, work: Path, *, machine: str = "aesynth-boot-test"):
         (data / OUT_NAME).unlink(missing_ok=True)
         (data / ".grown").touch()  # growing the partition is tested on a loop device instead
         config = (root / "etc/aesynth/config.toml").read_text()
-        (work / "config.toml").write_text(_merge_audio(config))
+        (work / "config.toml").write_text(_merge_audio(config) + config_extra)
         cmd = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-b",
                "-D", str(root), "--read-only", f"--machine={machine}",
                f"--bind={data}:/var/lib/aesynth",

@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,25 @@ from tests.image.conftest import CACHE, REPO, need_root, need_tools, run
 pytestmark = pytest.mark.image
 
 UNITS = ["aesynth.service", "aesynth-failure.service", "aesynth-governor.service",
-         "aesynth-growdata.service", "aesynth-usb@.service"]
+         "aesynth-growdata.service", "aesynth-usb@.service", "aesynth-poweroff.path",
+         "aesynth-poweroff.service", "aesynth-models.path"]
+# gpiozero as the service runs it (its environment, user, read-only /sys): which pin factory?
+GPIO_PROBE = """
+import os, traceback
+import lgpio
+from gpiozero import Device
+print("sys-gpio-writable", os.access("/sys/class/gpio/export", os.W_OK))
+try:
+    f = Device._default_pin_factory()
+    print("factory", type(f).__name__)
+except Exception as e:
+    files = [fr.filename for fr in traceback.extract_tb(e.__traceback__)]
+    print("error", type(e).__module__, type(e).__name__, e, "in", " ".join(files))
+try:
+    lgpio.gpiochip_open(0)
+except Exception as e:
+    print("lgpio", e)
+"""
 SAMPLE_RATE = 22050  # models/default (LOW_LATENCY frame at 22050 Hz)
 
 
@@ -61,8 +80,14 @@ def card_lock() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def card(card_lock: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The card image, built this session from the cached synthetic base."""
+    """The card image, built this session from the cached synthetic base.
+
+    AESYNTH_TEST_CARD=PATH reuses a card built earlier (to rerun a boot test after changing
+    only the tests); the default builds from this checkout."""
     _prepare()
+    reuse = os.environ.get("AESYNTH_TEST_CARD")
+    if reuse:
+        return Path(reuse)
     rootfs, base = CACHE / "base-rootfs", CACHE / "base.img"
     if not rootfs.is_dir():
         subprocess.run([str(REPO / "tests/image/make_base_rootfs.sh"), str(rootfs)], check=True)
@@ -128,7 +153,8 @@ def test_read_only_root_and_data_partition(card_root: Path) -> None:
 
 def test_units_installed_enabled_and_masked(card_root: Path) -> None:
     wants = card_root / "etc/systemd/system/multi-user.target.wants"
-    for unit in ("aesynth.service", "aesynth-governor.service", "aesynth-growdata.service"):
+    for unit in ("aesynth.service", "aesynth-governor.service", "aesynth-growdata.service",
+                 "aesynth-poweroff.path", "aesynth-models.path"):
         assert (wants / unit).is_symlink(), unit
     for unit in ("userconfig.service", "raspi-config.service", "dphys-swapfile.service"):
         assert os.readlink(card_root / "etc/systemd/system" / unit) == "/dev/null", unit
@@ -191,6 +217,57 @@ def test_boot_plays_the_default_model(card: Path, tmp_path: Path) -> None:
         size1 = boot.out.stat().st_size
         boot.wait_for_audio(min_bytes=size1 + SAMPLE_RATE * 4, timeout=120)  # still playing
         audio = np.fromfile(boot.out, dtype="<f4")  # before the data partition is unmounted
+
+        # Live health: `aesynth status` reads /run/aesynth/status.json (rewritten each second).
+        st = boot.run("/opt/aesynth/venv/bin/aesynth", "status", timeout=120)
+        assert st.returncode == 0, st.stdout + st.stderr
+        assert "device      playing" in st.stdout and "hop cost    p99" in st.stdout, st.stdout
+        wd = boot.run("systemctl", "show", "aesynth.service", "-p", "WatchdogUSec", "-p",
+                      "Type", "-p", "RestartPreventExitStatus", "-p", "Restart").stdout
+        assert "WatchdogUSec=10s" in wd and "Type=notify" in wd and "Restart=on-failure" in wd
+        assert "RestartPreventExitStatus=2 3" in wd, wd
+
+        # GPIO: gpiozero resolves to lgpio inside the card, as the service runs it (/sys
+        # read-only); the container has no /dev/gpiochip0, so lgpio itself says so.
+        g = boot.run("systemd-run", "--wait", "--pipe", "--quiet", "-p", "User=aesynth",
+                     "-p", "ProtectKernelTunables=yes", "-p", "WorkingDirectory=/var/lib/aesynth",
+                     "-p", "Environment=GPIOZERO_PIN_FACTORY=lgpio",
+                     "/opt/aesynth/venv/bin/python", "-c", GPIO_PROBE, timeout=180)
+        print(f"gpio in the card: {g.stdout.strip()} {g.stderr.strip()}", file=sys.stderr)
+        assert "sys-gpio-writable False" in g.stdout, g.stdout + g.stderr
+        # The factory gpiozero builds is lgpio's (its __init__ is where it stops: no chip here)
+        assert "factory LGPIOFactory" in g.stdout or "gpiozero/pins/lgpio.py" in g.stdout, \
+            g.stdout + g.stderr
+        assert "pins/native.py" not in g.stdout and "/sys/class/gpio/export" not in g.stdout
+        assert "lgpio " in g.stdout, g.stdout  # lgpio's native library loads on the card
+        jr = boot.run("journalctl", "-u", "aesynth.service", "--no-pager", "-o", "cat").stdout
+        assert "/sys/class/gpio" not in jr, jr[-2000:]  # the app never tried sysfs either
+
+        # The watchdog: a stalled player (SIGSTOP: no WATCHDOG=1 any more) is killed and
+        # restarted by systemd within WatchdogSec, not left silent.
+        main = boot.run("systemctl", "show", "aesynth.service", "-p", "MainPID",
+                        "--value").stdout.strip()
+        boot.run("sh", "-c", f"kill -STOP {main}")
+        deadline = time.monotonic() + 120
+        restarted = {}
+        while time.monotonic() < deadline:
+            out = boot.run("systemctl", "show", "aesynth.service", "-p", "NRestarts", "-p",
+                           "MainPID").stdout
+            restarted = dict(ln.split("=", 1) for ln in out.split())
+            if restarted.get("NRestarts") == "1" and restarted.get("MainPID") not in ("0", main):
+                break
+            time.sleep(1)
+        jr = boot.run("journalctl", "-u", "aesynth.service", "--no-pager").stdout
+        assert restarted.get("NRestarts") == "1", f"{restarted}\n{jr[-3000:]}"
+        assert "Watchdog timeout" in jr or "watchdog" in jr.lower(), jr[-3000:]
+
+        # Quitting on the card (Cycle twice, [play] quit = "poweroff") writes the request the
+        # player may write; systemd powers the box off, stopping the player cleanly first.
+        boot.wait_for_audio(min_bytes=boot.out.stat().st_size + SAMPLE_RATE * 2, timeout=300)
+        boot.run("setpriv", "--reuid=aesynth", "--regid=aesynth", "--clear-groups", "sh", "-c",
+                 "echo 1 > /run/aesynth/poweroff")
+        rc = boot.proc.wait(timeout=180)  # the container halts: nspawn exits
+        assert rc == 0, boot.tail()
     assert audio.size >= 2 * SAMPLE_RATE
     assert np.isfinite(audio).all()
     assert float(np.sqrt(np.mean(audio[-SAMPLE_RATE:] ** 2))) > 1e-3, "silent output"
@@ -240,3 +317,26 @@ def test_growdata_grows_the_last_partition(tmp_path: Path) -> None:
         run(["losetup", "-d", dev])
         for node in made:
             node.unlink(missing_ok=True)
+
+
+def test_a_bad_config_stays_failed_with_its_notice(card: Path, tmp_path: Path) -> None:
+    """Exit 2 is not restarted (RestartPreventExitStatus), nor retried by the supervisor."""
+    with boot_card(card, tmp_path / "boot", config_extra="\n[bogus]\nkey = 1\n") as boot:
+        deadline = time.monotonic() + 420
+        props: dict = {}
+        while time.monotonic() < deadline:
+            out = boot.run("systemctl", "show", "aesynth.service", "-p", "ActiveState", "-p",
+                           "ExecMainStatus", "-p", "NRestarts").stdout
+            props = dict(ln.split("=", 1) for ln in out.split())
+            if props.get("ActiveState") == "failed":
+                break
+            time.sleep(2)
+        assert props.get("ActiveState") == "failed" and props.get("ExecMainStatus") == "2", props
+        time.sleep(30)  # past the supervisor's 20 s retry: it must not retry a bad config
+        out = boot.run("systemctl", "show", "aesynth.service", "-p", "ActiveState", "-p",
+                       "NRestarts").stdout
+        again = dict(ln.split("=", 1) for ln in out.split())
+        journal = boot.run("journalctl", "--no-pager", "-o", "cat").stdout
+        assert again == {"ActiveState": "failed", "NRestarts": "0"}, journal[-3000:]
+        assert "unknown section(s) bogus" in journal
+        assert "aesynth: BAD CONFIG" in journal, journal[-3000:]  # the notice, on the OLED

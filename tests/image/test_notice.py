@@ -60,3 +60,15 @@ def test_long_words_wrap_to_the_display() -> None:
 def test_no_display_is_not_an_error() -> None:
     p = notice("--message", "hello", "--display", "none")
     assert p.returncode == 0 and "aesynth | hello" in p.stderr
+
+
+def test_a_bad_config_says_fix_it_not_restarting(tmp_path: Path) -> None:
+    png = tmp_path / "config.png"
+    p = notice("--service-result", "--display", "dummy", "--png", str(png),
+               env={"SERVICE_RESULT": "exit-code", "EXIT_STATUS": "2"})
+    assert p.returncode == 0
+    assert "aesynth: BAD CONFIG | fix config.toml in" in p.stderr
+    assert "restarting" not in p.stderr and lit(png) > 100
+    p = notice("--service-result", "--display", "none",
+               env={"SERVICE_RESULT": "watchdog", "EXIT_STATUS": "ABRT"})
+    assert "aesynth stopped | watchdog (exit ABRT) | - restarting" in p.stderr
