@@ -34,6 +34,8 @@ apt_dev=(
   pushover-data                             # real music for tests (GPL-3+, 31 MB)
   xfonts-base                               # the 5x7 font the OLED font is made from
   shellcheck mtools dosfstools e2fsprogs fdisk  # image tests
+  exfat-fuse exfatprogs                     # a FAT-family USB stick for aesynth-train new --stick
+                                            # tests (the kernel here has no vfat; FUSE works)
   qemu-user-static binfmt-support debootstrap systemd-container  # arm64 card root: build + nspawn boot
   bmap-tools xz-utils openssh-client        # flash.sh writes, .img.xz bases, ssh-keygen for the card
 )

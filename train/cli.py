@@ -1,6 +1,9 @@
 """``aesynth-train``: build datasets, fit, reproduce the paper, export and evaluate.
 
+    aesynth-train new NAME AUDIO... [--units N] [--recipe R] [--from BUNDLE]
+                      [--out DIR | --stick MOUNTPOINT]
     aesynth-train dataset --frame low-latency --out cache/datasets/low_latency [--install]
+    aesynth-train dataset --audio PATH... --out DIR     (your own recordings)
     aesynth-train fit --data DIR --recipe NAME [--set key=JSON ...] --out RUN_DIR
     aesynth-train export RUN_DIR --data DIR --out BUNDLE --name NAME [--quantization Q]
     aesynth-train evaluate BUNDLE AUDIO... --json OUT [--report DIR]
@@ -60,9 +63,54 @@ def _parse_set(items: list[str]) -> dict:
     return changes
 
 
+def _audio_dataset(a: argparse.Namespace, max_train: int | None):
+    """The dataset of ``--audio`` (analysis cached like ``new``'s), in memory."""
+    from train.data import audio_dataset, probe_audio
+    from train.new import default_cache
+
+    found = probe_audio(a.audio)
+    for path, why in found.skipped:
+        log.warning("skipped %s: %s", path, why)
+    ds, _ = audio_dataset(found, frame=FRAMES[a.frame], cache_dir=a.cache or default_cache(),
+                          max_train=max_train, seed=a.seed, progress=_Progress())
+    return ds
+
+
+def _dataset_of(a: argparse.Namespace):
+    from train.data import load_dataset
+
+    return _audio_dataset(a, None) if a.audio else load_dataset(a.data)
+
+
+def cmd_new(a: argparse.Namespace) -> int:
+    from train.new import new
+
+    summary = new(a.name, a.audio, units=a.units, recipe=a.recipe, start_from=a.start_from,
+                  scratch=a.scratch, out=a.out, stick=a.stick, cache_dir=a.cache, frames=a.frames,
+                  epochs=a.epochs, seed=a.seed, quantization=a.quantization,
+                  compare=a.compare, play_seconds=a.play_seconds)
+    ho = summary["held_out"]
+    line = {"bundle": summary["bundle"], "report": summary["report"],
+            "audio_seconds": summary["audio_seconds"], "files": summary["files"],
+            "skipped": len(summary["skipped"]), "analysis": summary["analysis"],
+            "held_out_sc_db": {k: round(ho[k]["sc_db"], 2) for k in ("new", "compare", "pca")
+                               if k in ho},
+            "seconds": summary["seconds"]}
+    print(json.dumps(line))
+    return 0
+
+
 def cmd_dataset(a: argparse.Namespace) -> int:
     from train.data import build_dataset
 
+    if a.audio:
+        from train.data import write_audio_dataset
+
+        ds = _audio_dataset(a, a.train)
+        write_audio_dataset(a.out, ds)
+        print(json.dumps({"out": str(a.out), **ds.manifest["counts"],
+                          "split": ds.manifest["split"]}))
+        return 0
     counts = {"train": a.train, "valid": a.valid, "test": a.test}
     ds = build_dataset(a.out, frame=FRAMES[a.frame], sources=a.sources, counts=counts,
                        seed=a.seed, install=a.install, max_tracks=a.max_tracks,
@@ -79,7 +127,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
     if a.recipe not in RECIPES:
         raise SystemExit(f"--recipe must be one of {', '.join(RECIPES)}, got {a.recipe!r}")
     recipe = recipe_with(RECIPES[a.recipe], **_parse_set(a.set))
-    run = fit(load_dataset(a.data), recipe, seed=a.seed, verbose=a.keras_verbose)
+    run = fit(_audio_dataset(a, None) if a.audio else load_dataset(a.data), recipe,
+              seed=a.seed, verbose=a.keras_verbose)
     save_run(run, a.out)
     print(json.dumps({"out": str(a.out), "valid": run.metrics["valid"],
                       "test": run.metrics["test"], "seconds": round(run.seconds, 1)}))
@@ -87,12 +136,11 @@ def cmd_fit(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from train.data import load_dataset
     from train.export import export_bundle
     from train.fit import load_run
 
     run = load_run(a.run)
-    ds = load_dataset(a.data)
+    ds = _dataset_of(a)
     if a.compare_quantizations:
         from train.export import compare_quantizations
 
@@ -163,6 +211,19 @@ def _clip_args(p: argparse.ArgumentParser, seconds: float) -> None:
                    help=f"seconds of each audio file (default {seconds:g})")
 
 
+def _audio_args(p: argparse.ArgumentParser, *, frame: bool = False, seed: bool = False) -> None:
+    p.add_argument("--audio", nargs="+", default=None, metavar="PATH",
+                   help="your own audio files and folders instead of the Debian sources / "
+                        "--data (split by file, or by time in one long file; analysis cached)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="analysis cache for --audio (default ~/.cache/aesynth/analysis)")
+    if frame:
+        p.add_argument("--frame", choices=FRAMES, default="low-latency",
+                       help="frame of the --audio analysis (default low-latency)")
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="--audio split seed (as fit's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from train.baselines import AMPLITUDES
     from train.data import DEFAULT_SOURCES, PAPER_COUNTS, SOURCES
@@ -173,10 +234,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
+    n = sub.add_parser("new", help="your own recordings -> a bundle the box plays, one command",
+                       description="Find, analyse (cached), fit, export, evaluate and measure "
+                       "a model of your own audio; write the bundle and its report.")
+    n.add_argument("name", help="the model's name (bundle folder): [A-Za-z0-9._-]")
+    n.add_argument("audio", nargs="+", metavar="AUDIO",
+                   help="audio files and folders (searched recursively): WAV, FLAC, Ogg, "
+                        "Opus, MP3... mono or stereo, any sample rate")
+    n.add_argument("--units", type=int, default=None,
+                   help="units (faders) of a model trained from scratch (default: the "
+                        "recipe's, 8)")
+    n.add_argument("--recipe", default=None,
+                   help="train this recipe of train/fit.py RECIPES from scratch (parts-sc is "
+                        "models/default's)")
+    start = n.add_mutually_exclusive_group()
+    start.add_argument("--from", dest="start_from", default=None, metavar="BUNDLE",
+                       help="fine-tune from this bundle (its recipe, units and frame; "
+                            "default: models/default unless --recipe, --units or --scratch)")
+    start.add_argument("--scratch", action="store_true",
+                       help="train from random weights (parts-sc unless --recipe)")
+    where = n.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, metavar="DIR",
+                       help="write DIR/NAME and DIR/NAME-report (default: the current folder)")
+    where.add_argument("--stick", default=None, metavar="MOUNTPOINT",
+                       help="write to a mounted USB stick's aesynth/ folder")
+    n.add_argument("--cache", default=None, metavar="DIR",
+                   help="analysis cache (default ~/.cache/aesynth/analysis)")
+    n.add_argument("--frames", type=int, default=None,
+                   help="training frames (default: 12 per second of audio, at most 60000)")
+    n.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: a budget of 250 frame passes per second of audio)")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--quantization", choices=EXPORT_QUANTIZATIONS, default="float16")
+    n.add_argument("--compare", default=None, metavar="BUNDLE",
+                   help="judge beside this bundle on the held-out audio (default: the --from "
+                        "bundle, else models/default)")
+    n.add_argument("--play-seconds", type=float, default=2.5,
+                   help="seconds of each playability render (default 2.5)")
+    n.set_defaults(func=cmd_new)
+
     d = sub.add_parser("dataset", help="frames from real recordings, split by track")
     d.add_argument("--frame", choices=FRAMES, default="low-latency")
     d.add_argument("--out", type=Path, default=Path("cache/datasets/low_latency"))
     d.add_argument("--sources", nargs="+", default=list(DEFAULT_SOURCES), choices=SOURCES)
+    _audio_args(d)
     for s, n in PAPER_COUNTS.items():
         d.add_argument(f"--{s}", type=int, default=n, help=f"frames (default {n})")
     d.add_argument("--seed", type=int, default=0)
@@ -195,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", type=Path, required=True)
     f.add_argument("--keras-verbose", type=int, default=0)
+    _audio_args(f, frame=True)
     f.set_defaults(func=cmd_fit)
 
     e = sub.add_parser("export", help="TFLite encoder/decoder + bundle")
@@ -209,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: flip inhibitory units, order by effect, label)")
     e.add_argument("--compare-quantizations", action="store_true",
                    help="first print test metrics of every quantisation (JSON)")
+    _audio_args(e, frame=True, seed=True)
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("evaluate", help="metrics, spectrograms and a report on any audio")

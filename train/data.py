@@ -13,6 +13,7 @@ and how many frames it gave.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -25,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from device.state.atomic import fsync_tree, recover_swap, swap_dir
+from device.errors import AudioFileError, DataError  # DataError re-exported
 from device.sound.audiofile import load_audio  # the box's own decoder (re-exported)
-from device.errors import DataError  # re-exported: train.data.DataError
 from device.sound.features import FrameConfig, frame_count, magnitudes
+from device.state.atomic import fsync_tree, recover_swap, swap_dir
 
 log = logging.getLogger(__name__)
 
@@ -394,4 +395,287 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
 
 __all__ = ["Dataset", "DataError", "SOURCES", "DEFAULT_SOURCES", "build_dataset",
            "load_dataset", "load_audio", "frames_at", "full_frames", "find_tracks",
-           "split_tracks", "frame_count"]
+           "split_tracks", "frame_count", "find_audio", "probe_audio", "analyse_file",
+           "audio_dataset", "AudioFile", "FoundAudio"]
+
+
+# -- your own audio ---------------------------------------------------------------------
+# File name endings searched for in folders (a file named on the command line is
+# always tried): libsndfile's formats and their usual names.  Anything else in a
+# folder (a README, cover art) is counted as ignored, never decoded.
+AUDIO_SUFFIXES = frozenset({
+    ".wav", ".wave", ".bwf", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff",
+    ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64", ".voc", ".sd2", ".paf", ".svx",
+    ".nist", ".sph", ".ircam", ".sf", ".mpc", ".wve", ".xi", ".htk", ".avr", ".pvf"})
+MIN_AUDIO_SECONDS = 5.0  # usable audio, all files together: less makes no model
+ANALYSIS_VERSION = 1  # bump when the cached analysis changes meaning
+CACHE_STRIDE_HOPS = 8  # cached frames every 8 hops (1024 samples at hop 128: 2x overlap)
+SPLIT_FRACTIONS = {"train": 0.8, "valid": 0.1, "test": 0.1}
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    """One of the user's recordings, as read from its header.
+
+    ``name`` is the path relative to the AUDIO argument it was found under
+    (the file name for a file given directly): what manifests record.
+    """
+
+    path: str
+    name: str
+    sha256: str
+    seconds: float
+    sample_rate: int
+    channels: int
+
+    def record(self) -> dict:
+        return {"name": self.name, "seconds": round(self.seconds, 3), "sha256": self.sha256,
+                "sample_rate": self.sample_rate, "channels": self.channels}
+
+
+@dataclass
+class FoundAudio:
+    """What :func:`probe_audio` made of the AUDIO arguments."""
+
+    files: list[AudioFile]
+    skipped: list[tuple[str, str]]  # (path, why): unreadable or not audio
+    ignored: int  # files in folders whose names are not audio names
+    searched: list[str]
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(f.seconds for f in self.files))
+
+
+def find_audio(paths: Sequence[str | os.PathLike]) -> tuple[list[tuple[Path, str]], int]:
+    """Files to try: ``[(path, name)]`` and how many folder files were ignored by name.
+
+    A file argument is always tried; a folder is searched recursively for
+    :data:`AUDIO_SUFFIXES` (sorted, symbolic links resolved, each file once).
+    Raises :class:`DataError` for a path that does not exist.
+    """
+    out: list[tuple[Path, str]] = []
+    seen: set[str] = set()
+    ignored = 0
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file())
+            for q in found:
+                if q.suffix.lower() not in AUDIO_SUFFIXES:
+                    ignored += 1
+                    continue
+                if os.path.realpath(q) not in seen:
+                    seen.add(os.path.realpath(q))
+                    out.append((q, q.relative_to(p).as_posix()))
+        elif p.exists():
+            if os.path.realpath(p) not in seen:
+                seen.add(os.path.realpath(p))
+                out.append((p, p.name))
+        else:
+            raise DataError(f"audio path {os.fspath(arg)!r} does not exist")
+    return out, ignored
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def probe_audio(paths: Sequence[str | os.PathLike], *,
+                progress: Callable[[int, int, str], None] | None = None) -> FoundAudio:
+    """Headers and checksums of the audio under ``paths``; unreadable files are skipped.
+
+    Raises :class:`DataError` naming the paths searched when no file is audio.
+    """
+    import soundfile as sf
+
+    candidates, ignored = find_audio(paths)
+    files, skipped = [], []
+    names: set[str] = set()
+    for i, (p, name) in enumerate(candidates):
+        if progress:
+            progress(i, len(candidates), f"read {name}")
+        try:
+            info = sf.info(str(p))
+            if info.frames <= 0 or info.samplerate <= 0:
+                raise DataError("holds no samples")
+        except (RuntimeError, sf.LibsndfileError, DataError, OSError) as e:
+            skipped.append((os.fspath(p), str(e).splitlines()[0] if str(e) else type(e).__name__))
+            continue
+        while name in names:  # two folders holding the same relative name
+            name = "_" + name
+        names.add(name)
+        files.append(AudioFile(os.path.realpath(p), name, file_sha256(p),
+                               info.frames / info.samplerate, int(info.samplerate),
+                               int(info.channels)))
+    if progress:
+        progress(len(candidates), len(candidates), "read")
+    searched = [os.fspath(p) for p in paths]
+    if not files:
+        what = (f"{len(skipped)} unreadable: " + ", ".join(repr(p) for p, _ in skipped[:3])
+                if skipped else "none with an audio name")
+        raise DataError(f"no audio found in {', '.join(repr(s) for s in searched)} "
+                        f"(searched recursively: {len(candidates)} candidate file(s), {what}; "
+                        f"{ignored} other file(s) ignored)")
+    return FoundAudio(files, skipped, ignored, searched)
+
+
+def analysis_key(sha256: str, frame: FrameConfig) -> str:
+    """Cache key of one file's analysis: its checksum, the frame and the cache layout."""
+    doc = json.dumps({"sha256": sha256, "frame": frame.to_dict(), "stride": CACHE_STRIDE_HOPS,
+                      "version": ANALYSIS_VERSION}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def analyse_file(f: AudioFile, frame: FrameConfig, cache_dir: str | os.PathLike
+                 ) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """(magnitudes (n, bins) float32, frame indices (n,), samples, from cache) of ``f``.
+
+    Every :data:`CACHE_STRIDE_HOPS`-th full frame (:func:`full_frames`) through
+    :func:`frames_at`, cached in ``cache_dir`` under :func:`analysis_key`, so a
+    second run on the same file decodes nothing.  Cache files are plain
+    ``.npy`` arrays (no pickles), written atomically.
+    """
+    key = analysis_key(f.sha256, frame)
+    d = Path(cache_dir) / key[:2] / key
+    try:
+        mags = np.load(d / "mags.npy", allow_pickle=False)
+        index = np.load(d / "index.npy", allow_pickle=False)
+        n = int(json.loads((d / "meta.json").read_text())["samples"])
+        if mags.ndim == 2 and mags.shape == (len(index), frame.n_bins):
+            return mags, index, n, True
+    except (OSError, ValueError, KeyError):
+        pass  # not cached (or damaged): analyse again
+    try:
+        x = load_audio(f.path, frame.sample_rate)
+    except AudioFileError as e:  # names the file
+        raise DataError(str(e)) from None
+    r = full_frames(len(x), frame)
+    index = np.arange(r.start, r.stop, CACHE_STRIDE_HOPS, dtype=np.int64)
+    mags = (frames_at(x, index, frame) if len(index)
+            else np.empty((0, frame.n_bins), np.float32))
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = d.with_name(d.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        np.save(tmp / "mags.npy", mags, allow_pickle=False)
+        np.save(tmp / "index.npy", index, allow_pickle=False)
+        (tmp / "meta.json").write_text(json.dumps({"samples": len(x), "name": f.name,
+                                                   "sha256": f.sha256}) + "\n")
+        shutil.rmtree(d, ignore_errors=True)
+        os.replace(tmp, d)
+    except OSError as e:  # a full cache disk costs a re-analysis next time, nothing else
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.warning("cannot cache the analysis of %s in %s: %s", f.name, d, e)
+    return mags, index, len(x), False
+
+
+def time_splits(index: np.ndarray, n_samples: int, frame: FrameConfig,
+                fractions: dict[str, float] = SPLIT_FRACTIONS) -> dict[str, np.ndarray]:
+    """Boolean masks over frames ``index`` of one file split by time: the first
+    ``fractions['train']`` of the samples train, then valid, then test.  A frame
+    whose window straddles a boundary is in no split, so no sample feeds two."""
+    end = (index + 1) * frame.hop_length  # frame g covers [end - win_length, end)
+    start = end - frame.win_length
+    cuts = np.cumsum([0.0] + [fractions[s] for s in SPLITS]) * n_samples
+    return {s: (start >= cuts[i]) & (end <= cuts[i + 1]) for i, s in enumerate(SPLITS)}
+
+
+def split_by_file(files: Sequence[AudioFile], *, seed: int) -> dict[str, str] | None:
+    """File name -> split when the audio can be split by file (at least 3 files, none
+    holding half the audio, every split non-empty), else None (split by time)."""
+    total = sum(f.seconds for f in files)
+    if len(files) < 3 or max(f.seconds for f in files) >= 0.5 * total:
+        return None
+    tracks = [Track(f.name, f.path, "audio", "audio") for f in files]
+    try:
+        splits = split_tracks(tracks, {f.name: f.seconds for f in files}, seed=seed,
+                              fractions=SPLIT_FRACTIONS)
+    except DataError:
+        return None
+    if sum(f.seconds for f in files if f.name in {t.id for t in splits["train"]}) < 0.5 * total:
+        return None
+    return {t.id: s for s in SPLITS for t in splits[s]}
+
+
+def audio_dataset(found: FoundAudio, *, frame: FrameConfig, cache_dir: str | os.PathLike,
+                  max_train: int | None = None, seed: int = 0,
+                  min_seconds: float = MIN_AUDIO_SECONDS,
+                  progress: Callable[[int, int, str], None] | None = None
+                  ) -> tuple[Dataset, dict]:
+    """A :class:`Dataset` of the user's audio, and what happened (JSON-able).
+
+    Each file is analysed once (:func:`analyse_file`, cached by checksum and
+    frame); silent frames are dropped; files are split by file
+    (:func:`split_by_file`) or, for one or two files or one that dominates, by
+    time within each file (:func:`time_splits`).  ``max_train`` training frames
+    at most, drawn at random.  Raises :class:`DataError` when the files hold
+    less than ``min_seconds`` of audio or a split gets no frames.
+    """
+    rate = frame.sample_rate
+    if found.seconds < min_seconds:
+        raise DataError(f"too little audio: need at least {min_seconds:g} s, found "
+                        f"{found.seconds:.2f} s in {len(found.files)} file(s)")
+    by_file = split_by_file(found.files, seed=seed)
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    records, clips = [], {s: [] for s in SPLITS}
+    stats = {"analysed": 0, "cached": 0, "unreadable": []}
+    for i, f in enumerate(found.files):
+        if progress:
+            progress(i, len(found.files), f"analyse {f.name}")
+        try:
+            mags, index, n, cached = analyse_file(f, frame, cache_dir)
+        except DataError as e:  # header fine, data not: skip it and say so
+            stats["unreadable"].append((f.path, str(e)))
+            continue
+        stats["cached" if cached else "analysed"] += 1
+        loud = mags.max(axis=1) >= SILENCE_PEAK if len(mags) else np.zeros(0, bool)
+        masks = ({by_file[f.name]: np.ones(len(index), bool)} if by_file
+                 else time_splits(index, n, frame))
+        for s, m in masks.items():
+            keep = m & loud
+            parts[s].append(mags[keep])
+            if by_file:
+                start, seconds = 0.0, n / rate
+            else:
+                cuts = np.cumsum([0.0] + [SPLIT_FRACTIONS[k] for k in SPLITS]) * n / rate
+                j = SPLITS.index(s)
+                start, seconds = float(cuts[j]), float(cuts[j + 1] - cuts[j])
+            records.append({"id": f.name, "split": s, "path": f.path, "sha256": f.sha256,
+                            "start": round(start, 3), "seconds": round(seconds, 3),
+                            "frames": int(keep.sum())})
+            clips[s].append({"path": f.path, "name": f.name, "start": start,
+                             "seconds": seconds})
+    if progress:
+        progress(len(found.files), len(found.files), "analysed")
+    arrays = {s: (np.concatenate(parts[s]) if parts[s]
+                  else np.empty((0, frame.n_bins), np.float32)) for s in SPLITS}
+    empty = [s for s in SPLITS if len(arrays[s]) == 0]
+    if empty:
+        raise DataError(f"too little audio: the {'/'.join(empty)} split got no frames "
+                        f"(every frame silent or too short); need at least {min_seconds:g} s "
+                        f"of sound, found {found.seconds:.2f} s in {len(found.files)} file(s)")
+    rng = np.random.default_rng(seed + 1)
+    available = len(arrays["train"])
+    if max_train is not None and available > max_train:
+        arrays["train"] = arrays["train"][np.sort(rng.choice(available, max_train,
+                                                             replace=False))]
+    for s in SPLITS:  # the paper draws frames at random: shuffle so batches mix files
+        arrays[s] = arrays[s][rng.permutation(len(arrays[s]))]
+    manifest = {"format": "aesynth-dataset-1", "frame": frame.to_dict(), "seed": seed,
+                "sources": ["audio"], "split": "file" if by_file else "time",
+                "counts": {s: int(len(arrays[s])) for s in SPLITS},
+                "available_train_frames": int(available), "silence_peak": SILENCE_PEAK,
+                "cache_stride_hops": CACHE_STRIDE_HOPS, "tracks": records}
+    info = {"split": manifest["split"], "clips": clips, **stats}
+    return Dataset(frame, arrays["train"], arrays["valid"], arrays["test"], manifest), info
+
+
+def write_audio_dataset(out_dir: str | os.PathLike, ds: Dataset) -> None:
+    """Write an :func:`audio_dataset` like :func:`build_dataset` writes its own."""
+    write_dataset(Path(out_dir), {s: ds.split(s) for s in SPLITS}, ds.manifest)

@@ -86,11 +86,12 @@ def data_record(ds: Dataset) -> dict[str, Any]:
                       for s in ("train", "valid", "test")}}
 
 
-def _fit_keras(model, x, y, xv, yv, recipe, loss, verbose: int) -> dict[str, list[float]]:
+def _fit_keras(model, x, y, xv, yv, recipe, loss, verbose: int,
+               extra_callbacks=()) -> dict[str, list[float]]:
     import keras
 
     model.compile(optimizer=make_optimizer(recipe), loss=loss)
-    callbacks = []
+    callbacks = list(extra_callbacks)
     if recipe.get("patience"):
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=int(recipe["patience"]), restore_best_weights=True))
@@ -100,14 +101,22 @@ def _fit_keras(model, x, y, xv, yv, recipe, loss, verbose: int) -> dict[str, lis
     return {k: [float(v) for v in vals] for k, vals in h.history.items()}
 
 
-def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0) -> Run:
-    """Train ``recipe`` on ``ds``; greedy layer-wise when ``recipe['greedy']``."""
+def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0,
+        start: Run | None = None, callbacks=()) -> Run:
+    """Train ``recipe`` on ``ds``; greedy layer-wise when ``recipe['greedy']``.
+
+    ``start``: fine-tune from that run's weights and keep its normaliser (its
+    first and last layers expect those features; ``train.restore`` makes one
+    from a bundle); when no epoch beats the start's validation loss the start's
+    weights are kept (``metrics['kept_start']``).  ``callbacks``: extra Keras callbacks.
+    """
     import keras
 
     set_threads()
     keras.utils.set_random_seed(seed)
     t0 = time.monotonic()
-    normaliser = Normaliser.fit(ds.train, kind=recipe["features"])
+    normaliser = (start.normaliser if start is not None
+                  else Normaliser.fit(ds.train, kind=recipe["features"]))
     global_max = float(ds.train.max())
     n_bins = ds.frame.n_bins
     x = normaliser.forward(ds.train).astype(np.float32)
@@ -116,15 +125,29 @@ def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0)
         x = np.concatenate([x, normaliser.forward(
             augment_levels(ds.train, recipe["augment_db"], seed=seed)).astype(np.float32)])
     auto, enc, dec = build(recipe, n_bins)
+    if start is not None:
+        auto.set_weights(start.autoencoder.get_weights())
     history: dict[str, list[float]] = {}
     extra: dict[str, Any] = {}
-    if recipe.get("greedy") and len(recipe["hidden"]) == 2:
+    if recipe.get("greedy") and len(recipe["hidden"]) == 2 and start is None:
         history, extra = _greedy_pretrain(auto, recipe, x, xv, normaliser, global_max, n_bins,
                                           verbose)
         extra["composed_valid"] = _quick(auto, ds.valid, normaliser, global_max)
     loss = make_loss(recipe, normaliser, global_max, decoder=dec,
                      sample_rate=ds.frame.sample_rate)
-    h = _fit_keras(auto, x, x, xv, xv, recipe, loss, verbose)
+    start_val = None
+    if start is not None:  # the starting point's own validation loss, to beat
+        auto.compile(optimizer=make_optimizer(recipe), loss=loss)
+        start_val = float(auto.evaluate(xv, xv, batch_size=int(recipe["batch_size"]),
+                                        verbose=0))
+    h = _fit_keras(auto, x, x, xv, xv, recipe, loss, verbose, callbacks)
+    if start_val is not None:
+        extra["start_val_loss"] = start_val
+        extra["kept_start"] = bool(h.get("val_loss")) and min(h["val_loss"]) >= start_val
+        if extra["kept_start"]:  # no epoch beat where we started: keep the start
+            log.info("fine-tuning never beat the start's validation loss %.4g: kept it",
+                     start_val)
+            auto.set_weights(start.autoencoder.get_weights())
     history.update({("finetune_" + k if recipe.get("greedy") else k): v for k, v in h.items()})
     run = Run(recipe, seed, normaliser, global_max, n_bins, auto, enc, dec, history=history,
               data=data_record(ds))
