@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 SOURCES = ("line", "file", "none")
 SAMPLE_FORMATS = ("FLOAT_LE", "S16_LE")
 PACINGS = ("auto", "device", "clock")
+PROFILES = {"safe": (4, 2), "low": (3, 1)}  # profile: (periods, prefill)
 _DRAIN_PER_HOP = 64   # commands applied per hop at most; the rest wait, in order, for the next
 _HIST_US = 50_000     # per-hop cost histogram over the whole run: 1 µs bins up to 50 ms
 _PUBLISH_EVERY_S = 0.05
@@ -51,10 +52,16 @@ _PUBLISH_EVERY_S = 0.05
 class AudioConfig:
     """Where the sound goes and how the thread runs.
 
-    playback_device / capture_device: ALSA PCM names; ``plug:``-style devices
-    let ALSA convert rate and format.  periods: playback buffer size in periods
-    (2..16).  prefill: periods of silence written before the first period, and
-    again after an underrun (1..periods-1); it is the playback latency.
+    playback_device / capture_device: ALSA PCM names.  The card runs at the
+    rate and period it grants: at another rate than the model's the audio
+    thread resamples (device.sound.resample), and a FIFO joins any period to
+    the engine's hop (device.sound.fifo).  profile: ``"safe"`` (4 periods,
+    prefill 2) or ``"low"`` (3 periods, prefill 1: the least latency).
+    periods: playback buffer size in periods (2..16; None: the profile's).
+    prefill: periods of silence queued before the first period, and again at
+    every resynchronisation after an xrun (1..periods-1; None: the
+    profile's); it is the playback latency.  period: frames to ask the card
+    for (0: one hop, at the card's rate).
     pacing: ``device`` trusts blocking writes, ``clock`` sleeps to the sample
     clock (for ``null`` and ``file:`` devices that return at once), ``auto``
     picks ``clock`` for device names starting with ``null`` or ``file``.
@@ -64,8 +71,10 @@ class AudioConfig:
 
     playback_device: str = "default"
     capture_device: str = "default"
-    periods: int = 4
-    prefill: int = 2
+    profile: str = "safe"
+    periods: int | None = None
+    prefill: int | None = None
+    period: int = 0
     sample_format: str = "FLOAT_LE"
     pacing: str = "auto"
     realtime: bool = True
@@ -78,7 +87,16 @@ class AudioConfig:
             if not ok:
                 raise DeviceError(f"audio.{name} must be {allowed}, got {getattr(self, name)!r}")
 
+        need("profile", self.profile in PROFILES, f"one of {', '.join(PROFILES)}")
+        periods, prefill = PROFILES[self.profile]
+        if self.periods is None:
+            object.__setattr__(self, "periods", periods)
+        if self.prefill is None:
+            object.__setattr__(self, "prefill", min(prefill, self.periods - 1)
+                               if isinstance(self.periods, int) else prefill)
         need("periods", isinstance(self.periods, int) and 2 <= self.periods <= 16, "in 2..16")
+        need("period", isinstance(self.period, int) and 0 <= self.period <= 8192,
+             "in 0..8192 frames (0: one hop)")
         need("prefill", isinstance(self.prefill, int) and 1 <= self.prefill < self.periods,
              f"in 1..periods-1={self.periods - 1}")
         need("sample_format", self.sample_format in SAMPLE_FORMATS,
@@ -285,6 +303,11 @@ class AudioLoop:
         self.stats = AudioStats(playing=source.playing, source=source.kind)
         self.first_period_at: float | None = None  # time.monotonic() of the first write
         self._granted: dict[str, int] | None = None
+        self.card_rate: int | None = None   # what the card granted (Hz)
+        self._period: int | None = None     # card frames per read/write
+        self._down = self._up = None        # resamplers when the card runs at another rate
+        self._cushion = 0                   # card frames of zeros the output FIFO starts with
+        self._dtype_size = np.dtype(self._dtype).itemsize
         self.warnings: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------
@@ -346,21 +369,40 @@ class AudioLoop:
     def expected_latency(self) -> dict[str, float]:
         """Round-trip latency in ms, line-in to line-out, by where it comes from.
 
-        The playback buffer holds ``prefill`` periods when something else paces
-        the loop (the capture device, or the clock).  Paced by blocking playback
-        writes alone (a file or no input on a real card), each write returns as
-        soon as a period is free, so the buffer runs full: ``periods`` periods.
+        With capture (line-in), the loop is paced by capture reads and the
+        playback cushion is re-established to exactly ``prefill`` periods at
+        every start and resynchronisation (see :meth:`_resync`), so the round
+        trip is a fixed number of card frames, ``total_frames``:
+        ``(1 + prefill) * period`` (one period collected, ``prefill`` queued:
+        capture_period_ms + playback_buffer_ms) + the FIFO cushion that lets
+        any period meet the hop (fifo_ms: ``hop - gcd(hop, period)``, or
+        ``ceil((hop - 1) * card/model rate)`` when resampling) + the engine's
+        stream delay (algorithmic_ms: ``latency_samples - hop``; the hop's
+        collection is in the two before) + the resamplers' delays.
+        Without capture (a file or no input on a real card) each blocking
+        write returns as soon as a period is free, so the buffer runs full:
+        ``periods`` periods; on clock-paced devices ``prefill``.
         """
-        ms = 1000.0 / self.sample_rate
-        granted = self._granted or {"capture": self.hop, "playback": self.hop}
-        held = (self.config.prefill if self.source.needs_capture or self.config.clock_paced()
-                else self.config.periods)
+        rate = self.card_rate or self.sample_rate
+        ms = 1000.0 / rate
+        period = (self._period or self._ask_period(rate))
+        engine_delay = (self._algorithmic or self.hop) - self.hop
+        resampler = (self._down.delay_in + self._up.delay_out) if self._down is not None else (
+            0.0)
+        if self.source.needs_capture or self.config.clock_paced():
+            held = self.config.prefill
+        else:
+            held = self.config.periods
         parts = {
-            "algorithmic_ms": (self._algorithmic or self.hop) * ms,
-            "capture_period_ms": granted["capture"] * ms if self.source.needs_capture else 0.0,
-            "playback_buffer_ms": held * granted["playback"] * ms,
+            "algorithmic_ms": engine_delay * 1000.0 / self.sample_rate,
+            "capture_period_ms": period * ms if self.source.needs_capture else 0.0,
+            "playback_buffer_ms": held * period * ms,
+            "fifo_ms": self._cushion * ms if self.source.needs_capture else 0.0,
+            "resampler_ms": resampler * ms,
         }
         parts["total_ms"] = sum(parts.values())
+        parts["total_frames"] = parts["total_ms"] / ms
+        parts["card_rate"] = float(rate)
         return parts
 
     def __repr__(self) -> str:
@@ -370,57 +412,80 @@ class AudioLoop:
                 f"hops={s.hops} xruns={s.xruns} source={self.source.kind}>")
 
     # -- PCMs ----------------------------------------------------------------------
+    def _ask_period(self, rate: int) -> int:
+        if self.config.period:
+            return self.config.period
+        return -(-self.hop * rate // self.sample_rate)
+
     def _open_pcms(self) -> None:
         cfg = self.config
-        kw = dict(rate=self.sample_rate, periodsize=self.hop, periods=cfg.periods,
-                  sample_format=cfg.sample_format)
+        kw = dict(rate=self.sample_rate, periodsize=self._ask_period(self.sample_rate),
+                  periods=cfg.periods, sample_format=cfg.sample_format)
         play = self._open("playback", cfg.playback_device, **kw)
         cap = None
         try:
             if self.source.needs_capture:
                 cap = self._open("capture", cfg.capture_device, **kw)
-            granted = {"playback": self._check_granted(play, "playback", cfg.playback_device)}
-            granted["capture"] = (self._check_granted(cap, "capture", cfg.capture_device)
-                                  if cap is not None else granted["playback"])
+            prate, pperiod = self._granted_of(play, "playback", cfg.playback_device)
+            crate, cperiod = (self._granted_of(cap, "capture", cfg.capture_device)
+                              if cap is not None else (prate, pperiod))
+            if crate != prate:
+                raise DeviceError(f"ALSA capture device {cfg.capture_device!r} runs at "
+                                  f"{crate} Hz and playback device {cfg.playback_device!r} "
+                                  f"at {prate} Hz: the two must share a rate")
         except BaseException:
             play.close()
             if cap is not None:
                 cap.close()
             raise
-        self._play, self._cap, self._granted = play, cap, granted
-        self._setup_buffers()
+        self._play, self._cap = play, cap
+        self._granted = {"playback": pperiod, "capture": cperiod}
+        self._setup_buffers(prate, cperiod if cap is not None else pperiod)
 
-    def _check_granted(self, pcm: Any, kind: str, device: str) -> int:
+    def _granted_of(self, pcm: Any, kind: str, device: str) -> tuple[int, int]:
         info = pcm.info()
         rate, period = int(info["rate"]), int(info["period_size"])
-        if rate != self.sample_rate:
-            raise DeviceError(f"ALSA {kind} device {device!r} granted {rate} Hz, the model needs "
-                              f"{self.sample_rate} Hz: use a 'plug:' device so ALSA converts")
-        if period % self.hop and self.hop % period:
-            raise DeviceError(f"ALSA {kind} device {device!r} granted a period of {period} "
-                              f"frames, which is neither a multiple nor a divisor of the hop "
-                              f"({self.hop}): use a 'plug:' device or another period size")
-        if period != self.hop:
-            log.info("ALSA %s device %r: period %d frames (asked %d)", kind, device, period,
-                     self.hop)
-        return period
+        if rate != self.sample_rate or period != self.hop:
+            log.info("ALSA %s device %r: %d Hz, period %d frames (model %d Hz, hop %d)",
+                     kind, device, rate, period, self.sample_rate, self.hop)
+        return rate, period
 
-    def _setup_buffers(self) -> None:
-        g = self._granted
-        chunk = math.lcm(self.hop, g["playback"], g["capture"])
-        self._chunk = chunk
-        self._in = np.zeros(chunk, dtype=np.float32)
-        self._out = np.zeros(chunk, dtype=np.float32)
-        self._hop_in = np.zeros(self.hop, dtype=np.float32)
-        self._wire = np.zeros(chunk, dtype=self._dtype)  # what ALSA gets
-        self._scratch = np.zeros(chunk, dtype=np.float32)
-        self._silence = np.zeros(g["playback"], dtype=self._dtype)
-        # Views made once, so the hot loop slices nothing.
-        self._hops = [(self._in[k:k + self.hop], self._out[k:k + self.hop])
-                      for k in range(0, chunk, self.hop)]
-        self._cap_views = [self._in[k:k + g["capture"]] for k in range(0, chunk, g["capture"])]
-        self._play_views = [self._wire[k:k + g["playback"]]
-                            for k in range(0, chunk, g["playback"])]
+    def _setup_buffers(self, rate: int, period: int) -> None:
+        """Preallocate everything the hot loop touches, for a card at ``rate`` Hz
+        moving ``period`` frames per read/write (whatever it granted)."""
+        from device.sound.fifo import SampleFifo
+        from device.sound.resample import round_trip_pair
+
+        same = (rate == self.card_rate and period == self._period)
+        self.card_rate, self._period = rate, period
+        H = self.hop
+        engine_delay = (self._algorithmic or H) - H
+        if rate != self.sample_rate:
+            if not same or self._down is None:
+                self._down, self._up = round_trip_pair(
+                    rate, self.sample_rate, engine_delay=engine_delay, max_card=period,
+                    max_model=H)
+            # In card frames: with capture, at every read of kP frames the FIFO has
+            # given >= kP - (H-1) * rate/model out; this cushion covers the rest.
+            self._cushion = -(-(H - 1) * rate // self.sample_rate)
+            down_max, up_max = self._down.max_out, self._up.max_out
+        else:
+            self._down = self._up = None
+            self._cushion = H - math.gcd(period, H)
+            down_max = up_max = H
+        self._in_fifo = SampleFifo(H + down_max + period + 8)
+        self._out_fifo = SampleFifo(self._cushion + 2 * period + 2 * up_max + 2 * H + 8)
+        self._cap_f = np.zeros(period, dtype=np.float32)
+        self._down_out = np.zeros(down_max, dtype=np.float32)
+        self._up_out = np.zeros(up_max, dtype=np.float32)
+        self._hop_in = np.zeros(H, dtype=np.float32)
+        self._hop_cap = np.zeros(H, dtype=np.float32)
+        self._hop_out = np.zeros(H, dtype=np.float32)
+        self._out = np.zeros(period, dtype=np.float32)
+        self._scratch = np.zeros(period, dtype=np.float32)
+        self._wire = np.zeros(period, dtype=self._dtype)  # what ALSA gets
+        self._silence = np.zeros(period, dtype=self._dtype)
+        self._chunk = period
 
     def _close_pcms(self) -> None:
         for pcm in (self._play, self._cap):
@@ -433,12 +498,15 @@ class AudioLoop:
 
     def _log_latency(self) -> None:
         lat = self.expected_latency()
-        log.info("audio: %d Hz, hop %d, playback %r, capture %r; expected round trip "
-                 "%.1f ms (algorithmic %.1f + capture period %.1f + playback buffer %.1f)",
-                 self.sample_rate, self.hop, self.config.playback_device,
+        log.info("audio: card %d Hz period %d, model %d Hz hop %d, playback %r, capture %r; "
+                 "expected round trip %.2f ms = %.0f frames (algorithmic %.1f + capture "
+                 "period %.1f + playback buffer %.1f + FIFO %.2f + resampler %.2f ms)",
+                 self.card_rate, self._period, self.sample_rate, self.hop,
+                 self.config.playback_device,
                  self.config.capture_device if self.source.needs_capture else None,
-                 lat["total_ms"], lat["algorithmic_ms"], lat["capture_period_ms"],
-                 lat["playback_buffer_ms"])
+                 lat["total_ms"], lat["total_frames"], lat["algorithmic_ms"],
+                 lat["capture_period_ms"], lat["playback_buffer_ms"], lat["fifo_ms"],
+                 lat["resampler_ms"])
 
     # -- the thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -483,45 +551,84 @@ class AudioLoop:
             return True
         return False
 
-    def _prefill(self) -> None:
+    def _resync(self) -> None:
+        """Start (or restart after an xrun) with the configured cushion, never a raced one.
+
+        Both streams are dropped; the pipeline restarts from its initial state
+        (FIFO cushion of zeros, resamplers cleared; the engine keeps its
+        state); with capture, the first period is read (dropped, capture
+        restarts on that read and returns at a period boundary with nothing
+        older waiting); then ``prefill`` periods of silence start playback.  So every start leaves exactly ``prefill`` periods
+        queued when the first processed period follows, and the round trip is
+        :meth:`expected_latency`'s ``total_frames`` every time.
+        """
+        play, cap, P = self._play, self._cap, self._period
+        for pcm in (play, cap):
+            if pcm is not None:
+                pcm.drop()
+        self._in_fifo.clear()
+        self._out_fifo.clear()
+        if self._down is not None:
+            self._down.reset()
+            self._up.reset()
+        if cap is not None:
+            self._out_fifo.push_zeros(self._cushion)
+            if not self._read_period():  # short again: zeros, counted, go on
+                self._counts["overruns"] += 1
         for _ in range(self.config.prefill):
-            self._play.write(self._silence)
+            play.write(self._silence)
+
+    def _read_period(self) -> bool:
+        """One capture period into ``_cap_f``; False (and zeros) on an overrun or short read."""
+        n, data = self._cap.read()  # pyalsaaudio allocates the bytes; we copy them once
+        view = self._cap_f
+        if n != len(view) or len(data) != len(view) * self._dtype_size:
+            view.fill(0.0)
+            return False
+        if self._dtype == np.float32:
+            view[:] = np.frombuffer(data, np.float32)
+        else:
+            np.multiply(np.frombuffer(data, np.int16), 1.0 / 32768, out=view)
+        return True
 
     def _stream(self) -> None:
         """The hot loop: runs until stop, raises the ALSA error when the card goes."""
         play, cap = self._play, self._cap
         src, engine, recorder = self.source, self.engine, self.recorder
-        hops, cap_views, play_views = self._hops, self._cap_views, self._play_views
-        hop_in, out, wire, scratch = self._hop_in, self._out, self._wire, self._scratch
+        H, P = self.hop, self._period
+        in_fifo, out_fifo, down, up = self._in_fifo, self._out_fifo, self._down, self._up
+        cap_f, down_out, up_out = self._cap_f, self._down_out, self._up_out
+        hop_in, hop_cap, hop_out = self._hop_in, self._hop_cap, self._hop_out
+        out, wire, scratch = self._out, self._wire, self._scratch
         counts, hist = self._counts, self._hist
         top = _HIST_US - 1
         stopping, perf = self._stopping, time.perf_counter_ns
         is_float = self._dtype == np.float32
-        cap_bytes = self._granted["capture"] * np.dtype(self._dtype).itemsize
         clock = self.config.clock_paced()
-        period_s = self._chunk / self.sample_rate
+        period_s = P / self.card_rate
         self._publish(connected=True, error=None)
-        self._prefill()
-        next_t = time.monotonic() + self.config.prefill * self._granted["playback"] / (
-            self.sample_rate)
+        self._resync()
+        fresh = cap is not None  # _resync has read the first capture period already
+        next_t = time.monotonic() + self.config.prefill * P / self.card_rate
         last_pub = 0.0
         last_done = 0  # perf() when the previous period was handed over (0: none yet)
         while not stopping.is_set():
             if cap is not None:
-                for view in cap_views:
-                    n, data = cap.read()  # pyalsaaudio allocates the bytes; we copy them once
-                    # -EPIPE is an overrun (already re-prepared); a short read loses
-                    # samples just the same, and would not fit the view.
-                    if n != len(view) or len(data) != cap_bytes:
-                        counts["overruns"] += 1
-                        view.fill(0.0)
-                    elif is_float:
-                        view[:] = np.frombuffer(data, np.float32)
-                    else:
-                        np.multiply(np.frombuffer(data, np.int16), 1.0 / 32768, out=view)
-            for captured, hop_out in hops:
+                if not fresh and not self._read_period():
+                    counts["overruns"] += 1  # -EPIPE (re-prepared) or a short read
+                    self._resync()
+                fresh = False
+                if down is not None:
+                    in_fifo.push(down_out[:down.process(cap_f, down_out)])
+                else:
+                    in_fifo.push(cap_f)
+            while len(out_fifo) < P:
+                if cap is not None:
+                    if len(in_fifo) < H:
+                        break
+                    in_fifo.pop_into(hop_cap)
                 self._drain()
-                src.fill(hop_in, captured if cap is not None else None)
+                src.fill(hop_in, hop_cap if cap is not None else None)
                 t0 = perf()
                 engine.process(hop_in, hop_out)
                 cost = perf() - t0
@@ -532,6 +639,11 @@ class AudioLoop:
                     counts["max_ns"] = cost
                 if recorder is not None:
                     recorder.push(hop_out)
+                if up is not None:
+                    out_fifo.push(up_out[:up.process(hop_out, up_out)])
+                else:
+                    out_fifo.push(hop_out)
+            out_fifo.pop_into(out)
             np.clip(out, -1.0, 1.0, out=out)
             if is_float:
                 wire[:] = out
@@ -541,10 +653,10 @@ class AudioLoop:
                 np.clip(scratch, -32768.0, 32767.0, out=scratch)
                 np.rint(scratch, out=scratch)
                 np.copyto(wire, scratch, casting="unsafe")
-            for view in play_views:
-                if play.write(view) == -errno.EPIPE:  # underrun: re-prepared; restore cushion
-                    counts["underruns"] += 1
-                    self._prefill()
+            if play.write(wire) == -errno.EPIPE:  # underrun: re-prepared; restore cushion
+                counts["underruns"] += 1
+                self._resync()
+                fresh = cap is not None
             done = perf()
             if last_done and done - last_done > counts["max_gap_ns"]:
                 counts["max_gap_ns"] = done - last_done

@@ -256,6 +256,10 @@ class _Pcm:
         self._check()
         return self.pcm.read()
 
+    def drop(self):
+        self._check()
+        return self.pcm.drop()
+
     def info(self):
         return self.pcm.info()
 
@@ -321,6 +325,9 @@ class _HookedPcm:
 
     def info(self):
         return self.pcm.info()
+
+    def drop(self):
+        return self.pcm.drop()
 
     def close(self):
         self.owner.closed.append(self.kind)
