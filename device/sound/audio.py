@@ -299,7 +299,7 @@ class AudioLoop:
         self._failure: BaseException | None = None
         self._hist = np.zeros(_HIST_US, dtype=np.int64)     # hops by cost in whole µs
         self._counts = {"hops": 0, "underruns": 0, "overruns": 0, "reconnects": 0, "max_ns": 0,
-                        "last_ns": 0, "max_gap_ns": 0}
+                        "last_ns": 0, "max_gap_ns": 0, "cushion_fixes": 0}
         self.stats = AudioStats(playing=source.playing, source=source.kind)
         self.first_period_at: float | None = None  # time.monotonic() of the first write
         self._granted: dict[str, int] | None = None
@@ -606,6 +606,9 @@ class AudioLoop:
         is_float = self._dtype == np.float32
         clock = self.config.clock_paced()
         period_s = P / self.card_rate
+        target = self.config.prefill * P
+        buffer_size = int(play.info()["buffer_size"])
+        self._off_by = 0
         self._publish(connected=True, error=None)
         self._resync()
         fresh = cap is not None  # _resync has read the first capture period already
@@ -653,10 +656,23 @@ class AudioLoop:
                 np.clip(scratch, -32768.0, 32767.0, out=scratch)
                 np.rint(scratch, out=scratch)
                 np.copyto(wire, scratch, casting="unsafe")
-            if play.write(wire) == -errno.EPIPE:  # underrun: re-prepared; restore cushion
+            if cap is not None:
+                skip = self._servo(cap, play, target, buffer_size)
+                if skip:
+                    counts["cushion_fixes"] += 1
+                    if skip < 0:  # too little queued: silence first
+                        play.write(self._silence[:min(-skip, P)])
+                        skip = 0
+            else:
+                skip = 0
+            if skip >= P:
+                pass  # too much queued: this period is not played
+            elif play.write(wire[skip:] if skip else wire) == -errno.EPIPE:
+                # underrun: re-prepared; restore the cushion
                 counts["underruns"] += 1
                 self._resync()
                 fresh = cap is not None
+                self._off_by = 0
             done = perf()
             if last_done and done - last_done > counts["max_gap_ns"]:
                 counts["max_gap_ns"] = done - last_done
@@ -675,6 +691,33 @@ class AudioLoop:
                     counts["underruns"] + counts["overruns"]):
                 last_pub = now
                 self._publish(connected=True)
+
+    def _servo(self, cap: Any, play: Any, target: int, buffer_size: int) -> int:
+        """Frames to leave out of this write (< 0: silence to add) to hold the cushion.
+
+        Just after a capture read, frames captured and waiting (C) plus frames
+        queued for playback (Q) is the part of the round trip the card holds,
+        beyond the period just read: it must be ``prefill`` periods.  C + Q
+        does not change as the card moves (a frame captured is a frame
+        played), so it is read race-free (C again after Q; a period boundary
+        between the two reads is seen and the check skipped).  A start that
+        raced, or a plug rate converter's slack, shows as C + Q off target; when
+        it stays off by more than a frame for three periods, one correction
+        puts it back.  Three ``avail()`` calls a period, no allocation.
+        """
+        c1 = cap.avail()
+        q = buffer_size - play.avail()
+        if cap.avail() != c1 or c1 < 0 or q < 0:
+            return 0
+        err = c1 + q - target
+        if -1 <= err <= 1:
+            self._off_by = 0
+            return 0
+        self._off_by += 1
+        if self._off_by < 3:
+            return 0
+        self._off_by = 0
+        return err
 
     def _drain(self) -> None:
         """Apply up to ``_DRAIN_PER_HOP`` queued commands; never blocks.

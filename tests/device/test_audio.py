@@ -260,6 +260,10 @@ class _Pcm:
         self._check()
         return self.pcm.drop()
 
+    def avail(self):
+        self._check()
+        return self.pcm.avail()
+
     def info(self):
         return self.pcm.info()
 
@@ -328,6 +332,9 @@ class _HookedPcm:
 
     def drop(self):
         return self.pcm.drop()
+
+    def avail(self):
+        return self.pcm.avail()
 
     def close(self):
         self.owner.closed.append(self.kind)
