@@ -608,6 +608,7 @@ class AudioLoop:
         period_s = P / self.card_rate
         target = self.config.prefill * P
         buffer_size = int(play.info()["buffer_size"])
+        self._cap_buffer = int(cap.info()["buffer_size"]) if cap is not None else 0
         self._off_by = 0
         self._publish(connected=True, error=None)
         self._resync()
@@ -707,8 +708,9 @@ class AudioLoop:
         """
         c1 = cap.avail()
         q = buffer_size - play.avail()
-        if cap.avail() != c1 or c1 < 0 or q < 0:
-            return 0
+        if cap.avail() != c1 or c1 < 0 or q < 0 or c1 >= self._cap_buffer:
+            return 0  # a boundary between the reads; or capture full: an overrun to come
+            # (and what an unpaced file/null device always reports)
         err = c1 + q - target
         if -1 <= err <= 1:
             self._off_by = 0
