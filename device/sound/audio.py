@@ -490,6 +490,8 @@ class AudioLoop:
         self._silence = np.zeros(period, dtype=self._dtype)
         self._servo_errs = np.zeros(_SERVO_PERIODS, dtype=np.int64)
         self._servo_left = 0
+        self._cap_buffer = (int(self._cap.info()["buffer_size"]) if self._cap is not None
+                            else 0)
         self._chunk = period
 
     def _close_pcms(self) -> None:
@@ -556,7 +558,7 @@ class AudioLoop:
             return True
         return False
 
-    def _resync(self) -> None:
+    def _resync(self, have_first: bool = False) -> None:
         """Start (or restart after an xrun) with the configured cushion, never a raced one.
 
         Both streams are dropped; the pipeline restarts from its initial state
@@ -569,7 +571,7 @@ class AudioLoop:
         """
         play, cap, P = self._play, self._cap, self._period
         for pcm in (play, cap):
-            if pcm is not None:
+            if pcm is not None and not have_first:
                 pcm.drop()
         self._in_fifo.clear()
         self._out_fifo.clear()
@@ -578,35 +580,43 @@ class AudioLoop:
             self._up.reset()
         if cap is not None:
             self._out_fifo.push_zeros(self._cushion)
-            if not self._read_period():  # short again: zeros, counted, go on
-                self._counts["overruns"] += 1
+            if not have_first:
+                self._read_period()  # an overrun or a short read again: zeros, counted
         for _ in range(self.config.prefill):
             play.write(self._silence)
         self._servo_left = _SERVO_PERIODS
 
-    def _prime(self) -> None:
+    def _prime(self) -> bool:
         """Run both streams for a few periods of silence before the real start.
 
         Measured with jack_iodelay on ALSA's jack plugin: the first start after
         opening came out a period short of the cushion in some starts, while
         every restart after an xrun came out exact; so the first start is made
         a restart.  Costs ``_PRIME_PERIODS`` periods of silence when a device
-        opens.
+        opens.  An unpaced device (ALSA's file/null plugins: a full capture
+        buffer at once) needs none: returns True, its first period read and
+        kept for :meth:`_resync`.
         """
         for pcm in (self._play, self._cap):
             pcm.drop()
+        self._read_period()
+        if self._cap.avail() >= self._cap_buffer:
+            return True
         for _ in range(self.config.prefill):
             self._play.write(self._silence)
         for _ in range(_PRIME_PERIODS):
-            self._read_period()
             self._play.write(self._silence)
+            self._read_period()
+        return False
 
     def _read_period(self) -> bool:
-        """One capture period into ``_cap_f``; False (and zeros) on an overrun or short read."""
+        """One capture period into ``_cap_f``; False (zeros, an overrun counted) on an
+        overrun (-EPIPE) or a short read."""
         n, data = self._cap.read()  # pyalsaaudio allocates the bytes; we copy them once
         view = self._cap_f
         if n != len(view) or len(data) != len(view) * self._dtype_size:
             view.fill(0.0)
+            self._counts["overruns"] += 1
             return False
         if self._dtype == np.float32:
             view[:] = np.frombuffer(data, np.float32)
@@ -631,11 +641,8 @@ class AudioLoop:
         period_s = P / self.card_rate
         target = self.config.prefill * P
         buffer_size = int(play.info()["buffer_size"])
-        self._cap_buffer = int(cap.info()["buffer_size"]) if cap is not None else 0
         self._publish(connected=True, error=None)
-        if cap is not None:
-            self._prime()
-        self._resync()
+        self._resync(have_first=cap is not None and self._prime())
         fresh = cap is not None  # _resync has read the first capture period already
         next_t = time.monotonic() + self.config.prefill * P / self.card_rate
         last_pub = 0.0
@@ -643,8 +650,7 @@ class AudioLoop:
         while not stopping.is_set():
             if cap is not None:
                 if not fresh and not self._read_period():
-                    counts["overruns"] += 1  # -EPIPE (re-prepared) or a short read
-                    self._resync()
+                    self._resync()  # -EPIPE (re-prepared) or a short read: counted
                 fresh = False
                 if down is not None:
                     in_fifo.push(down_out[:down.process(cap_f, down_out)])

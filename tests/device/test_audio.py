@@ -21,6 +21,7 @@ from device.sound.audio import (
     SilentSource,
     open_pcm,
 )
+from device.sound.audio import _PRIME_PERIODS
 from device.state.controls import UnitControls
 from device.errors import AudioFileError, DeviceError
 from tests.device.audio_rig import JackServer, alsa_config, read_raw, write_raw
@@ -447,13 +448,19 @@ def jack_env(jack128, alsa, monkeypatch):
     return alsa
 
 
-def assert_copy_with_gaps(out: np.ndarray, x: np.ndarray, *, prefill: int) -> tuple[int, int]:
-    """``out`` is silence for ``prefill`` samples, then ``x`` exactly up to the first gap
-    an xrun (or a cushion correction after a raced start) left (a paced run on a busy
-    machine may have more than the one we cause), and ends with ``x`` exactly again.
-    Returns (gap, index in x where the end resumes)."""
-    assert not out[:prefill].any(), "the prefill is silence"
-    body = out[prefill:]
+def assert_copy_with_gaps(out: np.ndarray, x: np.ndarray, *, prefill: int,
+                          period: int) -> tuple[int, int]:
+    """``out`` is what a line-in run wrote to a paced device: silence while the device
+    is primed (``_PRIME_PERIODS`` periods after ``prefill`` frames, that much input
+    read and dropped), ``prefill`` frames of silence again, then ``x`` exactly from
+    where priming left it up to the first gap an xrun (or a cushion correction after a
+    raced start) left (a paced run on a busy machine may have more than the one we
+    cause), and it ends with ``x`` exactly again.  Returns (gap, index in x where the
+    end resumes)."""
+    lead = 2 * prefill + _PRIME_PERIODS * period
+    start = (1 + _PRIME_PERIODS) * period
+    assert not out[:lead].any(), "priming and the prefill are silence"
+    body, x = out[lead:], x[start:]
     n = min(len(body), len(x))
     diff = np.flatnonzero(body[:n] != x[:n])
     gap = int(diff[0]) if len(diff) else n
@@ -476,7 +483,8 @@ def test_paced_run_counts_an_xrun_recovers_and_stays_byte_exact(jack_env):
     s = loop.stats
     assert s.xruns >= 1 and s.underruns >= 1, s
     assert s.hops >= 600 and loop.failure is None
-    gap, resumed_at = assert_copy_with_gaps(read_raw(jack_env / "jk_out.raw"), x, prefill=256)
+    gap, resumed_at = assert_copy_with_gaps(read_raw(jack_env / "jk_out.raw"), x, prefill=256,
+                                                 period=128)
     assert resumed_at > gap
 
 
@@ -492,7 +500,7 @@ def test_paced_period_larger_than_hop(tmp_path, alsa, monkeypatch):
         wait_for(lambda: loop.stats.hops >= 100)
         loop.stop()
     assert loop._granted == {"playback": 512, "capture": 512}
-    assert_copy_with_gaps(read_raw(alsa / "jk_out.raw"), x, prefill=1024)
+    assert_copy_with_gaps(read_raw(alsa / "jk_out.raw"), x, prefill=1024, period=512)
     lat = loop.expected_latency()
     assert lat["playback_buffer_ms"] == pytest.approx(2 * 512 / RATE * 1000)
 

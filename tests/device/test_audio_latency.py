@@ -27,7 +27,7 @@ import time
 import numpy as np
 import pytest
 
-from device.sound.audio import AudioConfig, AudioLoop, LineSource
+from device.sound.audio import _PRIME_PERIODS, AudioConfig, AudioLoop, LineSource
 from tests.device.test_audio import PassThrough, wait_for
 from tests.jack import JackServer
 
@@ -96,7 +96,7 @@ def test_output_is_the_input_after_the_reported_latency(card, route, tmp_path, m
         monkeypatch.setenv(k, v)
     stream_rate = card.sample_rate if route == "direct" else MODEL_RATE
     period = card.period if route == "direct" else 0  # 0: one hop, plug grants what it can
-    seconds = max(0.4, 24 * card.period / card.sample_rate)
+    seconds = max(0.5, 40 * card.period / card.sample_rate)
     # Twice what is played: capture never runs dry.
     x = band_limited(int(2 * seconds * stream_rate) + 4096, stream_rate, seed=card.period)
     x.tofile(tmp_path / "in.raw")
@@ -113,12 +113,15 @@ def test_output_is_the_input_after_the_reported_latency(card, route, tmp_path, m
     frames = lat["total_frames"]
     assert frames == pytest.approx(round(frames), abs=1e-6), "a whole number of frames"
     written = np.fromfile(tmp_path / f"{route}_out.raw", dtype="<f4")
-    # What was written: prefill periods of silence, then the output stream, which is
-    # the input delayed by the round trip less the period collected and the prefill;
-    # a cushion correction in the first periods after the start (a raced start) moves
-    # what follows by the frames it added or removed.
-    delay = round(frames) - loop._period + loop._counts["cushion_shift"]
-    skip = 12 * loop._period  # past the correction window
+    # What was written: silence while priming (prefill + _PRIME_PERIODS periods, as
+    # much input read and dropped; test_audio.assert_copy_with_gaps), prefill periods
+    # of silence, then the output stream: the input delayed by the round trip less the
+    # period collected and the prefill.  A cushion correction in the first periods
+    # after the start (a raced start) moves what follows by the frames it added.
+    P, pre = loop._period, loop.config.prefill
+    lead, start = (2 * pre + _PRIME_PERIODS) * P, (1 + _PRIME_PERIODS) * P
+    delay = lead - start + round(frames) - (1 + pre) * P + loop._counts["cushion_shift"]
+    skip = 24 * loop._period  # past priming and the correction window
     db = error_db(written, x, delay, skip=skip)
     assert db <= -60, (f"{route} {card.sample_rate} Hz period {loop._period}: {db:.1f} dB, "
                        f"fixes {loop._counts}")
