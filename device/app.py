@@ -243,7 +243,7 @@ class App:
         if kind == "none":
             return SilentSource()
         try:
-            return FileSource.load(expand(kind), sample_rate)
+            return FileSource.stream(expand(kind), sample_rate)
         except AudioFileError as e:
             raise StartError(EXIT_USAGE, str(e)) from None
 

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from device.state import commands as c
-from device.sound.audiofile import load_audio
+from device.sound.audiofile import FileStream, load_audio
 from device.errors import AesynthError, AudioFileError, DeviceError
 from device.sound.scheduling import enable_realtime, name_thread
 
@@ -213,8 +213,15 @@ class FileSource(Source):
         self.position = 0
 
     @classmethod
+    def stream(cls, path: str | os.PathLike, sample_rate: int) -> StreamingFileSource:
+        """Play ``path`` streamed (what ``aesynth play --in`` does): see
+        :class:`StreamingFileSource`; raises AudioFileError naming the file."""
+        return StreamingFileSource(FileStream(path, sample_rate))
+
+    @classmethod
     def load(cls, path: str | os.PathLike, sample_rate: int) -> FileSource:
-        """Read any format soundfile reads, mono, at ``sample_rate`` Hz (off the audio thread)."""
+        """Read the whole file, mono, at ``sample_rate`` Hz (off the audio thread); for
+        offline rendering and short files (memory grows with the length)."""
         mono = load_audio(path, sample_rate)
         if len(mono) == 0:
             raise AudioFileError(f"audio file {os.fspath(path)!r} has no samples")
@@ -242,6 +249,43 @@ class FileSource(Source):
 
     def __repr__(self) -> str:
         return (f"<FileSource {self.name!r} {len(self.samples)} samples at {self.position} "
+                f"{'playing' if self.playing else 'paused'}>")
+
+
+class StreamingFileSource(Source):
+    """An audio file played from a :class:`device.sound.audiofile.FileStream`: decoded
+    and resampled a second ahead in the decoder's thread, looping seamlessly; Stop
+    rewinds.  ``fill`` copies one hop out of the stream's ring (no allocation, no
+    lock); a hop the decoder has not delivered yet is silence, counted in
+    ``starved`` (the first hops after a start or a rewind, or a disk far too slow).
+    """
+
+    kind = "file"
+
+    def __init__(self, stream: FileStream):
+        super().__init__()
+        self.file = stream
+        self.name = os.path.basename(stream.name)
+        self.starved = 0
+        log.info("streaming %s: %.1f s at %d Hz, played at %d Hz", stream.name,
+                 stream.duration_s, stream.file_rate, stream.sample_rate)
+
+    def stop(self) -> None:
+        self.playing = False
+        self.file.rewind()
+
+    def fill(self, out: np.ndarray, captured: np.ndarray | None) -> np.ndarray:
+        if not self.playing or not self.file.ready or not self.file.ring.read_into(out):
+            if self.playing:
+                self.starved += 1
+            out.fill(0.0)
+        return out
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __repr__(self) -> str:
+        return (f"<StreamingFileSource {self.name!r} starved={self.starved} "
                 f"{'playing' if self.playing else 'paused'}>")
 
 

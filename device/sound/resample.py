@@ -167,13 +167,20 @@ class StreamResampler:
         return c
 
 
+def integer_delay(in_rate: int, out_rate: int, *, max_in: int) -> StreamResampler:
+    """A :class:`StreamResampler` whose delay is a whole number of output samples (its
+    filter lengthened by less than one): trimming it aligns the output exactly."""
+    _up, down, a, _taps = design(in_rate, out_rate)
+    return StreamResampler(in_rate, out_rate, max_in=max_in, half_length=-(-a // down) * down)
+
+
 def resample_blocks(x: np.ndarray, in_rate: int, out_rate: int, *, block: int = 4096
                     ) -> np.ndarray:
-    """A whole signal through :class:`StreamResampler`, delay removed (float32, 1-D):
+    """A whole signal through :func:`integer_delay`'s resampler, delay removed (float32, 1-D):
     for offline use and tests; ``ceil(len(x) * out_rate / in_rate)`` samples."""
-    rs = StreamResampler(in_rate, out_rate, max_in=block)
+    rs = integer_delay(in_rate, out_rate, max_in=block)
     want = -(-len(x) * rs.up // rs.down)
-    d = int(round(rs.delay_out))
+    d = int(rs.delay_out)
     pad = np.zeros(-(-(d + 2) * rs.down // rs.up) + 1, dtype=np.float32)
     chunks, buf = [], np.zeros(rs.max_out, dtype=np.float32)
     for src in (np.asarray(x, dtype=np.float32), pad):
@@ -184,4 +191,5 @@ def resample_blocks(x: np.ndarray, in_rate: int, out_rate: int, *, block: int = 
     return np.ascontiguousarray(y[d:d + want])
 
 
-__all__ = ["ResampleError", "StreamResampler", "design", "resample_blocks", "round_trip_pair"]
+__all__ = ["ResampleError", "StreamResampler", "design", "integer_delay", "resample_blocks",
+           "round_trip_pair"]
