@@ -178,3 +178,48 @@ def test_measured_round_trip_equals_the_logged_one(rate, period, hop, profile, t
     if os.environ.get("AESYNTH_PRINT_LATENCY"):
         print(rate, period, hop, profile, expected, collections.Counter(
             round(v, 1) for v in measured))
+
+
+# -- the real engine, original mode, at the low-latency frame -----------------------
+LOW_64 = dict(sample_rate=22050, n_fft=2048, win_length=2048, hop_length=64,
+              window="asymmetric", synthesis_length=128)
+
+
+@pytest.mark.parametrize("rate,route", [(48000, "direct"), (22050, "direct"),
+                                        (44100, "plug")])
+def test_the_engine_in_original_mode_plays_its_input_after_the_reported_latency(
+        rate, route, tmp_path, monkeypatch):
+    """Original mode is the analysis/synthesis round trip (tests/device/test_engine.py):
+    through the audio thread, the resamplers and the FIFOs, the output is the input after
+    the latency the app logs, the engine's own delay included (hop 64, synthesis 128)."""
+    import dataclasses
+
+    from device.models.bundle import read_bundle
+    from device.sound.engine import Engine
+    from device.sound.features import FrameConfig
+    from tests.device.test_engine import TINY
+
+    bundle = dataclasses.replace(read_bundle(TINY), frame=FrameConfig(**LOW_64))
+    stream_rate = rate if route == "direct" else MODEL_RATE
+    with JackServer(sample_rate=rate, period=256) as server:
+        for k, v in server.env.items():
+            monkeypatch.setenv(k, v)
+        x = band_limited(int(3 * stream_rate), stream_rate, seed=7)
+        x.tofile(tmp_path / "in.raw")
+        monkeypatch.setenv("ALSA_CONFIG_PATH", asound(tmp_path, tmp_path / "in.raw"))
+        for _attempt in range(4):
+            engine = Engine(bundle, mode="original")
+            loop = run_loop(engine, route=route, period=0, seconds=1.2, profile="safe",
+                            latency_samples=engine.latency_samples)
+            if loop.stats.xruns == 0:
+                break
+    assert loop.stats.xruns == 0, loop.stats
+    P, pre = loop._period, loop.config.prefill
+    frames = loop.expected_latency()["total_frames"]
+    assert frames == pytest.approx(round(frames), abs=1e-6)
+    lead, start = (2 * pre + _PRIME_PERIODS) * P, (1 + _PRIME_PERIODS) * P
+    delay = lead - start + round(frames) - (1 + pre) * P + loop._counts["cushion_shift"]
+    written = np.fromfile(tmp_path / f"{route}_out.raw", dtype="<f4")
+    skip = 24 * P + 2048 * stream_rate // MODEL_RATE  # priming, and a first full frame
+    db = error_db(written, x, delay, skip=skip)
+    assert db <= -60, (rate, route, db, loop.expected_latency())
