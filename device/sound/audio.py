@@ -626,6 +626,11 @@ class AudioLoop:
             self._out_fifo.push_zeros(self._cushion)
             if not have_first:
                 self._read_period()  # an overrun or a short read again: zeros, counted
+                # Start playback mid-period, not at the boundary the read returned on:
+                # on JACK the playback client's callback for this period runs next to
+                # the capture client's (in parallel in JACK2), and a start racing it
+                # came out a period short (jack_iodelay through `aesynth play`).
+                time.sleep(0.5 * P / self.card_rate)
         for _ in range(self.config.prefill):
             play.write(self._silence)
         self._servo_left = _SERVO_PERIODS
@@ -788,6 +793,9 @@ class AudioLoop:
         left = self._servo_left
         if left <= 0:
             return 0
+        # Mid-period: the card's (or JACK's clients') updates for this period are all
+        # done, none of the next has begun; reading at the period boundary raced them.
+        time.sleep(0.5 * self._period / self.card_rate)
         c1 = cap.avail()
         q = buffer_size - play.avail()
         if cap.avail() != c1 or c1 < 0 or q < 0 or c1 >= self._cap_buffer:
