@@ -9,7 +9,7 @@ app logs must equal the measured one within a sample), and ``process`` writes
 into a caller's array, where ``soxr.ResampleStream.resample_chunk`` returns a
 new array every call.
 
-The filter: a Kaiser-windowed sinc designed with scipy at the common rate
+The filter: a Kaiser-windowed sinc (scipy.signal.firwin's design, in numpy) at the common rate
 ``in_rate * up``, cut off at 0.45 of the lower rate with a transition of 0.1
 of it and ``attenuation_db`` stop-band attenuation (80 dB: passband ripple
 about 1e-4).  Output sample ``m`` is the filter at upsampled time
@@ -40,8 +40,6 @@ def design(in_rate: int, out_rate: int, *, attenuation_db: float = 80.0,
     (longer only: :func:`round_trip_pair` lengthens one filter by less than a
     sample of delay so that a round trip lands on a whole sample).
     """
-    from scipy.signal import firwin, kaiser_beta, kaiserord
-
     for name, r in (("in_rate", in_rate), ("out_rate", out_rate)):
         if not isinstance(r, int) or isinstance(r, bool) or not 1000 <= r <= 384000:
             raise ResampleError(f"resampler {name} must be an integer in 1000..384000 Hz, "
@@ -50,16 +48,41 @@ def design(in_rate: int, out_rate: int, *, attenuation_db: float = 80.0,
     up, down = out_rate // g, in_rate // g
     fs = in_rate * up
     low = min(in_rate, out_rate)
-    numtaps, _beta = kaiserord(attenuation_db, 0.1 * low / (fs / 2))
+    numtaps = kaiser_length(attenuation_db, 0.1 * low / (fs / 2))
     a_min = -(-(numtaps - 1) // 2)
     a = a_min if half_length is None else int(half_length)
     if a < a_min:
         raise ResampleError(f"resampler half_length must be >= {a_min} for "
                             f"{attenuation_db} dB, got {half_length!r}")
-    taps = firwin(2 * a + 1, 0.45 * low, window=("kaiser", kaiser_beta(attenuation_db)),
-                  fs=fs) * up
+    taps = kaiser_lowpass(2 * a + 1, 0.45 * low / (fs / 2), attenuation_db) * up
     taps = np.concatenate([taps, np.zeros((-len(taps)) % up)])
     return up, down, a, taps
+
+
+# Kaiser's formulas (as scipy.signal.kaiserord / kaiser_beta / firwin use them), in
+# numpy: importing scipy.signal on the box costs ~80 MB of memory and seconds at start.
+def kaiser_beta(attenuation_db: float) -> float:
+    a = attenuation_db
+    if a > 50:
+        return 0.1102 * (a - 8.7)
+    if a > 21:
+        return 0.5842 * (a - 21) ** 0.4 + 0.07886 * (a - 21)
+    return 0.0
+
+
+def kaiser_length(attenuation_db: float, width: float) -> int:
+    """Taps for ``attenuation_db`` stop-band attenuation and a transition ``width`` (a
+    fraction of Nyquist)."""
+    return int(math.ceil((attenuation_db - 7.95) / 2.285 / (math.pi * width) + 1))
+
+
+def kaiser_lowpass(numtaps: int, cutoff: float, attenuation_db: float) -> np.ndarray:
+    """A windowed-sinc low-pass of ``numtaps`` taps cut off at ``cutoff`` (a fraction of
+    Nyquist), unit gain at DC: scipy.signal.firwin(numtaps, cutoff, window=("kaiser",
+    kaiser_beta(attenuation_db)))."""
+    m = np.arange(numtaps) - (numtaps - 1) / 2.0
+    h = cutoff * np.sinc(cutoff * m) * np.kaiser(numtaps, kaiser_beta(attenuation_db))
+    return h / np.sum(h)
 
 
 def round_trip_pair(card_rate: int, model_rate: int, *, engine_delay: int, max_card: int,

@@ -133,3 +133,19 @@ def test_fifo_wraps_and_refuses_what_does_not_fit():
     np.testing.assert_array_equal(big, [0] * 7 + [1] * 3)
     with pytest.raises(ValueError, match="holds 0"):
         f.pop_into(out)
+
+
+def test_the_numpy_design_is_scipys_firwin():
+    """The box designs its filters without importing scipy.signal (~80 MB, seconds)."""
+    from scipy.signal import firwin, kaiser_beta, kaiserord
+
+    from device.sound.resample import kaiser_length, kaiser_lowpass
+
+    for width, cutoff in ((0.1 * 22050 / (48000 * 147 / 2), 0.45 * 22050 / (48000 * 147 / 2)),
+                          (0.05, 0.4)):
+        n = kaiserord(80, width)[0]
+        assert kaiser_length(80, width) == n
+        n |= 1
+        np.testing.assert_allclose(kaiser_lowpass(n, cutoff, 80),
+                                   firwin(n, cutoff, window=("kaiser", kaiser_beta(80))),
+                                   atol=1e-15)
