@@ -289,6 +289,23 @@ class StreamingFileSource(Source):
                 f"{'playing' if self.playing else 'paused'}>")
 
 
+def resampled_cushion(period: int, hop: int, card_rate: int, model_rate: int) -> int:
+    """Card frames of zeros the output FIFO must start with so that, reading ``period``
+    frames at a time and running the engine a whole ``hop`` at a time through the two
+    resamplers, a period's output is always ready: the largest shortfall over one
+    whole cycle of the pattern (at most ``card/model * hop`` periods; the counts are
+    :class:`device.sound.resample.StreamResampler`'s).  At most ``ceil((hop - 1) *
+    card/model)``: after ``k`` periods the chain has handed out at least ``k * period
+    - (hop - 1) * card/model`` frames."""
+    g = math.gcd(card_rate, model_rate)
+    u, v = model_rate // g, card_rate // g
+    cycle = (v * hop) // math.gcd(period, v * hop)
+    k = np.arange(1, cycle + 1, dtype=np.int64) * period
+    model = -(-k * u // v)                   # model samples the down resampler gave
+    card = -(-(model // hop) * hop * v // u)  # card frames the up resampler gave for the hops
+    return max(0, int(np.max(k - card)))
+
+
 # -- ALSA -------------------------------------------------------------------------
 def open_pcm(kind: str, device: str, *, rate: int, periodsize: int, periods: int,
              sample_format: str) -> Any:
@@ -423,7 +440,7 @@ class AudioLoop:
         ``(1 + prefill) * period`` (one period collected, ``prefill`` queued:
         capture_period_ms + playback_buffer_ms) + the FIFO cushion that lets
         any period meet the hop (fifo_ms: ``hop - gcd(hop, period)``, or
-        ``ceil((hop - 1) * card/model rate)`` when resampling) + the engine's
+        :func:`resampled_cushion` when resampling) + the engine's
         stream delay (algorithmic_ms: ``latency_samples - hop``; the hop's
         collection is in the two before) + the resamplers' delays.
         Without capture (a file or no input on a real card) each blocking
@@ -512,9 +529,7 @@ class AudioLoop:
                 self._down, self._up = round_trip_pair(
                     rate, self.sample_rate, engine_delay=engine_delay, max_card=period,
                     max_model=H)
-            # In card frames: with capture, at every read of kP frames the FIFO has
-            # given >= kP - (H-1) * rate/model out; this cushion covers the rest.
-            self._cushion = -(-(H - 1) * rate // self.sample_rate)
+            self._cushion = resampled_cushion(period, H, rate, self.sample_rate)
             down_max, up_max = self._down.max_out, self._up.max_out
         else:
             self._down = self._up = None

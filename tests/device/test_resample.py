@@ -149,3 +149,31 @@ def test_the_numpy_design_is_scipys_firwin():
         np.testing.assert_allclose(kaiser_lowpass(n, cutoff, 80),
                                    firwin(n, cutoff, window=("kaiser", kaiser_beta(80))),
                                    atol=1e-15)
+
+
+def shortfall(period: int, hop: int, card: int, cushion: int) -> int:
+    """The audio thread's sample counts (real resamplers, whole hops) for a second or
+    200 periods: the most the output FIFO ever lacks of a period (<= 0: never short)."""
+    down, up = round_trip_pair(card, 22050, engine_delay=0, max_card=period, max_model=hop)
+    buf_d, buf_u = np.zeros(down.max_out, np.float32), np.zeros(up.max_out, np.float32)
+    x, h = np.zeros(period, np.float32), np.zeros(hop, np.float32)
+    pending, held, short = 0, cushion, -period
+    for _ in range(max(2 * card // period, 200)):
+        pending += down.process(x, buf_d)
+        while pending >= hop:
+            pending -= hop
+            held += up.process(h, buf_u)
+        short = max(short, period - held)
+        held -= period
+    return short
+
+
+@pytest.mark.parametrize("period", [32, 64, 117, 128, 139, 256, 470, 1024])
+@pytest.mark.parametrize("card", [44100, 48000])
+def test_the_fifo_cushion_is_enough_and_no_more(period, card):
+    from device.sound.audio import resampled_cushion
+
+    cushion = resampled_cushion(period, 64, card, 22050)
+    assert shortfall(period, 64, card, cushion) <= 0
+    if cushion:
+        assert shortfall(period, 64, card, cushion - 1) > 0
