@@ -539,3 +539,33 @@ def test_hop_cost_percentiles_cover_the_whole_run(alsa):
     pc = loop.hop_cost_percentiles((50, 95))
     assert pc["p50"] < 1000 <= 2000 <= pc["p95"]
     assert loop.stats.max_hop_us >= 2000
+
+
+def test_the_hot_loop_allocates_nothing_per_period(alsa):
+    """A period of 1000 frames against a hop of 128: both FIFOs in use.  tracemalloc
+    sees every numpy buffer and Python object of every thread.  Over 300 hops the peak
+    may exceed the start by less than 6 KiB: pyalsaaudio's bytes for one period
+    (4000 B) come and go each read (measured: 5.2 KB in all); any float array of the
+    period's size (4000 B) or two of the hop's (512 B each) made per period would pass
+    it.  Retained: under 2 KiB (the latest published AudioStats, the waiting thread's
+    frames).  (S16_LE adds numpy's ~16 KB cast buffer per int16 → float conversion, as
+    before this FIFO; not checked here.)"""
+    import tracemalloc
+
+    write_raw(alsa / "in.raw", ramp(RATE * 30))
+    loop, _, _ = make_loop(PassThrough(128), LineSource(), period=1000)
+    loop.start()
+    try:
+        wait_for(lambda: loop.stats.hops >= 300)
+        tracemalloc.start()
+        start = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        hops = loop.stats.hops
+        wait_for(lambda: loop._counts["hops"] >= hops + 300)
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    finally:
+        loop.stop()
+    assert loop._period == 1000
+    assert current - start < 2048, f"{current - start} bytes retained"
+    assert peak - start < 6144, f"peak {peak - start} bytes above start"
