@@ -1,8 +1,14 @@
-"""The audio thread: ALSA capture → Engine.process → ALSA playback, one hop at a time.
+"""The audio thread: ALSA capture → Engine.process → ALSA playback.
 
 One dedicated thread owns the engine.  It reads a period from the capture PCM
-(line-in) or from a preloaded file, runs the engine hop by hop, and writes the
-result to the playback PCM in blocking mode, so the sound card paces it.
+(line-in) or takes hops from a source (a streamed file, silence), runs the
+engine hop by hop, and writes periods to the playback PCM in blocking mode,
+so the sound card paces it.  The card's period and rate are whatever it
+grants: FIFOs (device.sound.fifo) join any period to the hop, and a card at
+another rate than the model's is resampled in and out
+(device.sound.resample); the round trip is a fixed number of card frames,
+held at every start and xrun (:meth:`AudioLoop.expected_latency`,
+:meth:`AudioLoop._resync`; docs/play.md, "Latency").
 
 Real-time rules for everything called from :meth:`AudioLoop._stream` (the hot
 loop): fill preallocated buffers in place (``out=``), allocate no arrays, do
@@ -551,7 +557,6 @@ class AudioLoop:
         self._servo_left = 0
         self._cap_buffer = (int(self._cap.info()["buffer_size"]) if self._cap is not None
                             else 0)
-        self._chunk = period
 
     def _close_pcms(self) -> None:
         for pcm in (self._play, self._cap):
