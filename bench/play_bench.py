@@ -202,6 +202,12 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
                 storm.start()
             t0 = time.monotonic()
             _, err = p.communicate(timeout=minutes * 60 + 120)
+            if p.returncode != 0 or time.monotonic() - t0 < minutes * 60 - 5:
+                watch.kill()  # the app ended early: its log says why
+                watch.communicate()
+                raise RuntimeError(f"aesynth play ended after {time.monotonic() - t0:.0f} s "
+                                   f"(exit {p.returncode}); jackd log tail:\n"
+                                   f"{_tail(jack)}\napp log tail:\n{err[-4000:]}")
             watched, _ = watch.communicate(timeout=60)  # it ends on its own, with its report
             stop.set()
             if rate_cc > 0:
@@ -236,6 +242,13 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
             "midi_cc_received_by_app": received, "midi_errors": midi_errors,
             "display_frames": frames, "display_fps": round(frames / max(elapsed, 1e-9), 1),
             "warnings": re.findall(r"WARNING .*", err)[:10]}
+
+
+def _tail(jack: JackServer) -> str:
+    try:
+        return Path(jack._log.name).read_text()[-1500:]
+    except OSError as e:
+        return str(e)
 
 
 LOOPBACK = """</usr/share/alsa/alsa.conf>
