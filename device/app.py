@@ -6,17 +6,23 @@ recording, shutdown); the *ui* thread watches the published snapshots and
 updates the display and the controller LEDs when they change.  MIDI, GPIO and
 keyboard callbacks only post commands.
 
-Without a sound card (a desktop, a container) playback falls back to ALSA's
-``null`` device paced by the clock, with a warning (``[audio] fallback =
-"fail"`` exits instead); pass ``--output-device out.wav`` to hear later what
-was played.  Without a capture device the input becomes silence (generate
-mode still sounds).  Without GPIO the MODE/MODEL buttons are keyboard keys;
-without an OLED the table is drawn in the terminal.
+What was asked for by name works or stops the app with a line naming it
+(device/state/fallbacks.py); only what nobody named falls back.  When ALSA's
+``default`` device does not open (a desktop or a container with no sound card)
+playback goes to ALSA's ``null`` device paced by the clock, with a warning and
+"no sound card" on the display (``[audio] fallback = "fail"`` exits instead);
+pass ``--output-device out.wav`` to hear later what was played.  When the
+``default`` capture device does not open the input becomes silence ("no
+line-in"; generate mode still sounds).  With ``auto`` buttons and no GPIO the
+MODE/MODEL buttons are keyboard keys; with an ``auto`` display and no OLED the
+table is drawn in the terminal.
 
 Exit codes, for a supervisor (systemd ``RestartPreventExitStatus=2``):
 0 stopped on request (SIGTERM, SIGINT, Cycle, ``--duration``); 1 a thread
-died; 2 bad arguments or config; 3 no model could be loaded; 4 no sound card
-could be opened (``fallback = "fail"``): worth retrying later.
+died; 2 bad arguments or config (including a display, buttons or mapping
+asked for by name that cannot be used); 3 no model could be loaded; 4 a sound
+card could not be opened (one named, or the default with ``fallback =
+"fail"``): worth retrying later.
 """
 
 from __future__ import annotations
@@ -48,7 +54,9 @@ FIXTURE = "tests/fixtures/tiny_bundle"
 
 def wav_device(value: str) -> str:
     """``out.wav`` → an inline ALSA file PCM writing that WAV (null slave, clock paced)."""
-    if value.lower().endswith(".wav") and not value.startswith(("file:", "plug:")):
+    from device.state.config import is_wav_path
+
+    if is_wav_path(value):
         path = os.path.abspath(value).replace("'", "")
         return f"file:'{path}',wav"
     return value
@@ -79,6 +87,7 @@ class App:
         self._keyboard_stream = keyboard_stream
         self.exit_code = EXIT_OK
         self._message: tuple[str | None, float] = (None, 0.0)  # text, when it was said
+        self.note: str | None = None  # shown while no message is: "no sound card"
         self.engine: Any = None
         self.loop: Any = None
         self.library: Any = None
@@ -141,7 +150,6 @@ class App:
 
     def _start(self) -> App:
         from device.sound.collector import QuietCollector
-
         from device.sound.profiles import bundle_for
 
         cfg = self.config
@@ -196,7 +204,7 @@ class App:
 
     def _load_model(self) -> Any:
         from device.models.bundle import read_bundle
-        from device.state.config import expand
+        from device.state.config import expand, user_models_dir
         from device.errors import AesynthError
 
         cfg = self.config.model
@@ -213,7 +221,8 @@ class App:
             if ModelLibrary is not None:
                 from device.errors import LibraryError
 
-                self.library = ModelLibrary(shipped, expand(cfg.user_dir), expand(cfg.state_file))
+                self.library = ModelLibrary(shipped, user_models_dir(cfg),
+                                            expand(cfg.state_file))
                 try:
                     entry = self.library.current()
                 except LibraryError as e:  # an empty library: try the fallbacks below
@@ -252,8 +261,18 @@ class App:
     def _start_audio(self, bundle: Any) -> None:
         from device.sound.audio import AudioLoop, SilentSource
         from device.errors import DeviceError
+        from device.errors import ConfigError
+        from device.state.config import is_wav_path
+        from device.state.fallbacks import named_device
+        from device.state.paths import check_output_file
 
         a = self.config.audio
+        if is_wav_path(a.playback_device):  # a take to keep: its folder checked before playing
+            try:
+                check_output_file(a.playback_device, what="--output-device / [audio] "
+                                  "playback_device", suffixes=(".wav",))
+            except ConfigError as e:
+                raise StartError(EXIT_USAGE, str(e)) from None
         playback = wav_device(a.playback_device)
         # ALSA's file plugin labels float data as integer PCM in a WAV header: use S16.
         wav = playback.startswith("file:") and playback.endswith(",wav")
@@ -269,14 +288,23 @@ class App:
                 self.loop.start()
                 return
             except DeviceError as e:
+                # A device asked for by name works or is an error naming it; only ALSA's
+                # "default" on a machine with no card falls back (device/state/fallbacks.py).
                 if getattr(e, "pcm_kind", "") == "capture":
-                    log.warning("%s; playing with no input (generate mode still sounds)", e)
+                    if named_device(a.capture_device):
+                        raise StartError(EXIT_AUDIO, f"{e} (--capture-device / [audio] "
+                                                     f"capture_device)") from None
+                    # With no card at all, "no sound card" has been said already.
+                    log.log(logging.INFO if self.note else logging.WARNING,
+                            "%s; playing with no input (generate mode still sounds)", e)
                     source = SilentSource()
-                elif a.fallback == "null" and audio_cfg.playback_device != "null":
+                    self.note = self.note or "no line-in"  # "no sound card" says more
+                elif a.fallback == "null" and not named_device(audio_cfg.playback_device):
                     log.warning("%s; no sound card? playing into ALSA's null device instead "
                                 "(silent; --output-device out.wav records it, [audio] fallback = "
                                 "\"fail\" exits instead)", e)
                     audio_cfg = _replace(audio_cfg, playback_device="null", pacing="clock")
+                    self.note = "no sound card"
                 else:
                     raise StartError(EXIT_AUDIO, str(e)) from None
         raise StartError(EXIT_AUDIO, "no audio device could be opened")
@@ -298,9 +326,10 @@ class App:
                 kind, i2c_port=d.i2c_port, i2c_address=d.i2c_address, rotate=d.rotate)
             self.display = Display(device, max_fps=d.max_fps)
             self._closers.append(self.display)
-        except ModuleNotFoundError as e:
-            log.warning("no display: %s", e)
-        except Exception as e:  # an OLED missing must not stop the music
+        except Exception as e:  # luma missing, no OLED on the bus
+            if d.kind != "auto":  # asked for by name: an error naming it
+                raise StartError(EXIT_USAGE, f"display {kind!r} (--display / [display] kind) "
+                                             f"cannot be opened: {e}") from None
             log.warning("display %r unavailable, playing without it: %s", kind, e)
 
     def _start_midi(self) -> None:
@@ -315,7 +344,10 @@ class App:
                 from device.state.config import expand
                 from device.senses.midi import load_mapping
 
-                mapping = load_mapping(expand(m.mapping))
+                try:
+                    mapping = load_mapping(expand(m.mapping))
+                except Exception as e:  # a file asked for by name: an error, not a fallback
+                    raise StartError(EXIT_USAGE, f"[midi] mapping {m.mapping!r}: {e}") from None
             # No port_match: the mapping's own port (a mapping file names its controller's).
             self.midi = MidiController(self.post, self.current_controls,
                                        port_match=m.port_match or None,
@@ -324,7 +356,9 @@ class App:
             self._closers.append(self.midi)
         except ModuleNotFoundError as e:
             log.warning("no MIDI: %s", e)
-        except Exception as e:  # a missing controller reconnects later; a broken map is logged
+        except StartError:
+            raise
+        except Exception as e:  # no MIDI system here; a missing controller reconnects later
             log.warning("MIDI controller unavailable: %s", e)
 
     def _start_notes(self) -> None:
@@ -357,30 +391,47 @@ class App:
                 self._closers.append(self.buttons)
                 return
             except Exception as e:  # no GPIO on a desktop: gpiozero finds no pin factory
-                if kind == "gpio":
-                    log.warning("GPIO buttons unavailable: %s", e)
-                    return
+                if kind == "gpio":  # asked for by name: an error naming it
+                    raise StartError(EXIT_USAGE, f"GPIO buttons ([buttons] kind = \"gpio\", "
+                                                 f"pins {b.mode_pin} and {b.model_pin}) cannot "
+                                                 f"be used: {e}") from None
                 log.info("no GPIO buttons (%s)", e)
         stream = self._keyboard_stream or sys.stdin
-        if kind in ("auto", "keyboard") and (self._keyboard_stream or sys.stdin.isatty()):
+        if kind == "keyboard" or (kind == "auto" and (self._keyboard_stream
+                                                      or sys.stdin.isatty())):
             from device.senses.keyboard import KeyboardButtons
 
             try:
                 self.buttons = KeyboardButtons(self.post, stream=stream,
                                                current=self.current_controls).start()
                 self._closers.append(self.buttons)
+                self._show_keys()
             except OSError as e:
+                if kind == "keyboard":
+                    raise StartError(EXIT_USAGE, f"keyboard buttons ([buttons] kind = "
+                                                 f"\"keyboard\") cannot be used: {e}") from None
                 log.warning("keyboard buttons unavailable: %s", e)
 
+    def _show_keys(self) -> None:
+        """The key legend under the terminal table: a log line would be wiped by its
+        first redraw."""
+        import textwrap
+
+        from device.senses.keyboard import HELP
+
+        device = getattr(self.display, "device", None)
+        if hasattr(device, "footer"):
+            device.footer = textwrap.fill(HELP, 78)
+
     def _start_storage(self, bundle: Any) -> None:
-        from device.state.config import expand
+        from device.state.config import expand, user_models_dir
 
         s = self.config.storage
         self.recorder = _Tap()
         try:
             from device.state.presets import LastStateKeeper, PresetStore, commands_for
 
-            self.presets = PresetStore(expand(s.presets_dir))
+            self.presets = PresetStore(expand(s.presets_dir), report=self._say)
             snap = self.engine.snapshot
             last = self.presets.load_last(snap.model, units=snap.controls.units)
             if last is not None:  # the audio thread is not running yet: apply here
@@ -395,9 +446,10 @@ class App:
             from device.models.library import UsbWatcher
 
             self.usb = UsbWatcher(expand(s.usb_mount_root), self._imported,
-                                  expand(self.config.model.user_dir),
+                                  user_models_dir(self.config.model),
                                   on_progress=self._import_progress).start()
             self._closers.append(self.usb)
+        self._check_folders()
         try:
             from device.sound.recorder import Recorder, recording_dir
 
@@ -406,9 +458,30 @@ class App:
             # Asked at each start: onto a stick mounted by then, else the data partition.
             folder = (fallback if usb is None
                       else lambda: recording_dir(usb.current_stick, fallback))
-            self.recorder.target = Recorder(folder, bundle.frame.sample_rate)
+            self.recorder.target = Recorder(folder, bundle.frame.sample_rate,
+                                            on_error=self._say)
         except ModuleNotFoundError as e:
             log.warning("no recorder: %s", e)
+
+    def _check_folders(self) -> None:
+        """The folders the app writes into, checked now rather than at the first press: one
+        line in the log and a message on the display for each that cannot be written (the
+        music plays on; saving there fails, with one line, until it is fixed)."""
+        from device.state.config import expand
+        from device.state.paths import unwritable
+
+        s = self.config.storage
+        for key, why in unwritable({
+                "[storage] presets_dir": expand(s.presets_dir),
+                "[storage] recordings_dir": expand(s.recordings_dir),
+                "[model] state_file's folder": expand(self.config.model.state_file).parent,
+        }).items():
+            log.warning("%s: saving there will fail", why)
+            self.message = f"cannot write {key.split()[1]}"
+
+    def _say(self, text: str) -> None:
+        """A part's report for the display (any thread; already logged by the part)."""
+        self.message = text[:90]
 
     def _imported(self, report: Any) -> None:
         """A stick was imported (the watcher's thread): tell the player."""
@@ -436,6 +509,7 @@ class App:
 
     # -- the control thread: slow work, off the audio thread ---------------------------------
     def _control_loop(self) -> None:
+        from device.errors import AesynthError
         from device.sound.audio import Rejected
 
         while not self._stopping.is_set():
@@ -449,6 +523,9 @@ class App:
                 continue
             try:
                 self._handle(cmd, Rejected)
+            except (AesynthError, OSError) as e:  # expected (a full disk, a bad bundle): a line
+                log.error("%s: %s", type(cmd).__name__, e)
+                self.message = f"{e}"[:90]
             except Exception as e:  # one bad command must not end the control thread
                 log.exception("handling %r failed", cmd)
                 self.message = f"error: {e}"[:60]
@@ -570,7 +647,7 @@ class App:
             from device.senses.display import DisplayState
         except ModuleNotFoundError:
             return None
-        message = self.message
+        message = self.message or self.note
         if not stats.connected:
             message = "no sound card"
         return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
@@ -610,6 +687,9 @@ class App:
             cushion_ms = self.loop.expected_latency()["playback_buffer_ms"]
             log.info("audio: longest gap between periods %.1f ms (buffered cushion %.1f ms)",
                      s.max_gap_us / 1000.0, cushion_ms)
+            bad = getattr(self.engine, "nonfinite_inputs", 0)
+            if bad:  # counted on the audio thread (device/sound/finite.py), said here
+                log.warning("input: %d samples were NaN or infinite, played as silence", bad)
         if self.collector is not None:
             log.info("collector: %s", self.collector.report().summary())
             self.collector.release()
@@ -683,9 +763,13 @@ def add_parser(subparsers: Any) -> None:
         "play", help="play the instrument",
         description="Play the instrument: ALSA in and out, nanoKONTROL2, OLED, buttons. "
                     "With no arguments: models/default, ALSA 'default', line-in; on a "
-                    "desktop with no sound card it plays into ALSA's null device (warning).",
+                    "desktop with no sound card it plays into ALSA's null device (warning). "
+                    "A device, display or buttons named here or in the config work or are "
+                    "an error. Paths are relative to the current directory; paths in the "
+                    "config file relative to that file.",
         epilog="exit codes: 0 stopped, 1 failed while running, 2 bad arguments or config, "
-               "3 no model, 4 no sound card (with [audio] fallback = \"fail\")")
+               "3 no model, 4 a named sound card did not open (or the default, with [audio] "
+               "fallback = \"fail\")")
     p.add_argument("--config", metavar="FILE.toml", help="configuration file "
                    "(deploy/aesynth.toml documents every key)")
     p.add_argument("--model", metavar="PATH", help="a bundle to play (directory or .zip)")
@@ -706,19 +790,24 @@ def add_parser(subparsers: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    from device.state.config import load_config
+    """The config file (paths in it relative to it) overlaid with the arguments (paths
+    relative to the current directory)."""
+    from device.state.config import is_wav_path, load_config
+    from device.state.paths import typed
 
     cfg = load_config(args.config)
     if args.model:
-        cfg = cfg.replace("model", path=args.model)
+        cfg = cfg.replace("model", path=str(typed(args.model)))
     if args.mode:
         cfg = cfg.replace("play", mode=args.mode)
     if args.input:
-        cfg = cfg.replace("play", input=args.input)
+        value = args.input if args.input in ("line", "none") else str(typed(args.input))
+        cfg = cfg.replace("play", input=value)
     if args.output_device:
-        cfg = cfg.replace("audio", playback_device=args.output_device)
-        if wav_device(args.output_device) != args.output_device:
-            cfg = cfg.replace("audio", pacing="clock")
+        device = args.output_device
+        if is_wav_path(device):
+            device = str(typed(device))
+        cfg = cfg.replace("audio", playback_device=device)
     if args.capture_device:
         cfg = cfg.replace("audio", capture_device=args.capture_device)
     if args.display:

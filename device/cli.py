@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Play the hidden units of an autoencoder trained on music spectra.")
     parser.add_argument("--version", action="version", version=f"aesynth {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more logging (-v info, -vv debug)")
+                        help="more logging (-v info, -vv debug: the libraries' own "
+                             "messages too); also accepted after the command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -42,15 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.add_parser(sub)
+    for command in sub.choices.values():  # `aesynth play -v` as well as `aesynth -v play`
+        command.add_argument("-v", "--verbose", dest="verbose_after", action="count",
+                             default=0, help="more logging (-v info, -vv debug: the "
+                                             "libraries' own messages too)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from device import console
+
+    console.setup(args.verbose + getattr(args, "verbose_after", 0))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

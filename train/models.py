@@ -23,6 +23,12 @@ A recipe (a plain dict, recorded in every run and bundle) says what to build:
   (bins x units, the decoder's linearisation when its slopes are equal), so
   that units shape different regions of the spectrum instead of all moving
   the level.
+* ``overlap_bands``: take that cosine on the parts in 1/3-octave bands of
+  their log-magnitude effect (each bin's part times its feature scale,
+  averaged per band) instead of on the 1025 linear-frequency bins, where the
+  top octave holds half the bins: the playability report measures "distinct
+  controls" in these bands (train/playability.py), so this is the penalty
+  that aims at that figure.
 * ``augment_db``: ``[low, high]``: each training frame is also seen at a
   random gain drawn uniformly in dB from that range, so quiet input
   is encoded as well as loud (train/fit.py).
@@ -45,7 +51,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "optimizer": "sgd", "learning_rate": 0.005, "momentum": 0.5, "batch_size": 100,
     "epochs": 20, "patience": 0, "loss": "features", "greedy": False,
     "decoder_hidden": None, "monotone": False, "decorrelate": 0.0, "augment_db": None,
-    "clipnorm": None,
+    "clipnorm": None, "overlap_bands": False,
 }
 
 
@@ -122,19 +128,40 @@ def _free_decoder(recipe: dict[str, Any], n_bins: int, hidden: list[int], reg):
     return dec
 
 
-def parts_overlap(kernels) -> Any:
+def band_pooling(normaliser: Normaliser, n_bins: int, sample_rate: float) -> np.ndarray:
+    """(bins x bands) float32: per-bin feature scale (natural-log units of magnitude per
+    feature unit; 1 where the features have no per-bin scale) averaged into the
+    1/3-octave bands of train/playability.third_octave_bands from 40 Hz (bands
+    with no bin dropped).  Rows: bins at k * sample_rate / (2 (n_bins - 1)) Hz."""
+    from train.playability import third_octave_bands
+
+    scale = np.broadcast_to(np.asarray(normaliser.scale, np.float64), (n_bins,))
+    freqs = np.arange(n_bins) * sample_rate / (2.0 * (n_bins - 1))
+    _, lo, hi = third_octave_bands(int(sample_rate), lowest_hz=40.0)
+    cols = []
+    for a, b in zip(lo, hi):
+        inside = (freqs >= a) & (freqs < b)
+        if inside.any():
+            cols.append(np.where(inside, scale, 0.0) / inside.sum())
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def parts_overlap(kernels, pool=None) -> Any:
     """Mean squared cosine between the units' parts (TensorFlow; for the loss).
 
     ``kernels``: the decoder's kernels from the units outwards, shapes
     (units, h1), (h1, h2), ..., (hk, bins).  Their product (units x bins) is
     the decoder's linearisation up to the activations' slopes; row j is unit
     j's part.  0 when the parts are orthogonal, 1 when they are identical.
+    ``pool`` (bins x bands, :func:`band_pooling`): compare the parts per band.
     """
     import tensorflow as tf
 
     p = kernels[0]
     for k in kernels[1:]:
         p = tf.matmul(p, k)
+    if pool is not None:
+        p = tf.matmul(p, tf.constant(pool))
     n = tf.math.l2_normalize(p, axis=1)
     g = tf.matmul(n, n, transpose_b=True)
     units = tf.cast(tf.shape(g)[0], g.dtype)
@@ -226,7 +253,7 @@ QUIET_FLOOR = 0.05  # sc_log: frames below -13 dB of the batch mean weigh less
 
 
 def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
-              decoder=None):
+              decoder=None, *, sample_rate: float = 22050.0):
     """The training loss named by ``recipe['loss']``.
 
     ``features``: MSE on the model's (normalised) features — the paper's loss
@@ -256,6 +283,10 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
         if decoder is None:
             raise ValueError("decorrelate needs the decoder model to read its kernels")
         kernels = [layer.kernel for layer in decoder.layers if hasattr(layer, "kernel")]
+    pool = None
+    if lam and recipe.get("overlap_bands"):
+        n_bins = int(decoder.layers[-1].kernel.shape[-1])
+        pool = band_pooling(normaliser, n_bins, sample_rate)
 
     def loss(y_true, y_pred):
         t = tf_inverse(normaliser, y_true)
@@ -275,7 +306,7 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
         if lam:
             # in the paper-unit scale of the batch's error, so lam is relative
             out = out + lam * tf.stop_gradient(tf.reduce_mean(out)) * parts_overlap(
-                [tf.convert_to_tensor(k) for k in kernels])
+                [tf.convert_to_tensor(k) for k in kernels], pool)
         return out
 
     return loss

@@ -78,9 +78,11 @@ STATE_VERSION = 1
 
 
 def default_user_dir() -> Path:
-    """$AESYNTH_MODELS_DIR, else ~/.local/share/aesynth/models (as the app's config)."""
-    env = os.environ.get("AESYNTH_MODELS_DIR")
-    return Path(env).expanduser() if env else Path("~/.local/share/aesynth/models").expanduser()
+    """$AESYNTH_MODELS_DIR, else ~/.local/share/aesynth/models: where ``play`` looks with
+    no ``[model] user_dir`` (device.state.config.user_models_dir)."""
+    from device.state.config import user_models_dir
+
+    return user_models_dir()
 
 
 # -- the library ------------------------------------------------------------------
@@ -666,14 +668,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "One line per bundle; exit 0 when nothing was rejected, else 1.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="bundle, .zip, or folder of them")
     p.add_argument("--models-dir", default=None, metavar="DIR",
-                   help="where imported models go (default: $AESYNTH_MODELS_DIR or "
-                        "~/.local/share/aesynth/models)")
+                   help="where imported models go (default: the config's [model] user_dir, "
+                        "else $AESYNTH_MODELS_DIR, else ~/.local/share/aesynth/models: where "
+                        "`aesynth play` looks)")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="the configuration `aesynth play` uses, for its [model] user_dir")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help=f"wall-clock limit for loading and test-running a bundle "
                         f"(default {DEFAULT_TIMEOUT_S:g})")
     p.add_argument("--memory-mib", type=int, default=DEFAULT_MEMORY_MIB, metavar="MIB",
                    help=f"memory limit of the validating process (default "
                         f"{DEFAULT_MEMORY_MIB})")
-    p.set_defaults(func=lambda a: run_import(
-        a.paths, Path(a.models_dir).expanduser() if a.models_dir else default_user_dir(),
-        timeout_s=a.timeout, memory_mib=a.memory_mib))
+    p.set_defaults(func=_run_import_command)
+
+
+def _run_import_command(a: argparse.Namespace) -> int:
+    from device.errors import ConfigError
+    from device.state.config import load_config, user_models_dir
+    from device.state.paths import typed
+
+    if a.models_dir:
+        models_dir = typed(a.models_dir)
+    else:
+        try:
+            models_dir = user_models_dir(load_config(a.config).model)
+        except ConfigError as e:
+            print(f"aesynth import: {e}", file=sys.stderr)
+            return 2
+    return run_import(a.paths, models_dir, timeout_s=a.timeout, memory_mib=a.memory_mib)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from device.console import quiet_native_stderr
 from device.errors import ModelError, RuntimeUnavailable
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,10 @@ class Model:
         self.name = name
         self.runtime, module = load_runtime(runtime)
         try:
-            self._interp = module.Interpreter(model_content=bytes(content),
-                                              num_threads=num_threads)
-            self._interp.allocate_tensors()
+            with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate"
+                self._interp = module.Interpreter(model_content=bytes(content),
+                                                  num_threads=num_threads)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{name}: TFLite could not load the model: {e}") from None
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()

@@ -192,9 +192,10 @@ class TerminalDevice:
     def __init__(self, stream: TextIO | None = None):
         self._stream = stream if stream is not None else sys.stdout
         self._ansi = bool(getattr(self._stream, "isatty", lambda: False)())
+        self.footer = ""  # drawn under every frame: the keys, when they are the buttons
 
     def display_state(self, state: DisplayState) -> None:
-        text = render_text(state)
+        text = render_text(state) + (self.footer + "\n" if self.footer else "")
         # On a terminal, redraw in place; in a log or pipe, append frames.
         self._stream.write(("\x1b[H\x1b[J" + text) if self._ansi else text + "\n")
         self._stream.flush()
@@ -279,6 +280,11 @@ class Display:
         self._thread = threading.Thread(target=self._run, name="display", daemon=True)
         self._thread.start()
 
+    @property
+    def device(self) -> Any:
+        """The device drawn on (luma, :class:`TerminalDevice`, ...)."""
+        return self._device
+
     def show(self, state: DisplayState) -> None:
         """Queue ``state`` to be drawn (the newest wins).  Returns at once."""
         self._pending = state
@@ -311,11 +317,15 @@ class Display:
                 continue
             try:
                 self._draw(state)
-            except Exception:
+            except Exception as e:
                 self.errors += 1
                 if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
-                    log.exception("display %r failed to draw (%d failures)", self._device,
-                                  self.errors)
+                    if isinstance(e, OSError):  # the bus (an OLED unplugged): one line
+                        log.warning("display %r failed to draw (%d failures): %s",
+                                    self._device, self.errors, e)
+                    else:
+                        log.exception("display %r failed to draw (%d failures)",
+                                      self._device, self.errors)
                 next_frame = time.monotonic() + 1.0  # back off; the bus may come back
                 self._wake.set()  # and retry this state even if no new one comes
                 continue

@@ -95,7 +95,7 @@ class KeyboardButtons:
         tty.setcbreak(self._fd)
         self._thread = threading.Thread(target=self._run, name="keyboard", daemon=True)
         self._thread.start()
-        log.warning("no GPIO buttons: %s", HELP)
+        log.info("keyboard buttons: %s", HELP)  # and on screen (App._show_keys)
         return self
 
     def _run(self) -> None:

@@ -52,7 +52,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, start_s: float = 0.
             count = -1 if seconds is None else max(1, int(round(seconds * rate)))
             data = f.read(count, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise AudioFileError(f"cannot read audio file {name!r}: {e}") from None
+        raise AudioFileError(f"cannot read audio file {name!r}: {_os_reason(name) or e}") \
+            from None
     if len(data) == 0:
         raise AudioFileError(f"audio file {name!r} has no samples")
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
@@ -64,6 +65,14 @@ def load_audio(path: str | os.PathLike, sample_rate: int, *, start_s: float = 0.
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def _os_reason(name: str) -> str | None:
+    """What the OS says about opening ``name`` (libsndfile says only "System error")."""
+    try:
+        with open(name, "rb"):
+            pass
+    except OSError as e:
+        return (e.strerror or str(e)).lower()
+    return None
 
 
 # -- streaming: decode and resample block by block, ahead of the audio thread ----------
@@ -145,12 +154,11 @@ class FileStream:
         from device.sound.resample import integer_delay
 
         self.name = os.fspath(path)
-        if not os.path.exists(self.name):
-            raise AudioFileError(f"cannot read audio file {self.name!r}: no such file")
         try:
             self._file = sf.SoundFile(self.name)
         except (sf.LibsndfileError, RuntimeError, OSError) as e:
-            raise AudioFileError(f"cannot read audio file {self.name!r}: {e}") from None
+            raise AudioFileError(f"cannot read audio file {self.name!r}: "
+                                 f"{_os_reason(self.name) or e}") from None
         if self._file.frames == 0:
             self._file.close()
             raise AudioFileError(f"audio file {self.name!r} has no samples")

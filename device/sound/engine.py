@@ -40,6 +40,7 @@ from device.models.bundle import Bundle
 from device.state.controls import ControlsSnapshot, UnitControls
 from device.errors import ControlError, ModelError
 from device.sound.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
+from device.sound.finite import INPUT_LIMIT, FiniteGuard
 from device.sound.level import Limiter, ProgramLevel, ResynthMakeUp, coherent_weights, ramp_gain
 from device.state.modulation import LfoBank, MotionRecorder
 from device.sound.phase import LevelKeeper, make_phase
@@ -104,6 +105,9 @@ class PreparedModel:
         self._h = np.zeros((1, self.units), dtype=np.float32)
         self._y = np.zeros((1, n), dtype=np.float32)
         self._f64 = np.zeros(n)
+        # A model's output is input to the rest of the hop: NaN/inf from it become 0.
+        self._units_finite = FiniteGuard(self.units)
+        self._mag_finite = FiniteGuard(n)
         stats = bundle.unit_stats
         if stats is None:
             log.warning("%s has no unit_stats: generate mode assumes units in 0..1, mean 0.5",
@@ -156,6 +160,7 @@ class PreparedModel:
         self._x[0] = self._f64
         self.encoder.run(self._x, out=self._h)
         out[:] = self._h[0]
+        self._units_finite.apply(out)
         return out
 
     def decode(self, units: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -163,7 +168,19 @@ class PreparedModel:
         self._h[0] = units
         self.decoder.run(self._h, out=self._y)
         out[:] = self._y[0]  # a plain cast copy; float32 inputs to ufuncs would buffer
-        return self.normaliser.inverse(out, out=out)
+        # A bin the model could not compute (NaN, ±inf) plays nothing: 0 after the inverse,
+        # which would otherwise clip inf to its loudest magnitude.
+        bad = self._mag_finite.apply(out)
+        self.normaliser.inverse(out, out=out)
+        if bad:
+            np.copyto(out, 0.0, where=self._mag_finite.replaced_mask)
+        self._mag_finite.apply(out)  # the inverse's exp() of a finite value can overflow
+        return out
+
+    @property
+    def nonfinite(self) -> int:
+        """Non-finite values its encoder and decoder produced (replaced by 0)."""
+        return self._units_finite.replaced + self._mag_finite.replaced
 
     def unit_values(self, adjusted: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Generate mode: adjusted control values a = gain×scale×(0 if muted) → unit values.
@@ -312,6 +329,7 @@ class Engine:
         self._analyzer = StreamAnalyzer(self.frame)
         self._spec = np.zeros(self.frame.n_bins, dtype=np.complex128)
         self._in = np.zeros(R)
+        self._in_finite = FiniteGuard(R, limit=INPUT_LIMIT)  # the engine's edge
         self._mix = np.zeros(R)
         self._adjusted = np.zeros(bundle.units)  # what the voices play: _static × LFOs
         self._static = np.zeros(bundle.units)    # gain × scale × (0 if muted)
@@ -357,6 +375,11 @@ class Engine:
         return self.frame.stream_delay + self.limiter.delay
 
     @property
+    def nonfinite_inputs(self) -> int:
+        """Input samples that were NaN or ±inf, replaced by 0 (a plain int)."""
+        return self._in_finite.replaced
+
+    @property
     def gain_reduction_db(self) -> float:
         """The limiter's gain reduction meter (dB >= 0, peak hold falling 20 dB/s);
         a float read by the display thread."""
@@ -364,7 +387,10 @@ class Engine:
 
     def _publish(self) -> None:
         self.snapshot = EngineSnapshot(self.mode, self._model.name, self._model.units,
-                                       self.controls.snapshot(), self.hops,
+                                       self.controls.snapshot(
+                                           self.motion.take,
+                                           "loop" if self.motion.state == "loop" else "stop"),
+                                       self.hops,
                                        self.motion.state, self.notes.label(),
                                        self._model.labels)
         self._snapshot_due = False
@@ -480,9 +506,13 @@ class Engine:
     # -- the hop -------------------------------------------------------------------------
     def process(self, block: np.ndarray, out: np.ndarray) -> np.ndarray:
         """One hop: ``block`` (hop_length samples, -1..1; ignored in generate mode) in,
-        ``out`` (hop_length, float) filled and returned.  Allocates nothing."""
+        ``out`` (hop_length, float) filled and returned.  Allocates nothing.
+
+        NaN and ±inf in ``block`` become 0 and samples beyond ±INPUT_LIMIT are clipped
+        (counted in :attr:`nonfinite_inputs`), so ``out`` is always finite."""
         self._advance_motion()
         self._in[:] = block  # float64 copy: the analyzer wants a contiguous float hop
+        self._in_finite.apply(self._in)  # NaN/inf → 0: no state below ever sees one
         self._analyzer.push(self._in, out=self._spec)
         self.program.push(self._in)
         now, old = self._now, self._old

@@ -28,6 +28,7 @@ import numpy as np
 
 from device.errors import ConfigError
 from device.sound.features import FrameConfig
+from device.sound.finite import FiniteGuard
 
 REFERENCE_DBFS = -18.0  # program level with no input: RMS, dB re full scale
 GATE_DBFS = -45.0       # input hops quieter than this do not move the program level
@@ -212,6 +213,8 @@ class Limiter:
         self._g = np.ones(L + R)      # released gain: the last L, then this hop
         self._c = np.zeros(L + R + 1)  # running sum of _g, for the box average
         self._c_tail = self._c[1:]     # made once: a per-hop view costs a small cache entry
+        self._new = self._x[L:]       # this hop's input, made finite in place
+        self._finite = FiniteGuard(R)
         self._s = np.zeros(R)
         self._a = np.zeros(R)
         self._v = np.zeros(R)
@@ -253,10 +256,12 @@ class Limiter:
         R = len(self._h)
         x, req = self._x, self._req
         x[L:] = block
+        # The last stage: a NaN or inf from anywhere upstream must not stay in the gain.
+        self._finite.apply(self._new)
         # Required gain of the new samples, from their level a (dBFS):
         # u = max(a - k0, 0); v = min(u, knee); reduction = v²/(2·knee) + (u - v).
         a, v = self._a, self._v
-        np.abs(block, out=a)
+        np.abs(self._new, out=a)
         if self._idle and a[a.argmax()] < self._knee_start:
             # Fast path (most hops): nothing in the look-ahead needs reduction and the
             # gain is fully released, so every stage above gives 1: just the delay.

@@ -3,7 +3,8 @@
 For listening and for tests: the same :class:`device.sound.engine.Engine` the
 instrument runs, hop by hop, as fast as the CPU allows.
 
-Controls file (JSON): a list of events, each an object with ``"t"`` (seconds
+Controls file (JSON; documented for users in docs/render.md, which a test keeps
+in step with :data:`EVENT_KEYS`): a list of events, each an object with ``"t"`` (seconds
 from the start of the output, >= 0) and one or more changes; events are
 applied, in order of ``t`` (ties in file order), at the first hop boundary at
 or after ``t``::
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 EVENT_KEYS = ("gain", "scale", "mute", "muted", "zero", "reset", "mode", "lfo", "motion",
               "gate", "note_on", "note_off", "notes_off", "reference_dbfs", "ceiling_dbfs")
+OUT_SUFFIXES = (".wav", ".flac")  # formats soundfile writes as 16-bit PCM
 LEVEL_RANGES = {"reference_dbfs": (-60.0, 0.0), "ceiling_dbfs": (-20.0, 0.0)}
 
 
@@ -67,9 +69,10 @@ def _pair(where: str, v: Any, boolean: bool = False) -> tuple[int, Any]:
         and not isinstance(v[0], bool)
     if ok:
         ok = isinstance(v[1], bool) if boolean else (
-            isinstance(v[1], int | float) and not isinstance(v[1], bool))
+            isinstance(v[1], int | float) and not isinstance(v[1], bool)
+            and math.isfinite(v[1]))  # JSON as Python reads it allows NaN and Infinity
     if not ok:
-        what = "true|false" if boolean else "number"
+        what = "true|false" if boolean else "finite number"
         raise ConfigError(f"{where} must be [unit, {what}], got {v!r}")
     return v[0], v[1]
 
@@ -217,7 +220,8 @@ def load_controls(path: str | os.PathLike) -> list[TimedCommand]:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except OSError as e:
-        raise ConfigError(f"cannot read controls file {os.fspath(path)!r}: {e}") from None
+        raise ConfigError(f"cannot read controls file {os.fspath(path)!r}: "
+                          f"{(e.strerror or str(e)).lower()}") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"controls file {os.fspath(path)!r} is not valid JSON: {e}") from None
     return parse_controls(doc, source=os.path.basename(os.fspath(path)))
@@ -266,12 +270,13 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "render", help="run the engine offline: audio file in, WAV out",
         description="Run the engine offline over an audio file, with a timed list of control "
-                    "changes (JSON; see device/sound/render.py), and write a WAV.")
+                    "changes (JSON; see docs/render.md), and write a WAV.")
     p.add_argument("--model", required=True, help="model bundle (directory or .zip)")
     p.add_argument("--mode", choices=c.MODES, default="resynth", help="starting mode")
     p.add_argument("--in", dest="input", help="input audio file (any format soundfile "
                    "reads); required unless --mode generate with --seconds")
-    p.add_argument("--out", required=True, help="output WAV file")
+    p.add_argument("--out", required=True, help="output file (.wav, or .flac); its folder "
+                   "must exist")
     p.add_argument("--controls", help="JSON file of timed control changes")
     p.add_argument("--phase", choices=PHASES, default="rtpghi",
                    help="phase for generate mode (default rtpghi)")
@@ -287,7 +292,11 @@ def run(args: argparse.Namespace) -> int:
     from device.sound.engine import Engine
     from device.errors import AesynthError
 
+    from device.state.paths import check_output_file
+
     try:
+        # Before any work: an hour's render must not fail at its last step.
+        check_output_file(args.out, what="--out", suffixes=OUT_SUFFIXES)
         bundle = read_bundle(args.model)
         controls = load_controls(args.controls) if args.controls else []
         rate = bundle.frame.sample_rate
@@ -305,6 +314,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             stats: dict = {}
             y = render(engine, samples, controls, n_samples=n, stats=stats)
+            nonfinite = engine.nonfinite_inputs
         finally:
             engine.close()
     except AesynthError as e:
@@ -313,9 +323,15 @@ def run(args: argparse.Namespace) -> int:
     peak = float(np.max(np.abs(y))) if len(y) else 0.0
     if peak > 1.0:
         log.warning("output peaks at %.2f (> 1): clipped in the WAV", peak)
-    sf.write(args.out, np.clip(y, -1.0, 1.0), rate, subtype="PCM_16")
+    try:
+        sf.write(args.out, np.clip(y, -1.0, 1.0), rate, subtype="PCM_16")
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:  # a disk full since the check
+        print(f"aesynth render: cannot write --out {args.out!r}: {e}")
+        return 1
     print(f"wrote {args.out}: {len(y) / rate:.2f} s at {rate} Hz, mode {args.mode}, "
           f"{len(controls)} control change(s), peak {peak:.3f}, limiter active in "
           f"{stats['limited_hops']} of {stats['hops']} hops (at most "
           f"{stats['max_reduction_db']:.1f} dB of gain reduction)")
+    if nonfinite:
+        print(f"{args.input}: {nonfinite} non-finite input sample(s) replaced by silence")
     return 0

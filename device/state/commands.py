@@ -156,6 +156,14 @@ class ToggleMotionLoop:
     """R4 / ``p``: loop the recorded take, or stop it where it is."""
 
 
+@dataclass(frozen=True, slots=True)
+class LoadMotion:
+    """Make ``take`` (a device.state.modulation.MotionTake from a preset or the last state)
+    the motion recorder's take, then ``state``: "loop" (play it) or "stop"."""
+    take: object
+    state: str = "loop"
+
+
 # -- pitch: notes from a MIDI keyboard (device.sound.pitch) ---------------------------------------
 @dataclass(frozen=True, slots=True)
 class NoteOn:

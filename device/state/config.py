@@ -17,8 +17,10 @@ from typing import Any
 
 from device.state.commands import MODES
 from device.errors import ConfigError
+from device.state.paths import INSTALL_DIR, resolve
 
-INSTALL_DIR = Path(__file__).resolve().parents[2]  # the checkout (or /opt/aesynth on the box)
+USER_MODELS_ENV = "AESYNTH_MODELS_DIR"
+DEFAULT_USER_DIR = "~/.local/share/aesynth/models"
 DISPLAYS = ("auto", "ssd1306", "sh1106", "terminal", "emulator", "dummy", "none")
 BUTTONS = ("auto", "gpio", "keyboard", "none")
 FALLBACKS = ("null", "fail")
@@ -28,7 +30,7 @@ FALLBACKS = ("null", "fail")
 class ModelSection:
     path: str = ""            # a bundle to play; "" = the library's current model
     shipped_dir: str = ""     # "" = <install>/models
-    user_dir: str = "~/.local/share/aesynth/models"
+    user_dir: str = ""        # "" = $AESYNTH_MODELS_DIR, else DEFAULT_USER_DIR (user_models_dir)
     state_file: str = "~/.local/state/aesynth/state.json"
     phase: str = "rtpghi"
     num_threads: int = 1
@@ -58,7 +60,7 @@ class AudioSection:
     priority: int = 70
     retry_s: float = 0.1
     retry_max_s: float = 2.0
-    # When the playback device cannot be opened at start: "null" keeps playing
+    # When ALSA's "default" playback device cannot be opened at start: "null" keeps playing
     # into ALSA's null device paced by the clock (a desktop without a sound
     # card), "fail" exits with EXIT_AUDIO so a supervisor retries.
     fallback: str = "null"
@@ -220,7 +222,44 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     except OSError as e:  # a directory, no permission, an I/O error
         raise ConfigError(f"cannot read config file {os.fspath(path)!r}: "
                           f"{e.strerror or e}") from None
-    return config_from_dict(data, source=os.fspath(path))
+    cfg = config_from_dict(data, source=os.fspath(path))
+    return relative_to(cfg, Path(os.path.abspath(path)).parent)
+
+
+# Keys that hold a path (device/state/paths.py: a relative one in a file is relative to the
+# file's folder); "" keeps its default, and a few words mean something else.
+PATH_KEYS = {
+    ("model", "path"): (), ("model", "shipped_dir"): (), ("model", "user_dir"): (),
+    ("model", "state_file"): (), ("play", "input"): ("line", "none"),
+    ("midi", "mapping"): (), ("storage", "presets_dir"): (),
+    ("storage", "recordings_dir"): (), ("storage", "usb_mount_root"): (),
+}
+
+
+def relative_to(cfg: Config, base: str | os.PathLike) -> Config:
+    """``cfg`` with every relative path key made absolute against the folder ``base`` (where
+    the file that set it lives); ``~`` and absolute paths stay as written.  A WAV file as
+    ``audio.playback_device`` is a path too."""
+    changes: dict[str, dict[str, str]] = {}
+    for (section, key), words in PATH_KEYS.items():
+        value = getattr(getattr(cfg, section), key)
+        if value and value not in words and not _absolute(value):
+            changes.setdefault(section, {})[key] = str(resolve(value, base))
+    device = cfg.audio.playback_device
+    if is_wav_path(device) and not _absolute(device):
+        changes.setdefault("audio", {})["playback_device"] = str(resolve(device, base))
+    for section, values in changes.items():
+        cfg = cfg.replace(section, **values)
+    return cfg
+
+
+def is_wav_path(device: str) -> bool:
+    """An ALSA playback device given as a WAV file to record into (``out.wav``)."""
+    return device.lower().endswith(".wav") and not device.startswith(("file:", "plug:"))
+
+
+def _absolute(value: str) -> bool:
+    return os.path.isabs(os.path.expandvars(os.path.expanduser(value)))
 
 
 def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
@@ -238,7 +277,18 @@ def config_from_dict(data: dict[str, Any], *, source: str = "config") -> Config:
     return Config(**built).validate()
 
 
+def user_models_dir(model: ModelSection | None = None) -> Path:
+    """Where user models live, for ``play`` and ``import`` alike: ``[model] user_dir`` when
+    set, else ``$AESYNTH_MODELS_DIR`` (relative to the current directory), else
+    ``~/.local/share/aesynth/models``."""
+    if model is not None and model.user_dir:
+        return expand(model.user_dir)
+    env = os.environ.get(USER_MODELS_ENV)
+    return resolve(env, Path.cwd()) if env else expand(DEFAULT_USER_DIR)
+
+
 def expand(path: str) -> Path:
-    """~ and $VARS expanded; relative paths are relative to the install directory."""
-    p = Path(os.path.expandvars(os.path.expanduser(path)))
-    return p if p.is_absolute() else INSTALL_DIR / p
+    """~ and $VARS expanded; a path still relative is a built-in default (``models``),
+    relative to the install directory: paths from a file or the command line are made
+    absolute when read (:func:`relative_to`, device/state/paths.py)."""
+    return resolve(path, INSTALL_DIR)

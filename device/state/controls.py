@@ -50,6 +50,10 @@ class ControlsSnapshot:
     lfo_rate: tuple[float, ...] = ()
     lfo_depth: tuple[float, ...] = ()
     lfo_shape: tuple[str, ...] = ()
+    # The motion recorder's last finished take (device.state.modulation.MotionTake) and the
+    # state a recall restores it in ("loop" or "stop"): presets and the last state keep both.
+    take: object = None
+    take_state: str = "stop"
 
     def __post_init__(self) -> None:
         # every LFO at its default, spelled out: equal snapshots compare equal
@@ -150,15 +154,17 @@ class UnitControls:
         out *= self._live
         return out
 
-    def snapshot(self) -> ControlsSnapshot:
-        """An immutable copy.  Tuples from lists of known length: ``tuple(generator)``
+    def snapshot(self, take: object = None, take_state: str = "stop") -> ControlsSnapshot:
+        """An immutable copy, with the motion ``take`` (a MotionTake, shared, not copied)
+        and ``take_state`` ("loop" or "stop") for presets.  Tuples from lists of known length: ``tuple(generator)``
         over-allocates and resizes, so a looping motion take that republishes every
         few hops would fill CPython's tuple free lists (a growth tracemalloc sees)."""
         return ControlsSnapshot(self.units, self.page, self.pages,
                                 tuple(self.gain.tolist()), tuple(self.scale.tolist()),
                                 tuple(self.muted.tolist()), tuple(self.lfo_rate.tolist()),
                                 tuple(self.lfo_depth.tolist()),
-                                tuple([c.LFO_SHAPES[i] for i in self.lfo_shape.tolist()]))
+                                tuple([c.LFO_SHAPES[i] for i in self.lfo_shape.tolist()]),
+                                take, take_state)
 
     def restore(self, snap: ControlsSnapshot) -> None:
         """Take the values of a snapshot (a preset) with the same unit count."""

@@ -23,17 +23,30 @@ count); the rest runs in :meth:`device.sound.engine.Engine.apply`, between hops.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from device.state import commands as c
-from device.state.controls import LFO_DEFAULT_RATE, UnitControls
+from device.state.controls import (
+    GAIN_RANGE,
+    LFO_DEFAULT_RATE,
+    LFO_DEPTH_RANGE,
+    LFO_RATE_RANGE,
+    SCALE_RANGE,
+    UnitControls,
+)
 from device.errors import ControlError
 
 RANDOM_TABLE = 4096      # sample-and-hold values, drawn once (seeded): no RNG call per hop
 MOTION_EVENTS = 16384    # moves one take may hold (a fader sweep is ~100 moves)
 
-# Event kinds of a take.
+MAX_TAKE_HOPS = 1 << 31  # a take's length in hops (3.9 years at 172 hops/s): a sanity bound
+
+# Event kinds of a take, and their names in a saved take (presets, the last state).
 _GAIN, _SCALE, _MUTE, _RATE, _DEPTH, _SHAPE, _ZERO, _RESET = range(8)
+EVENT_KINDS = ("gain", "scale", "mute", "lfo_rate", "lfo_depth", "lfo_shape", "zero", "reset")
 
 
 class LfoBank:
@@ -140,12 +153,114 @@ TAKE_STATE = (("gain", np.float64, 1.0), ("scale", np.float64, 1.0), ("muted", b
               ("lfo_shape", np.int64, 0))
 
 
+@dataclass(frozen=True, eq=True)
+class MotionTake:
+    """A finished take, immutable: what presets and the last state keep of the motion.
+
+    ``length`` hops long (the take's loop, on the hop clock of the model it was
+    recorded with); ``start`` the per-unit controls the take restores at every
+    pass, one tuple of ``units`` values per :data:`TAKE_STATE` entry (LFO shapes
+    as indices into LFO_SHAPES); ``events`` the moves, ``(hop, kind, unit, value)``
+    with hop ascending in 0..length-1 and kind an index into :data:`EVENT_KINDS`.
+    Built by :meth:`MotionRecorder.take` off the per-hop path, loaded back with
+    :meth:`MotionRecorder.load`.
+    """
+
+    units: int
+    length: int
+    start: tuple[tuple[float, ...], ...]
+    events: tuple[tuple[int, int, int, float], ...]
+
+    def to_dict(self) -> dict:
+        """The take as JSON-ready data (names, not indices, for kinds and shapes)."""
+        start = {name: list(values) for (name, _, _), values in zip(TAKE_STATE, self.start)}
+        start["muted"] = [bool(v) for v in start["muted"]]
+        start["lfo_shape"] = [c.LFO_SHAPES[int(v)] for v in start["lfo_shape"]]
+        return {"units": self.units, "length": self.length, "start": start,
+                "events": [[h, EVENT_KINDS[k], u,
+                            c.LFO_SHAPES[int(v)] if k == _SHAPE else v]
+                           for h, k, u, v in self.events]}
+
+    @classmethod
+    def from_dict(cls, doc: object, *, units: int, capacity: int = MOTION_EVENTS) -> MotionTake:
+        """A take from :meth:`to_dict`'s data for a model of ``units`` units.
+
+        Raises ControlError naming the field, the limit and the value: a take
+        for another unit count, more than ``capacity`` moves, a hop outside
+        0..length-1 or out of order, an unknown kind or a value out of its range.
+        """
+        if not isinstance(doc, dict):
+            raise ControlError(f"motion must be a JSON object, got {type(doc).__name__}")
+        if doc.get("units") != units:
+            raise ControlError(f"motion take is for {doc.get('units')!r} units, "
+                               f"this model has {units}")
+        length = doc.get("length")
+        if isinstance(length, bool) or not isinstance(length, int) \
+                or not 1 <= length <= MAX_TAKE_HOPS:
+            raise ControlError(f"motion length must be 1..{MAX_TAKE_HOPS} hops, got {length!r}")
+        start_doc = doc.get("start")
+        if not isinstance(start_doc, dict):
+            raise ControlError("motion start must be a JSON object of per-unit lists")
+        start = []
+        for name, _, _ in TAKE_STATE:
+            values = start_doc.get(name)
+            if not isinstance(values, list) or len(values) != units:
+                raise ControlError(f"motion start {name} must be a list of {units} values")
+            start.append(tuple(_take_value(_START_KIND[name], v, f"motion start {name}")
+                               for v in values))
+        events = doc.get("events")
+        if not isinstance(events, list) or len(events) > capacity:
+            raise ControlError(f"motion events must be a list of at most {capacity} moves, got "
+                               f"{len(events) if isinstance(events, list) else type(events).__name__}")
+        out, last = [], 0
+        for e in events:
+            if not (isinstance(e, list) and len(e) == 4 and e[1] in EVENT_KINDS):
+                raise ControlError(f"motion event must be [hop, kind, unit, value] with kind one "
+                                   f"of {', '.join(EVENT_KINDS)}, got {e!r}"[:200])
+            hop, kind, unit = e[0], EVENT_KINDS.index(e[1]), e[2]
+            if isinstance(hop, bool) or not isinstance(hop, int) or not last <= hop < length:
+                raise ControlError(f"motion event hop must be in {last}..{length - 1} "
+                                   f"(ascending), got {hop!r}")
+            if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < units:
+                raise ControlError(f"motion event unit must be in 0..{units - 1}, got {unit!r}")
+            out.append((hop, kind, unit, _take_value(kind, e[3], f"motion {e[1]}")))
+            last = hop
+        return cls(units, length, tuple(start), tuple(out))
+
+
+# The event kind whose range checks each TAKE_STATE array's values.
+_START_KIND = {"gain": _GAIN, "scale": _SCALE, "muted": _MUTE, "lfo_rate": _RATE,
+               "lfo_depth": _DEPTH, "lfo_shape": _SHAPE}
+_RANGES = {_GAIN: GAIN_RANGE, _SCALE: SCALE_RANGE, _RATE: LFO_RATE_RANGE, _DEPTH: LFO_DEPTH_RANGE}
+
+
+def _take_value(kind: int, v: object, what: str) -> float:
+    """A saved take's value as the recorder holds it (float; mute 0/1, shape an index)."""
+    if kind == _SHAPE:
+        if v not in c.LFO_SHAPES:
+            raise ControlError(f"{what} must be one of {', '.join(c.LFO_SHAPES)}, got {v!r}")
+        return float(c.LFO_SHAPES.index(v))
+    if kind == _MUTE:
+        if not isinstance(v, bool) and v not in (0, 1):
+            raise ControlError(f"{what} must be true/false, got {v!r}")
+        return float(bool(v))
+    if kind in (_ZERO, _RESET):
+        return 0.0
+    lo, hi = _RANGES[kind]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+            or not lo <= v <= hi:
+        raise ControlError(f"{what} must be in {lo}..{hi}, got {v!r}")
+    return float(v)
+
+
 class MotionRecorder:
     """A take of unit moves on the hop clock, and its loop.
 
     States: "stop" (nothing moves), "record" (moves applied live are also
     written into the take), "loop" (the take replays).  ``capacity`` moves fit
-    in one take; a full take stops recording and loops.
+    in one take; a full take stops recording and loops.  :attr:`take` is the
+    last finished take as an immutable :class:`MotionTake` (None before one),
+    made when recording ends, so presets and the last state can keep it.
     """
 
     def __init__(self, units: int, *, capacity: int = MOTION_EVENTS):
@@ -160,6 +275,7 @@ class MotionRecorder:
         self._clock = 0       # hops counted while recording
         self._pos = 0         # hop within the loop
         self._cursor = 0      # next event to replay
+        self.take: MotionTake | None = None
         self._allocate(units)
 
     def _allocate(self, units: int) -> None:
@@ -168,6 +284,7 @@ class MotionRecorder:
         self._start = {name: np.full(units, fill, dtype=dtype)
                        for name, dtype, fill in TAKE_STATE}
         self.state, self.events, self.length = "stop", 0, 0
+        self.take = None
 
     def configure(self, controls: UnitControls) -> None:
         """A model of another unit count: the take no longer applies, and is dropped."""
@@ -184,6 +301,8 @@ class MotionRecorder:
                 self.set_state("loop" if self.state == "record" else "record", controls)
             case c.ToggleMotionLoop():
                 self.set_state("stop" if self.state == "loop" else "loop", controls)
+            case c.LoadMotion(take, state):
+                self.load(take, state)
             case _:
                 return False
         return True
@@ -197,13 +316,46 @@ class MotionRecorder:
             self.events, self._clock = 0, 0
         elif state == "loop":
             if self.state == "record":
-                self.length = max(1, self._clock)
+                self._finish(max(1, self._clock))
             if self.length == 0:
                 raise ControlError("motion loop: nothing recorded yet (record a take first)")
             self._pos = self._cursor = 0
         elif self.state == "record":  # stop while recording keeps the take, unplayed
-            self.length = max(1, self._clock)
+            self._finish(max(1, self._clock))
         self.state = state
+
+    def load(self, take: MotionTake, state: str) -> None:
+        """Make ``take`` (from a preset or the last state) the take, then "loop" or "stop".
+
+        Between hops only (Engine.apply).  Raises ControlError, changing nothing,
+        for a take of another unit count or longer than ``capacity`` moves.
+        """
+        if state not in ("loop", "stop"):
+            raise ControlError(f"a loaded take starts in loop or stop, got {state!r}")
+        if not isinstance(take, MotionTake) or take.units != self.units:
+            raise ControlError(f"motion take is for {getattr(take, 'units', None)!r} units, "
+                               f"this model has {self.units}")
+        n = len(take.events)
+        if n > self.capacity:
+            raise ControlError(f"motion take has {n} moves, at most {self.capacity} fit")
+        for (name, _, _), values in zip(TAKE_STATE, take.start):
+            self._start[name][:] = values
+        if n:
+            hop, kind, unit, value = zip(*take.events)
+            self._hop[:n], self._kind[:n], self._unit[:n], self._value[:n] = hop, kind, unit, value
+        self.events, self.length, self.take = n, take.length, take
+        self._pos = self._cursor = 0
+        self.state = state
+
+    def _finish(self, length: int) -> None:
+        """The take ends: ``length`` hops; keep it as an immutable MotionTake."""
+        self.length = length
+        n = self.events
+        self.take = MotionTake(
+            self.units, length,
+            tuple(tuple(self._start[name].tolist()) for name, _, _ in TAKE_STATE),
+            tuple(zip(self._hop[:n].tolist(), self._kind[:n].tolist(),
+                      self._unit[:n].tolist(), self._value[:n].tolist())))
 
     def record(self, cmd: object, controls: UnitControls) -> None:
         """Write the move ``cmd`` (already applied to ``controls``) into the take."""
@@ -232,7 +384,7 @@ class MotionRecorder:
         self._hop[i], self._kind[i], self._unit[i], self._value[i] = self._clock, kind, unit, value
         self.events = i + 1
         if self.events == self.capacity:  # full: the take ends here and plays
-            self.length = self._clock + 1
+            self._finish(self._clock + 1)
             self.state = "loop"
             self._pos = self._cursor = 0
 

@@ -14,6 +14,13 @@ Marker Set is the paper's Set (ZeroAll, on press); it plays no part here.
 
 Each preset is its own small JSON file, ``DIR/MODEL/preset-N.json``, and the
 state at the last change is ``DIR/MODEL/last.json`` (restored at boot).
+
+Motion: the LFO settings are per-unit keys; the motion recorder's last finished
+take (:class:`~device.state.modulation.MotionTake`) and whether it was looping
+are the ``motion`` key.  A preset embeds its take.  The last state, rewritten
+every couple of seconds while a take loops, names its take by SHA-256 and keeps
+it in ``last-take.json``, written only when the take changes (a full take is
+~0.6 MB: rewriting it every 2 s would wear an SD card for nothing).
 Every file is written atomically (temporary file, fsync, rename, fsync of
 the directory), so a power cut leaves the old preset or the new one.  A file
 that is corrupt, for the wrong unit count, or holds values out of range is
@@ -22,6 +29,8 @@ reported (log and the ``report`` callback, e.g. the OLED) and ignored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -42,6 +51,7 @@ from device.state.controls import (
 )
 from device.errors import ControlError
 from device.sound.scheduling import name_thread
+from device.state.modulation import MOTION_EVENTS, MotionTake
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +59,9 @@ FORMAT_VERSION = 1
 SLOTS = range(0, 128)  # the gesture uses 1..8; a config may map more buttons
 MAX_UNITS = 4096
 _MODEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?$")
-_MAX_BYTES = 256 << 10  # 4096 units of three values fit with room to spare
+# 4096 units of six values, or a full take (MOTION_EVENTS moves of ~40 bytes), with room to spare
+_MAX_BYTES = 4 << 20
+TAKE_FILE = "last-take.json"
 
 
 class PresetStore:
@@ -63,6 +75,7 @@ class PresetStore:
                  report: Callable[[str], None] | None = None):
         self.directory = Path(directory)
         self.report = report
+        self._take_written: dict[str, tuple[object, str]] = {}  # model → (take, its SHA-256)
 
     def save(self, model: str, slot: int, snap: ControlsSnapshot) -> Path:
         """Save ``snap`` as preset ``slot`` of ``model``; returns the file."""
@@ -73,8 +86,25 @@ class PresetStore:
         return self._read(self._path(model, _slot(slot)), units)
 
     def save_last(self, model: str, snap: ControlsSnapshot) -> Path:
-        """Remember ``snap`` as the state to restore at boot for ``model``."""
-        return self._write(self._path(model, None), model, snap, None)
+        """Remember ``snap`` as the state to restore at boot for ``model``.
+
+        Its take goes to ``last-take.json`` first, only when it is not the take
+        this store last wrote there, so last.json never names a take not on disk.
+        """
+        motion = None
+        if snap.take is not None:
+            written = self._take_written.get(model)
+            if written is not None and written[0] is snap.take:
+                digest = written[1]
+            else:
+                doc = snap.take.to_dict()
+                digest = _digest(doc)
+                path = self._model_dir(model) / TAKE_FILE
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(path, doc)
+                self._take_written[model] = (snap.take, digest)
+            motion = {"state": snap.take_state, "take_sha256": digest}
+        return self._write(self._path(model, None), model, snap, None, motion=motion)
 
     def load_last(self, model: str, *, units: int | None = None) -> ControlsSnapshot | None:
         return self._read(self._path(model, None), units)
@@ -99,7 +129,8 @@ class PresetStore:
         d = self._model_dir(model)
         return d / ("last.json" if slot is None else f"preset-{slot}.json")
 
-    def _write(self, path: Path, model: str, snap: ControlsSnapshot, slot: int | None) -> Path:
+    def _write(self, path: Path, model: str, snap: ControlsSnapshot, slot: int | None, *,
+               motion: dict | None = None) -> Path:
         _check_snapshot(snap)
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(path.parent, for_name=path.name)
@@ -107,6 +138,10 @@ class PresetStore:
                "units": snap.units, "page": snap.page, "gain": list(snap.gain),
                "scale": list(snap.scale), "muted": list(snap.muted),
                **_lfo_dict(snap)}
+        if motion is not None:
+            doc["motion"] = motion
+        elif snap.take is not None:
+            doc["motion"] = {"state": snap.take_state, **snap.take.to_dict()}
         write_json_atomic(path, doc)
         return path
 
@@ -116,6 +151,13 @@ class PresetStore:
             return None  # never saved
         if why is None:
             try:
+                if isinstance(doc, dict) and isinstance(doc.get("motion"), dict) \
+                        and "take_sha256" in doc["motion"]:
+                    try:
+                        doc = {**doc, "motion": self._take_file(path.parent, doc["motion"])}
+                    except ControlError as e:  # the controls are still good: keep them
+                        self._report(f"ignoring the last motion take: {e}")
+                        doc = {k: v for k, v in doc.items() if k != "motion"}
                 snap = snapshot_from_dict(doc)
                 if units is not None and snap.units != units:
                     raise ControlError(f"is for {snap.units} units, this model has {units}")
@@ -124,6 +166,18 @@ class PresetStore:
                 why = f"{str(path)!r} {e}"
         self._report(f"ignoring preset file: {why}")
         return None
+
+    def _take_file(self, model_dir: Path, motion: dict) -> dict:
+        """The last state's ``motion`` with its take read from last-take.json; ControlError
+        when that file is missing, corrupt or is not the take last.json names."""
+        take, why = read_json(model_dir / TAKE_FILE, max_bytes=_MAX_BYTES)
+        if why is None and take is None:
+            why = "is missing"
+        if why is None and _digest(take) != motion["take_sha256"]:
+            why = "is not the take last.json names (SHA-256 differs)"
+        if why is not None or not isinstance(take, dict):
+            raise ControlError(f"motion take {TAKE_FILE} {why or 'must hold a JSON object'}")
+        return {"state": motion.get("state"), **take}
 
     def _report(self, message: str) -> None:
         log.warning("%s", message)
@@ -149,6 +203,12 @@ def _lfo_dict(snap: ControlsSnapshot) -> dict:
     lfos = [snap.lfo(u) for u in range(snap.units)]
     return {"lfo_rate": [r for r, _, _ in lfos], "lfo_depth": [d for _, d, _ in lfos],
             "lfo_shape": [s for _, _, s in lfos]}
+
+
+def _digest(doc: object) -> str:
+    """SHA-256 of a JSON document in its canonical form (sorted keys, no spaces)."""
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _check_snapshot(snap: ControlsSnapshot) -> None:
@@ -196,8 +256,15 @@ def snapshot_from_dict(doc: object) -> ControlsSnapshot:
     page = doc.get("page", 0)
     if isinstance(page, bool) or not isinstance(page, int) or not 0 <= page < pages:
         page = 0  # the view is not worth refusing a preset for
+    take, take_state = None, "stop"
+    motion = doc.get("motion")  # absent: saved before takes were kept, or no take yet
+    if motion is not None:
+        if not isinstance(motion, dict) or motion.get("state") not in ("loop", "stop"):
+            raise ControlError("motion must be an object with state loop or stop")
+        take_state = motion["state"]
+        take = MotionTake.from_dict(motion, units=units, capacity=MOTION_EVENTS)
     return ControlsSnapshot(units, page, pages, gain, scale, tuple(muted), lfo_rate,
-                            lfo_depth, tuple(shapes))
+                            lfo_depth, tuple(shapes), take, take_state)
 
 
 def commands_for(snap: ControlsSnapshot, current: ControlsSnapshot | None = None) -> list:
@@ -224,6 +291,12 @@ def commands_for(snap: ControlsSnapshot, current: ControlsSnapshot | None = None
             cmds.append(c.SetLfoDepth(u, depth))
         if now is None or now[2] != shape:
             cmds.append(c.SetLfoShape(u, shape))
+    # The take last: a looping take restores its start state at its first hop anyway.
+    if snap.take is not None:
+        if current is None or current.take != snap.take or current.take_state != snap.take_state:
+            cmds.append(c.LoadMotion(snap.take, snap.take_state))
+    elif current is not None and current.take_state == "loop":
+        cmds.append(c.SetMotion("stop"))  # a preset without motion holds still
     return cmds
 
 

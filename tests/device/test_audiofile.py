@@ -75,3 +75,14 @@ def test_missing_file_and_empty_file_and_bad_arguments(tmp_path):
         load_audio(tmp_path / "a.wav", 22050, start_s=float("nan"))
     with pytest.raises(AudioFileError, match="seconds .* got 0"):
         load_audio(tmp_path / "a.wav", 22050, seconds=0)
+
+
+def test_a_missing_file_says_no_such_file(tmp_path):
+    """libsndfile reports a missing file as "System error" (failed on the old code)."""
+    with pytest.raises(AudioFileError, match=r"'.*gone\.wav': no such file or directory$"):
+        load_audio(tmp_path / "gone.wav", 22050)
+
+
+def test_a_folder_or_an_unreadable_file_says_why(tmp_path):
+    with pytest.raises(AudioFileError, match="is a directory"):
+        load_audio(tmp_path, 22050)

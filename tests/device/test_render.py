@@ -46,7 +46,7 @@ def test_parse_controls_orders_events_and_builds_commands():
     ([{"t": -1, "gain": [0, 1]}], r"\.t must be seconds >= 0"),
     ([{"t": 1, "volume": 3}], "unknown key.*volume"),
     ([{"t": 1}], "changes nothing"),
-    ([{"t": 1, "gain": 0.3}], r"gain must be \[unit, number\]"),
+    ([{"t": 1, "gain": 0.3}], r"gain must be \[unit, finite number\]"),
     ([{"t": 1, "muted": [1, 1]}], r"muted must be \[unit, true\|false\]"),
     ([{"t": 1, "mode": "loud"}], "mode must be one of original, resynth, generate"),
 ])
@@ -135,3 +135,42 @@ def test_aesynth_render_reports_a_bad_controls_file(tmp_path, capsys):
                  str(tmp_path / "o.wav"), "--controls", str(bad), "--seconds", "1.5"])
     assert code == 1
     assert "gain must be in 0.0..1.0, got 7" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("out, reason", [
+    ("missing/out.wav", "no such directory"),
+    (".", "it is a directory"),
+    ("out.mp9", r"must end in \.wav or \.flac"),
+])
+def test_render_checks_its_output_before_rendering(tmp_path, capsys, monkeypatch, out, reason):
+    """A bad --out is one line naming it, before any work (failed on the old code: a
+    traceback after the whole render)."""
+    import device.sound.render as render_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(render_module, "render", lambda *a, **k: pytest.fail("rendered"))
+    code = main(["render", "--model", str(TINY), "--in", str(track("aztec")), "--out", out,
+                 "--seconds", "0.5"])
+    assert code == 1
+    line = capsys.readouterr().out.strip()
+    assert "\n" not in line and "--out" in line and out.rstrip("/") in line
+    assert __import__("re").search(reason, line), line
+
+
+def test_render_to_an_unwritable_folder_is_refused_before_rendering(capsys, monkeypatch):
+    """sysfs refuses new files even to root: the probe file finds it."""
+    import device.sound.render as render_module
+
+    monkeypatch.setattr(render_module, "render", lambda *a, **k: pytest.fail("rendered"))
+    assert main(["render", "--model", str(TINY), "--in", str(track("aztec")), "--out",
+                 "/sys/aesynth-out.wav", "--seconds", "0.5"]) == 1
+    assert "'/sys/aesynth-out.wav'" in capsys.readouterr().out
+
+
+def test_every_controls_key_is_documented():
+    """The controls format lives in docs/render.md: each key the parser takes has a row."""
+    from device.sound.render import EVENT_KEYS
+
+    doc = (ROOT / "docs" / "render.md").read_text()
+    for key in EVENT_KEYS:
+        assert f"| `{key}` |" in doc, key

@@ -142,6 +142,35 @@ def test_parts_overlap_is_zero_for_disjoint_parts_and_one_for_equal_ones():
         0.0, abs=1e-6)
 
 
+def test_band_pooled_overlap_sees_parts_the_bins_call_distinct_as_one_band():
+    """Two parts on different bins of one 1/3-octave band are orthogonal per bin but the
+    same control per band; parts in different bands stay distinct."""
+    import tensorflow as tf
+
+    from device.sound.features import Normaliser
+    from train.models import band_pooling, parts_overlap
+
+    n_bins = 1025  # n_fft 2048 at 22050 Hz: 10.77 Hz per bin
+    norm = Normaliser("standard", "log", 1e-3, np.zeros(n_bins), np.full(n_bins, 2.0))
+    pool = band_pooling(norm, n_bins, 22050.0)
+    freqs = np.arange(n_bins) * 22050 / 2048
+    assert pool.shape[0] == n_bins and 20 <= pool.shape[1] <= 24  # 40 Hz .. 8 kHz
+    # each band averages its bins' scale (2.0): every column sums to 2, independently
+    np.testing.assert_allclose(pool.sum(axis=0), 2.0, rtol=1e-5)
+    assert np.all(pool[freqs >= 8980.0] == 0)  # above the top band's edge
+
+    def part(hz: float) -> np.ndarray:
+        p = np.zeros(n_bins, np.float32)
+        p[int(round(hz / (22050 / 2048)))] = 1.0
+        return p
+
+    same_band = tf.constant(np.stack([part(1000.0), part(1050.0)]))  # 1 kHz band: 891..1122 Hz
+    assert float(parts_overlap([same_band])) == pytest.approx(0.0, abs=1e-6)
+    assert float(parts_overlap([same_band], pool)) == pytest.approx(1.0, rel=1e-5)
+    other_bands = tf.constant(np.stack([part(1000.0), part(4000.0)]))
+    assert float(parts_overlap([other_bands], pool)) == pytest.approx(0.0, abs=1e-6)
+
+
 def test_level_augmentation_scales_whole_frames_within_the_range(mags):
     from train.fit import augment_levels
 
