@@ -37,10 +37,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from device.state import commands as c
-from device.sound.audiofile import FileStream, load_audio
 from device.errors import AesynthError, AudioFileError, DeviceError
+from device.sound.audiofile import FileStream, load_audio
 from device.sound.scheduling import enable_realtime, name_thread
+from device.state import commands as c
 
 log = logging.getLogger(__name__)
 
@@ -629,9 +629,13 @@ class AudioLoop:
         (FIFO cushion of zeros, resamplers cleared; the engine keeps its
         state); with capture, the first period is read (dropped, capture
         restarts on that read and returns at a period boundary with nothing
-        older waiting); then ``prefill`` periods of silence start playback.  So every start leaves exactly ``prefill`` periods
-        queued when the first processed period follows, and the round trip is
-        :meth:`expected_latency`'s ``total_frames`` every time.
+        older waiting), then, half a period later, ``prefill`` periods of
+        silence start playback.  So every start leaves exactly ``prefill``
+        periods queued when the first processed period follows, and the round
+        trip is :meth:`expected_latency`'s ``total_frames`` every time (the
+        cushion check in :meth:`_servo` corrects a start that raced anyway).
+        ``have_first``: :meth:`_prime` found an unpaced device and has read the
+        first period already.
         """
         play, cap, P = self._play, self._cap, self._period
         for pcm in (play, cap):

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from device.state import commands as c
+from device.errors import AudioFileError, DeviceError
 from device.sound.audio import (
+    _PRIME_PERIODS,
     AudioConfig,
     AudioLoop,
     FileSource,
@@ -21,9 +22,8 @@ from device.sound.audio import (
     SilentSource,
     open_pcm,
 )
-from device.sound.audio import _PRIME_PERIODS
+from device.state import commands as c
 from device.state.controls import UnitControls
-from device.errors import AudioFileError, DeviceError
 from tests.device.audio_rig import JackServer, alsa_config, read_raw, write_raw
 from tests.music import track
 

@@ -173,9 +173,9 @@ def shortfall(period: int, hop: int, card: int, cushion: int, periods: int) -> i
 @pytest.mark.parametrize("period", [32, 64, 117, 128, 139, 256, 470, 1024])
 @pytest.mark.parametrize("card", [44100, 48000])
 def test_the_fifo_cushion_is_enough_and_no_more(period, card):
-    from device.sound.audio import resampled_cushion
-
     import math
+
+    from device.sound.audio import resampled_cushion
 
     cushion = resampled_cushion(period, 64, card, 22050)
     v = card // math.gcd(card, 22050)
