@@ -193,7 +193,8 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
             stop, sent = threading.Event(), []
             if rate_cc <= 0:  # no storm: the app runs without MIDI (to compare)
                 args.append("--no-midi")
-            storm = threading.Thread(target=midi_storm, args=(stop, rate_cc, sent))
+            storm = threading.Thread(target=midi_storm, args=(stop, rate_cc, sent),
+                                     daemon=True)  # an error must not leave it running
             p = subprocess.Popen([*AESYNTH, *args], cwd=ROOT, env={**os.environ, **env},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             watch = subprocess.Popen([sys.executable, "-c", STALL_WATCH, str(minutes * 60)],
@@ -205,6 +206,7 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
             if p.returncode != 0 or time.monotonic() - t0 < minutes * 60 - 5:
                 watch.kill()  # the app ended early: its log says why
                 watch.communicate()
+                stop.set()
                 raise RuntimeError(f"aesynth play ended after {time.monotonic() - t0:.0f} s "
                                    f"(exit {p.returncode}); jackd log tail:\n"
                                    f"{_tail(jack)}\napp log tail:\n{err[-4000:]}")
