@@ -13,8 +13,16 @@ paced: `aesynth play` through JACK's dummy driver for N minutes (default 10)
     collections, and the machine's own stalls as a SCHED_FIFO sleeper in
     another process sees them (to tell the VM's hiccups from the app's).
 
+latency: the round trip measured end to end through `aesynth play --mode
+    original --in line`: jack_iodelay (jackd2) sends its test signal into the
+    app's capture port and measures it at the app's playback port, to a
+    thousandth of a frame; beside it the round trip the app logs.  N starts,
+    each with its own jack_iodelay.  ``--rate 48000`` runs the card at 48 kHz
+    (the app resamples); ``--profile low`` is [audio] profile = "low".
+
     .venv/bin/python bench/play_bench.py first-period --runs 5
-    .venv/bin/python bench/play_bench.py paced --minutes 10
+    .venv/bin/python bench/play_bench.py paced --minutes 10 --profile low
+    .venv/bin/python bench/play_bench.py latency --starts 5 --profile low --rate 48000
 """
 
 from __future__ import annotations
@@ -36,7 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 from tests.device.audio_rig import JackServer, alsa_config  # noqa: E402
 
-AESYNTH = [str(ROOT / ".venv" / "bin" / "aesynth")]
+AESYNTH = ([str(ROOT / ".venv" / "bin" / "aesynth")] if (ROOT / ".venv").exists()
+           else [sys.executable, "-m", "device.cli"])  # a worktree without its own venv
+EXPECTED = re.compile(r"expected round trip ([0-9.]+) ms = ([0-9]+) frames")
+IODELAY = re.compile(r"([0-9.]+) frames\s+([0-9.]+) ms total roundtrip")
 FIRST = re.compile(r"first audio period written at ([0-9.]+)")
 GAP = re.compile(r"longest gap between periods ([0-9.]+) ms \(buffered cushion ([0-9.]+) ms\)")
 COLLECTOR = re.compile(r"collector: (\d+) garbage collections \((\d+) full, (\d+) over "
@@ -52,11 +63,18 @@ def default_model() -> Path:
     return d if d.exists() else ROOT / "tests" / "fixtures" / "tiny_bundle"
 
 
-def hop_of(model: Path) -> tuple[int, int]:
+def hop_of(model: Path, profile: str = "safe") -> tuple[int, int]:
     from device.models.bundle import read_bundle
+    from device.sound.profiles import frame_for
 
-    f = read_bundle(model, check_models=False).frame
+    f = frame_for(read_bundle(model, check_models=False).frame, profile)
     return f.sample_rate, f.hop_length
+
+
+def profile_config(tmp: str, profile: str, extra: str = "") -> str:
+    path = Path(tmp) / "profile.toml"
+    path.write_text(f'[audio]\nprofile = "{profile}"\n{extra}')
+    return str(path)
 
 
 def time_to_first_period(args: list[str], env: dict[str, str], timeout: float = 30) -> float:
@@ -151,26 +169,32 @@ print(json.dumps({"sched_fifo": rt, "count": len(gaps), "longest_ms": max(gaps, 
 """
 
 
-def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None) -> dict:
+def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
+                profile: str = "safe", line_in: bool = False) -> dict:
     model = default_model()
-    rate, hop = hop_of(model)
+    rate, hop = hop_of(model, profile)
     from tests.music import track
 
     with tempfile.TemporaryDirectory(prefix="aesynth-bench-") as tmp:
         env = {"ALSA_CONFIG_PATH": str(alsa_config(Path(tmp))),
                "MIDO_BACKEND": "mido.backends.rtmidi/UNIX_JACK"}
+        if config is None and profile != "safe":
+            config = profile_config(tmp, profile)
         with JackServer(rate=rate, period=hop, log_dir=Path(tmp)) as jack:
             env.update(jack.env)
             os.environ.update(jack.env)  # the storm's JACK client, in this process
-            args = ["-v", "play", "--model", str(model), "--in", str(track("aztec")),
-                    "--output-device", "plug:jk", "--display", display,
+            source = (["--in", "line", "--capture-device", "jk"] if line_in
+                      else ["--in", str(track("aztec"))])
+            args = ["-v", "play", "--model", str(model), *source,
+                    "--output-device", "jk", "--display", display,
                     "--duration", str(minutes * 60)]
             if config:
                 args[2:2] = ["--config", config]  # after "play"
             stop, sent = threading.Event(), []
             if rate_cc <= 0:  # no storm: the app runs without MIDI (to compare)
                 args.append("--no-midi")
-            storm = threading.Thread(target=midi_storm, args=(stop, rate_cc, sent))
+            storm = threading.Thread(target=midi_storm, args=(stop, rate_cc, sent),
+                                     daemon=True)  # an error must not leave it running
             p = subprocess.Popen([*AESYNTH, *args], cwd=ROOT, env={**os.environ, **env},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             watch = subprocess.Popen([sys.executable, "-c", STALL_WATCH, str(minutes * 60)],
@@ -179,6 +203,13 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None) 
                 storm.start()
             t0 = time.monotonic()
             _, err = p.communicate(timeout=minutes * 60 + 120)
+            if p.returncode != 0 or time.monotonic() - t0 < minutes * 60 - 5:
+                watch.kill()  # the app ended early: its log says why
+                watch.communicate()
+                stop.set()
+                raise RuntimeError(f"aesynth play ended after {time.monotonic() - t0:.0f} s "
+                                   f"(exit {p.returncode}); jackd log tail:\n"
+                                   f"{_tail(jack)}\napp log tail:\n{err[-4000:]}")
             watched, _ = watch.communicate(timeout=60)  # it ends on its own, with its report
             stop.set()
             if rate_cc > 0:
@@ -192,9 +223,11 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None) 
     senses = SENSES.search(err)
     received, midi_errors, frames = map(int, senses.groups()) if senses else (0, 0, 0)
     return {"model": str(model.relative_to(ROOT)), "sample_rate": rate, "hop": hop,
+            "profile": profile, "input": "line" if line_in else "file",
             "audio_seconds": round(hops * hop / rate, 1), "wall_seconds": round(elapsed, 1),
             "hop_ms": round(1000 * hop / rate, 2), "minutes": minutes, "display": display,
             "config": config,
+            "hop_cost_p99_share_of_hop": round(p99 / (1e6 * hop / rate), 3),
             "midi_cc_sent": sent[0] if sent else 0,
             "midi_cc_per_s": round((sent[0] if sent else 0) / max(elapsed, 1e-9), 1),
             "hops": hops, "xruns": xruns, "underruns": under, "overruns": over,
@@ -213,6 +246,71 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None) 
             "warnings": re.findall(r"WARNING .*", err)[:10]}
 
 
+def _tail(jack: JackServer) -> str:
+    try:
+        return Path(jack._log.name).read_text()[-1500:]
+    except OSError as e:
+        return str(e)
+
+
+LOOPBACK = """</usr/share/alsa/alsa.conf>
+pcm.lb { type jack playback_ports { 0 jack_delay:in } capture_ports { 0 jack_delay:out } }
+"""
+
+
+def bench_latency(starts: int, rate: int, period: int | None, profile: str,
+                  seconds: float) -> dict:
+    """Round trip through `aesynth play --mode original --in line`, N starts."""
+    from collections import Counter
+
+    model = default_model()
+    model_rate, hop = hop_of(model, profile)
+    period = period or round(hop * rate / model_rate)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="aesynth-bench-") as tmp:
+        conf = Path(tmp) / "asound.conf"
+        conf.write_text(LOOPBACK)
+        cfg = profile_config(tmp, profile)
+        env = {"ALSA_CONFIG_PATH": str(conf)}
+        with JackServer(rate=rate, period=period, log_dir=Path(tmp)) as jack:
+            env.update(jack.env)
+            for _ in range(starts):
+                probe = subprocess.Popen(["stdbuf", "-oL", "jack_iodelay"], text=True,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **env})
+                time.sleep(0.3)
+                p = subprocess.run(
+                    [*AESYNTH, "-v", "play", "--config", cfg, "--model", str(model),
+                     "--mode", "original", "--in", "line", "--output-device", "lb",
+                     "--capture-device", "lb", "--no-midi", "--display", "none",
+                     "--duration", str(seconds)],
+                    cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
+                    timeout=seconds + 60)
+                probe.terminate()
+                text = probe.communicate(timeout=10)[0]
+                exp = EXPECTED.search(p.stderr)
+                stopped = STOPPED.search(p.stderr)
+                measured = [float(m.group(1)) for m in IODELAY.finditer(text)]
+                if p.returncode != 0 or not exp or not measured:
+                    raise RuntimeError(f"aesynth play exited {p.returncode}:\n"
+                                       f"{p.stderr[-3000:]}\n{text[-1000:]}")
+                settled = Counter(round(v) for v in measured[1:] or measured).most_common(1)
+                runs.append({"expected_frames": int(exp.group(2)),
+                             "expected_ms": float(exp.group(1)),
+                             "measured_frames": settled[0][0],
+                             "measured_ms": round(1000 * settled[0][0] / rate, 2),
+                             "readings": len(measured),
+                             "readings_off_by_more_than_1": sum(
+                                 abs(v - int(exp.group(2))) > 1 for v in measured[1:]),
+                             "xruns": int(stopped.group(2)) if stopped else None})
+    worst = max(r["measured_ms"] for r in runs)
+    return {"model": str(model.relative_to(ROOT)), "profile": profile, "card_rate": rate,
+            "jack_period": period, "model_rate": model_rate, "hop": hop, "starts": runs,
+            "worst_measured_ms": worst,
+            "all_equal_expected_within_1_frame": all(
+                abs(r["measured_frames"] - r["expected_frames"]) <= 1 for r in runs)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -224,11 +322,22 @@ def main() -> int:
                     help="MIDI CC messages per second (0: no MIDI at all)")
     pc.add_argument("--display", default="dummy", help="dummy: luma renders every frame")
     pc.add_argument("--config", help="an aesynth.toml for the app (e.g. [audio] others_priority)")
+    pc.add_argument("--profile", default="safe", choices=("safe", "low"))
+    pc.add_argument("--line-in", action="store_true", help="capture from JACK, not a file")
+    lt = sub.add_parser("latency")
+    lt.add_argument("--starts", type=int, default=5)
+    lt.add_argument("--rate", type=int, default=22050, help="the card's (JACK's) rate")
+    lt.add_argument("--period", type=int, default=0, help="JACK's period; 0: one hop")
+    lt.add_argument("--profile", default="safe", choices=("safe", "low"))
+    lt.add_argument("--seconds", type=float, default=3.0, help="each start plays this long")
     a = ap.parse_args()
     if a.what == "first-period":
         result = bench_first_period(a.runs)
+    elif a.what == "latency":
+        result = bench_latency(a.starts, a.rate, a.period or None, a.profile, a.seconds)
     else:
-        result = bench_paced(a.minutes, a.cc_rate, a.display, a.config)
+        result = bench_paced(a.minutes, a.cc_rate, a.display, a.config, a.profile,
+                             a.line_in)
     print(json.dumps({"bench": f"play_{a.what}", **result}, indent=2))
     return 0
 

@@ -152,11 +152,12 @@ class App:
 
     def _start(self) -> App:
         from device.sound.collector import QuietCollector
+        from device.sound.profiles import bundle_for
 
         cfg = self.config
         self.collector = QuietCollector().hold()
         self._share_realtime()
-        bundle = self._load_model()
+        bundle = bundle_for(self._load_model(), cfg.audio.profile)
         if self._engine_factory is not None:
             self.engine = self._engine_factory(bundle)
         else:
@@ -256,7 +257,7 @@ class App:
         if kind == "none":
             return SilentSource()
         try:
-            return FileSource.load(expand(kind), sample_rate)
+            return FileSource.stream(expand(kind), sample_rate)
         except AudioFileError as e:
             raise StartError(EXIT_USAGE, str(e)) from None
 
@@ -621,10 +622,11 @@ class App:
             self.message = "no model library"
             return
         from device.sound.engine import prepare_model
+        from device.sound.profiles import bundle_for
 
         entry = self.library.step(delta)
         self.message = f"loading {getattr(entry, 'name', entry)}"
-        bundle = self.library.load(entry)
+        bundle = bundle_for(self.library.load(entry), self.config.audio.profile)
         prepared = prepare_model(bundle, num_threads=self.config.model.num_threads)
         if bundle.frame.sample_rate != self.loop.sample_rate or \
                 bundle.frame.hop_length != self.loop.hop:

@@ -33,6 +33,38 @@ MIDI_BACKEND = "mido.backends.rtmidi/UNIX_JACK"
 _PR_SET_PDEATHSIG = 1
 
 
+# JACK2's server registry (/dev/shm/jack-shm-registry): 8 server slots, each starting with
+# the owning jackd's PID.  A jackd that dies without cleaning up (SIGKILL, a crash) keeps its
+# slot, and once all 8 are taken no jackd starts on this machine ("Too many servers already
+# active").  Measured layout of JACK 1.9.21: a 24-byte header, then 264 bytes per server.
+_REGISTRY = "/dev/shm/jack-shm-registry"
+_REGISTRY_HEADER, _REGISTRY_ENTRY, _REGISTRY_SERVERS = 24, 264, 8
+
+
+def free_dead_server_slots(path: str = _REGISTRY) -> int:
+    """Zero the registry slots of jackd processes that no longer exist; returns how many.
+    Leaves a registry of another layout (too short) alone."""
+    import mmap
+    import struct
+
+    freed = 0
+    try:
+        with open(path, "r+b") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < _REGISTRY_HEADER + _REGISTRY_ENTRY * _REGISTRY_SERVERS:
+                return 0
+            with mmap.mmap(f.fileno(), 0) as m:
+                for i in range(_REGISTRY_SERVERS):
+                    off = _REGISTRY_HEADER + _REGISTRY_ENTRY * i
+                    pid = struct.unpack_from("<i", m, off)[0]
+                    if pid > 0 and not os.path.exists(f"/proc/{pid}"):
+                        struct.pack_into("<i", m, off, 0)
+                        freed += 1
+    except OSError:
+        return 0
+    return freed
+
+
 def _die_with_parent() -> None:
     """In the child: SIGTERM when the test process dies, so that a killed pytest run
     (a CI timeout) leaves no jackd behind.  Linux only; elsewhere a no-op."""
@@ -77,6 +109,7 @@ class JackServer:
     def start(self) -> JackServer:
         if shutil.which("jackd") is None:
             raise RuntimeError("jackd not found: install jackd2 (deploy/setup.sh dev does)")
+        free_dead_server_slots()  # a killed earlier run must not keep every later jackd out
         cmd = ["jackd", "-n", self.name, "--no-realtime", "-d", "dummy",
                "-r", str(self.sample_rate), "-p", str(self.period)]
         self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,

@@ -52,8 +52,12 @@ class AudioSection:
 
     playback_device: str = "default"
     capture_device: str = "default"
-    periods: int = 4
-    prefill: int = 2
+    # "safe" (4 periods, prefill 2) or "low" (3 periods, prefill 1; with an asymmetric
+    # frame the model plays at hop 64, synthesis 128: device.sound.profiles).
+    profile: str = "safe"
+    periods: int = 0          # 0: the profile's
+    prefill: int = 0          # 0: the profile's
+    period: int = 0           # frames asked of the card; 0: one hop at the card's rate
     sample_format: str = "FLOAT_LE"
     pacing: str = "auto"
     realtime: bool = True
@@ -79,7 +83,8 @@ class AudioSection:
         from device.errors import DeviceError
 
         keys = {f.name for f in dataclasses.fields(AudioConfig)}
-        values = {k: v for k, v in dataclasses.asdict(self).items() if k in keys}
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k in keys
+                  and not (k in ("periods", "prefill") and v == 0)}  # 0: the profile's
         try:
             return AudioConfig(**{**values, **changes})
         except DeviceError as e:

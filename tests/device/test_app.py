@@ -65,7 +65,7 @@ def test_config_file_overrides_and_ints_for_floats(tmp_path):
                     '[display]\ni2c_address = 0x3D\n')
     cfg = load_config(path)
     assert cfg.audio.retry_s == 1.0 and cfg.audio.playback_device == "hw:1"
-    assert cfg.display.i2c_address == 0x3D and cfg.audio.periods == 4
+    assert cfg.display.i2c_address == 0x3D and cfg.audio.audio_config().periods == 4
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
     (tmp_path / "bad.toml").write_text("[audio\n")
