@@ -114,7 +114,9 @@ def _probe(module: Any) -> str | None:
     # asks for its C API: the message below says the same in one line.
     noise = io.StringIO()
     try:
-        with contextlib.redirect_stderr(noise):
+        # quiet_native_stderr: the interpreter's own "INFO: Created ... XNNPACK delegate"
+        # goes to fd 2 from C++, past redirect_stderr (test_console caught it after the merge)
+        with quiet_native_stderr(), contextlib.redirect_stderr(noise):
             interp = module.Interpreter(model_content=PROBE_MODEL.read_bytes(), num_threads=1)
             interp.allocate_tensors()
             interp.set_tensor(interp.get_input_details()[0]["index"], x)

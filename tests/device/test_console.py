@@ -87,5 +87,8 @@ def test_the_keys_are_drawn_under_the_terminal_table(tmp_path):
         os.close(master)
         keys.close()
     assert "Unit  Gain Scal  Adj" in frame
-    assert "keys: m/M mode" in frame and "q quit" in frame
+    from device.senses.keyboard import LEGEND
+
+    assert all(line in frame for line in LEGEND)  # every line of the legend, whole
+    assert "m/M mode" in frame and "q quit" in frame
     assert all(len(line) <= 80 for line in frame.splitlines())
