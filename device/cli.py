@@ -17,7 +17,7 @@ from device import __version__
 
 # Order is the order of ``aesynth --help``.
 COMMAND_MODULES = [
-    "device.app",
+    "device.play",
     "device.sound.render",
     "device.models.library",
     "device.models.check",

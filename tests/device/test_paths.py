@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from device.app import App, config_from_args
+from device.app import App
+from device.play import config_from_args
 from device.cli import build_parser
 from device.state.config import Config, load_config
 from device.state.paths import resolve
