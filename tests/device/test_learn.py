@@ -91,3 +91,42 @@ def test_the_shipped_midimix_map_loads():
     m = load_mapping(Path(__file__).parents[2] / "deploy/controllers/akai-midimix.toml")
     assert m.port == "MIDI Mix" and m.faders == tuple(range(19, 48, 4))
     assert m.knobs == tuple(range(16, 45, 4)) and m.buttons == {} and not m.korg_led_sysex
+
+
+@pytest.mark.usefixtures("jack_server")
+def test_the_app_plays_the_learnt_map_at_start(tmp_path, monkeypatch):
+    """A map learnt in an earlier session (saved under ~/.local/share/aesynth) is the one the
+    app plays with at its next start, over [midi] mapping and the default map."""
+    import time
+    from pathlib import Path
+
+    from device.app import App
+    from device.senses.learn import LEARNED_PATH, save_mapping
+    from device.state.config import config_from_dict, expand
+    from tests.jack import MIDI_BACKEND
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    learnt = assign(DEFAULT_MAP, ("faders", 0), 90)  # fader 1 on CC 90 (a foreign control)
+    save_mapping(learnt, expand(LEARNED_PATH))
+    cfg = config_from_dict({
+        "model": {"path": str(Path(__file__).parents[2] / "tests/fixtures/tiny_bundle")},
+        "play": {"mode": "generate", "input": "none"},
+        "audio": {"playback_device": "null", "realtime": False},
+        "display": {"kind": "none"}, "buttons": {"kind": "none"},
+        "storage": {"presets_dir": str(tmp_path / "presets"),
+                    "recordings_dir": str(tmp_path / "rec")},
+    })
+    fake = FakeNanoKontrol2()
+    app = App(cfg, midi_backend=MIDI_BACKEND).start()
+    try:
+        assert app.midi.wait_connected(15.0)
+        assert app.midi.mapping == learnt
+        fake.cc(90, 127)                     # meets unit 0 at gain 1.0 ...
+        fake.cc(90, 0)                       # ... and moves it
+        deadline = time.monotonic() + 10
+        while app.engine.snapshot.controls.gain[0] != 0.0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert app.engine.snapshot.controls.gain[0] == 0.0
+    finally:
+        app.close()
+        fake.close()
