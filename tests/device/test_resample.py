@@ -93,20 +93,27 @@ def test_process_allocates_nothing():
         c = rs.process(blocks[i % 5], out)
         fifo.push(out[:c])
         fifo.pop_into(out[:c])
-    tracemalloc.start()
-    try:
-        start = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        for i in range(500):
-            c = rs.process(blocks[i % 5], out)
-            fifo.push(out[:c])
-            fifo.pop_into(out[:c])
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    # tracemalloc sees every thread: in a full run, threads other tests left (daemons that
+    # wind down) allocate now and then.  A per-call allocation here shows in every attempt,
+    # so the least of three is the resampler's own.
+    retained, peaks = [], []
+    for _ in range(3):
+        tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            for i in range(500):
+                c = rs.process(blocks[i % 5], out)
+                fifo.push(out[:c])
+                fifo.pop_into(out[:c])
+            current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        retained.append(current - start)
+        peaks.append(peak - start)
     # One output block would be >= 4 bytes x 500; numpy's reductions keep ~1 KiB scratch.
-    assert current - start < 500, current - start
-    assert peak - start < 2048, peak - start
+    assert min(retained) < 500, retained
+    assert min(peaks) < 2048, peaks
 
 
 def test_errors_name_the_limit():
