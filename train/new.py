@@ -393,9 +393,7 @@ def _finish(name, run, ds, info, found, bud, frame, work, target, timings, t_all
     from train.playability import write_report as write_play
 
     with bar(1, "playability") as b:
-        c0 = clips[0]
-        play = playability(staged, [Clip(c0["path"], c0["start"],
-                                         min(play_seconds, c0["seconds"]))],
+        play = playability(staged, _play_clips(clips, found.files, play_seconds, Clip),
                            generate_seconds=play_seconds)
         write_play(play, report_dir)
         b.update(1)
@@ -430,6 +428,23 @@ def _finish(name, run, ds, info, found, bud, frame, work, target, timings, t_all
     return {"bundle": os.fspath(target), "report": os.fspath(target.parent /
                                                               f"{name}-report" / "report.md"),
             **figures}
+
+
+def _play_clips(clips: list[dict], files: list, seconds: float, clip_type: type) -> list:
+    """The resynth clip of the playability sweep: ``seconds`` of held-out audio when a
+    held-out clip is that long, else of the longest file of the user's audio (the sweep
+    measures how the units play, not how well unseen audio is reconstructed); none when
+    every file is shorter (a set of one-shot samples): then generate mode only, and the
+    report says so.  A sweep needs seconds > settle + 1 s of signal (train.playability)."""
+    long_clips = [c for c in clips if c["seconds"] >= seconds]
+    if long_clips:
+        c = long_clips[0]
+        return [clip_type(c["path"], c["start"], seconds)]
+    longest = max(files, key=lambda f: f.seconds, default=None)
+    if longest is not None and longest.seconds >= seconds:
+        return [clip_type(longest.path, 0.0, seconds)]
+    log.info("playability: no file lasts %.1f s; resynth mode not swept", seconds)
+    return []
 
 
 def _eval_clips(test: list[dict]) -> list[dict]:

@@ -397,3 +397,20 @@ def test_fine_tuning_never_ends_worse_than_its_start_on_validation(audio, tmp_pa
         assert all(kept)
     else:
         assert min(run.history["val_loss"]) < m["start_val_loss"] and not all(kept)
+
+
+def test_the_playability_clip_is_long_enough_or_generate_mode_only():
+    """10 s of 3.5 s files held out 0.35 s test clips, and the sweep then failed after the
+    whole fit ("a measured signal must last at least settle_s + 0.37 s, got 0.35 s")."""
+    from collections import namedtuple
+
+    from train.baselines import Clip
+    from train.new import _play_clips
+
+    File = namedtuple("File", "path seconds")
+    short = [{"path": "t.wav", "start": 2.0, "seconds": 0.35}]
+    files = [File("a.wav", 3.5), File("b.wav", 6.0), File("c.wav", 3.5)]
+    assert _play_clips(short, files, 2.5, Clip) == [Clip("b.wav", 0.0, 2.5)]
+    held = [*short, {"path": "u.wav", "start": 1.0, "seconds": 3.0}]
+    assert _play_clips(held, files, 2.5, Clip) == [Clip("u.wav", 1.0, 2.5)]
+    assert _play_clips(short, [File("hit.wav", 1.5)], 2.5, Clip) == []
