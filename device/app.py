@@ -633,10 +633,25 @@ class App:
                         bundle.name, bundle.frame.sample_rate, bundle.frame.hop_length,
                         self.loop.sample_rate, self.loop.hop)
             return
+        if self.last_state is not None:
+            self.last_state.flush()  # the model left keeps its last moves (offers are per model)
         self.post(_swap_command(prepared))
+        self._restore_last(prepared.name, bundle.units)
         self.message = None
         if self._settled:
             self.collector.settle()  # the new model's objects live until the next swap
+
+    def _restore_last(self, model: str, units: int) -> None:
+        """The model stepped to comes back as it was left (its last state, the motion take
+        included): posted after the swap, so they reach the new model's controls."""
+        if self.presets is None:
+            return
+        from device.state.presets import commands_for
+
+        last = self.presets.load_last(model, units=units)
+        if last is not None:
+            for cmd in commands_for(last):
+                self.post(cmd)
 
     def _toggle_recording(self) -> None:
         target = getattr(self.recorder, "target", None)

@@ -470,3 +470,53 @@ def test_gpio_failure_on_a_pi_is_a_warning_on_the_display(tmp_path, monkeypatch,
     assert app.last_error[0] == app.message
     assert any(r.levelname == "WARNING" and "no GPIO buttons" in r.message
                for r in caplog.records)
+
+
+def test_stepping_away_and_back_keeps_each_models_controls(tmp_path, monkeypatch):
+    """MODEL next then previous came back with every fader at the top, and last.json then
+    saved that (a newcomer's trial: one stray MODEL press wiped the sound dialled in)."""
+    root = Path(__file__).resolve().parents[2]
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    import shutil
+
+    for name in ("default", "wide16"):  # copies: a bundle is a real directory, not a link
+        shutil.copytree(root / "models" / name, shipped / name)
+    monkeypatch.setenv("AESYNTH_MODELS_DIR", str(tmp_path / "user"))
+    cfg = config_from_dict({
+        "model": {"shipped_dir": str(shipped), "state_file": str(tmp_path / "state.json")},
+        "play": {"mode": "generate", "input": "none"},
+        "audio": {"playback_device": "null", "realtime": False},
+        "midi": {"enabled": False}, "display": {"kind": "none"}, "buttons": {"kind": "none"},
+        "storage": {"presets_dir": str(tmp_path / "presets"),
+                    "recordings_dir": str(tmp_path / "rec")},
+    })
+    app = App(cfg).start()
+
+    def wait_until(what, ok):
+        deadline = time.monotonic() + 20
+        while not ok() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ok(), what
+
+    try:
+        first = app.engine.snapshot.model
+        app.post(c.SetGain(1, 0.3))
+        wait_until("the fader move", lambda: app.engine.snapshot.controls.gain[1] == 0.3)
+        app.post(c.StepModel(1))
+        wait_until("the next model", lambda: app.engine.snapshot.model != first)
+        assert app.engine.snapshot.controls.units != 8   # wide16: its own 16 controls
+        app.post(c.StepModel(-1))
+        wait_until("back to the first", lambda: app.engine.snapshot.model == first)
+        wait_until("its fader where it was left",
+                   lambda: app.engine.snapshot.controls.gain[1] == 0.3)
+    finally:
+        app.close()
+    last = json_load(tmp_path / "presets" / first / "last.json")
+    assert last["gain"][1] == 0.3
+
+
+def json_load(path):
+    import json
+
+    return json.loads(Path(path).read_text())
