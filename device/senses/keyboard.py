@@ -125,6 +125,7 @@ class LfoKeys:
 
     def __init__(self) -> None:
         self.strip = 0
+        self.said: str | None = None      # a line for the display after the last key
 
     def handle(self, key: str, controls: ControlsSnapshot | None) -> list[object]:
         if key in "12345678" and len(key) == 1:
@@ -135,14 +136,20 @@ class LfoKeys:
         unit = controls.page * c.UNITS_PER_PAGE + self.strip
         if unit >= controls.units:
             return []
-        rate, depth, _ = controls.lfo(unit)
+        rate, depth, shape = controls.lfo(unit)
         if key == "l":
+            shapes = c.LFO_SHAPES
+            self.said = f"unit {unit + 1} LFO {shapes[(shapes.index(shape) + 1) % len(shapes)]}"
             return [c.StepLfoShape(unit, 1)]
         if key in ",.":
             rate = rate * RATE_STEP if key == "." else rate / RATE_STEP
-            return [c.SetLfoRate(unit, min(max(rate, LFO_RATE_RANGE[0]), LFO_RATE_RANGE[1]))]
+            rate = min(max(rate, LFO_RATE_RANGE[0]), LFO_RATE_RANGE[1])
+            self.said = f"unit {unit + 1} LFO {rate:.2f} Hz"
+            return [c.SetLfoRate(unit, rate)]
         depth = depth - DEPTH_STEP if key == "-" else depth + DEPTH_STEP
-        return [c.SetLfoDepth(unit, round(min(max(depth, 0.0), 1.0), 6))]
+        depth = round(min(max(depth, 0.0), 1.0), 6)
+        self.said = f"unit {unit + 1} LFO depth {depth:.1f}" + (" (off)" if depth == 0 else "")
+        return [c.SetLfoDepth(unit, depth)]
 
 
 class UnitKeys(LfoKeys):
@@ -185,6 +192,7 @@ class UnitKeys(LfoKeys):
         if unit >= controls.units:
             return []
         if key == "x":
+            self.said = f"unit {unit + 1} {'unmuted' if controls.muted[unit] else 'muted'}"
             return [c.ToggleMute(unit)]
         if key in NUDGES:
             what, step = NUDGES[key]
@@ -242,11 +250,15 @@ class KeyboardButtons:
 
     def key(self, key: str) -> None:
         """Post the commands of one key (a name from :func:`decode_keys`)."""
-        if key == "?":
-            log.warning("keys: %s", HELP)
+        if key == "?":  # the legend is under the table; the log has it too (-v)
+            log.info("keys: %s", HELP)
+            if self.say is not None:
+                self.say("keys: see the legend below")
             return
         cmd = None if self.unit_keys._preset is not None else command_for(key)
         if cmd is not None:
+            if self.say is not None:
+                self.say("")  # a message about another key must not stay up
             self.post(cmd)
             return
         controls = self.current() if self.current is not None else None

@@ -111,3 +111,35 @@ def test_unit_keys_stay_inside_a_short_last_page():
     assert keys.handle("2", controls.snapshot()) == [] and keys.said == "unit 10"
     assert keys.handle("right", controls.snapshot()) == [c.PageBy(-1)]  # wraps to unit 1
     assert keys.strip == 0
+
+
+def test_every_unit_key_says_what_it_changed():
+    """Mute and the LFO keys left the previous key's message up ('unit 1 scale 1.10' while
+    muting; a newcomer's trial): each now says its own change."""
+    keys, ctl = UnitKeys(), UnitControls(8)
+    keys.handle("3", ctl.snapshot())
+    said = {}
+    for key in ("x", "l", ".", "=", "-"):
+        keys.handle(key, ctl.snapshot())
+        said[key] = keys.said
+    assert said == {"x": "unit 3 muted", "l": "unit 3 LFO triangle", ".": "unit 3 LFO 1.25 Hz",
+                    "=": "unit 3 LFO depth 0.1", "-": "unit 3 LFO depth 0.0 (off)"}
+    ctl.apply(c.ToggleMute(2))
+    keys.handle("x", ctl.snapshot())
+    assert keys.said == "unit 3 unmuted"
+
+
+def test_a_global_key_clears_the_last_message_and_question_mark_is_not_a_warning(terminal,
+                                                                                 caplog):
+    import logging
+
+    played, type_keys = terminal
+    with caplog.at_level(logging.INFO):
+        type_keys("j")
+        assert played.wait(lambda: played.said == ["unit 1 gain 0.90"])
+        type_keys("m")
+        assert played.wait(lambda: played.said[-1:] == [""] and played.commands[-1:] ==
+                           [c.StepMode(1)])
+        type_keys("?")
+        assert played.wait(lambda: played.said[-1:] == ["keys: see the legend below"])
+    assert not any(r.levelname == "WARNING" for r in caplog.records)
