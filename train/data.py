@@ -588,7 +588,8 @@ def time_splits(index: np.ndarray, n_samples: int, frame: FrameConfig,
 
 def split_by_file(files: Sequence[AudioFile], *, seed: int) -> dict[str, str] | None:
     """File name -> split when the audio can be split by file (at least 3 files, none
-    holding half the audio, every split non-empty), else None (split by time)."""
+    holding half the audio, every split non-empty, at least half the audio in training),
+    else None (split by time)."""
     total = sum(f.seconds for f in files)
     if len(files) < 3 or max(f.seconds for f in files) >= 0.5 * total:
         return None
