@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -372,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(a.verbose, 2)]
+    if a.verbose < 2:
+        # TensorFlow's C++ INFO/WARNING lines ("Reading SavedModel", oneDNN, XNNPACK: ~50
+        # per `new`) bury the progress bars; -vv shows them.  Read once, at TF's import.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(a, "func", None):
