@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,46 +84,47 @@ def test_whole_signal_helper_matches_length_and_timing():
     assert np.max(np.abs(y[500:-500] - ref[500:-500])) < 1e-3
 
 
-def test_process_allocates_nothing():
-    rs = StreamResampler(48000, 22050, max_in=1024)
-    out = np.zeros(rs.max_out, np.float32)
-    blocks = [np.ones(n, np.float32) for n in (117, 256, 1024, 1, 470)]
-    fifo = SampleFifo(8192)
-    for i in range(50):  # warm up every path, the FIFO's wrap included
-        c = rs.process(blocks[i % 5], out)
-        fifo.push(out[:c])
-        fifo.pop_into(out[:c])
-    # tracemalloc sees every thread: in a full run, threads other tests left behind log now
-    # and then (pytest's log capture keeps the records: 944 B a window in CI, every window).
-    # So what is retained is counted where it was allocated, in the resampler's, the FIFO's
-    # and this test's lines (numpy's buffers count at the Python line that asked for them);
-    # the peak cannot be split by thread, and other threads' peaks come and go: the least of
-    # three windows.
-    import device.sound.fifo as fifo_mod
-    import device.sound.resample as resample_mod
+_ALLOCATION_PROBE = """
+import json, tracemalloc
+import numpy as np
+from device.sound.fifo import SampleFifo
+from device.sound.resample import StreamResampler
 
-    ours = [tracemalloc.Filter(True, f) for f in
-            (resample_mod.__file__, fifo_mod.__file__, __file__)]
-    retained, peaks = [], []
-    for _ in range(3):
-        tracemalloc.start()
-        try:
-            before = tracemalloc.take_snapshot().filter_traces(ours)
-            start = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
-            for i in range(500):
-                c = rs.process(blocks[i % 5], out)
-                fifo.push(out[:c])
-                fifo.pop_into(out[:c])
-            peak = tracemalloc.get_traced_memory()[1]
-            after = tracemalloc.take_snapshot().filter_traces(ours)
-        finally:
-            tracemalloc.stop()
-        retained.append(sum(s.size_diff for s in after.compare_to(before, "lineno")))
-        peaks.append(peak - start)
+rs = StreamResampler(48000, 22050, max_in=1024)
+out = np.zeros(rs.max_out, np.float32)
+blocks = [np.ones(n, np.float32) for n in (117, 256, 1024, 1, 470)]
+fifo = SampleFifo(8192)
+for i in range(50):  # warm up every path, the FIFO's wrap included
+    c = rs.process(blocks[i % 5], out)
+    fifo.push(out[:c])
+    fifo.pop_into(out[:c])
+tracemalloc.start()
+start = tracemalloc.get_traced_memory()[0]
+tracemalloc.reset_peak()
+for i in range(500):
+    c = rs.process(blocks[i % 5], out)
+    fifo.push(out[:c])
+    fifo.pop_into(out[:c])
+current, peak = tracemalloc.get_traced_memory()
+print(json.dumps([current - start, peak - start]))
+"""
+
+
+def test_process_allocates_nothing():
+    """500 calls of process() and the FIFO, in a fresh interpreter: in the full suite other
+    tests' leftover threads and state allocate meanwhile (CI kept 944 B in every window),
+    and tracemalloc sees every thread."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _ALLOCATION_PROBE], capture_output=True,
+                       text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 0, r.stderr[-2000:]
+    retained, peak = json.loads(r.stdout.strip().splitlines()[-1])
     # One output block would be >= 4 bytes x 500; numpy's reductions keep ~1 KiB scratch.
-    assert max(retained) < 500, retained
-    assert min(peaks) < 2048, peaks
+    assert retained < 500, retained
+    assert peak < 2048, peak
 
 
 def test_errors_name_the_limit():
