@@ -159,7 +159,6 @@ class UnitKeys(LfoKeys):
     def __init__(self) -> None:
         super().__init__()
         self._preset: str | None = None   # "v" (recall) or "V" (save): waiting for 1-8
-        self.said: str | None = None      # a line for the display after the last key
 
     def handle(self, key: str, controls: ControlsSnapshot | None) -> list[object]:
         self.said = None
