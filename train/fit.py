@@ -299,6 +299,11 @@ RECIPES["parts-sc"] = recipe_with(RECIPES["parts"], name="parts-sc", loss="sc_lo
 # measured) and the log-magnitude term weighted up (the LSD margin over PCA was the thin one).
 RECIPES["parts-band"] = recipe_with(RECIPES["parts-sc"], name="parts-band", overlap_bands=True,
                                     feature_weight=2.0)
+# parts-sc with the parts pushed apart where the report measures them: on the decoder's
+# own sweeps (unit j at 0 vs its value, at random points), with a floor that keeps
+# every unit audible (parts-band let one unit fall silent); no kernel penalty.
+RECIPES["parts-sweep"] = recipe_with(RECIPES["parts-sc"], name="parts-sweep", decorrelate=0.0,
+                                     sweep_parts=3.0, audible_db=4.0)
 RECIPES["free-sc"] = recipe_with(RECIPES["deep-free"], name="free-sc", loss="sc_log",
                                  feature_weight=0.5, batch_size=128, epochs=45, patience=5,
                                  clipnorm=1.0)

@@ -29,6 +29,15 @@ A recipe (a plain dict, recorded in every run and bundle) says what to build:
   top octave holds half the bins: the playability report measures "distinct
   controls" in these bands (train/playability.py), so this is the penalty
   that aims at that figure.
+* ``sweep_parts``: weight of a penalty measured on the decoder itself, as
+  the playability report sweeps it: at random points of the unit space
+  (uniform in [0, 1]), each unit's effect is the decoded log-magnitude
+  spectrum minus the same with that unit at 0, averaged into 1/3-octave
+  bands; the penalty is the mean squared cosine between those effects (the
+  report's "distinct controls" are their participation ratio) plus, with
+  ``audible_db`` > 0, a floor on each effect's RMS over bands (dB), so no
+  unit may fall silent to keep out of the others' bands (the band penalty on
+  the kernels alone let one do so).
 * ``augment_db``: ``[low, high]``: each training frame is also seen at a
   random gain drawn uniformly in dB from that range, so quiet input
   is encoded as well as loud (train/fit.py).
@@ -51,7 +60,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "optimizer": "sgd", "learning_rate": 0.005, "momentum": 0.5, "batch_size": 100,
     "epochs": 20, "patience": 0, "loss": "features", "greedy": False,
     "decoder_hidden": None, "monotone": False, "decorrelate": 0.0, "augment_db": None,
-    "clipnorm": None, "overlap_bands": False,
+    "clipnorm": None, "overlap_bands": False, "sweep_parts": 0.0, "audible_db": 0.0,
 }
 
 
@@ -167,6 +176,48 @@ def parts_overlap(kernels, pool=None) -> Any:
     units = tf.cast(tf.shape(g)[0], g.dtype)
     off = tf.reduce_sum(tf.square(g)) - tf.reduce_sum(tf.square(tf.linalg.diag_part(g)))
     return off / tf.maximum(units * (units - 1.0), 1.0)
+
+
+NEPER_DB = 20.0 / np.log(10.0)  # dB per natural-log unit of magnitude
+SWEEP_POINTS = 16  # random points of the unit space per training step
+
+
+def sweep_effects(decoder, units: int, pool, points: int = SWEEP_POINTS, seed=None):
+    """(units x bands) TensorFlow: each unit's mean effect on the decoded spectrum.
+
+    At ``points`` random activations ``z`` (uniform in [0, 1]^units), unit j's
+    effect is ``decoder(z) - decoder(z with z_j = 0)`` in features, pooled by
+    ``pool`` (bins x bands, :func:`band_pooling`: natural-log magnitude per
+    band), averaged over the points: the decoder-side analogue of the
+    playability report's gain 0 -> 1 sweep (train/playability.py).
+    """
+    import tensorflow as tf
+
+    z = tf.random.uniform((points, units), seed=seed)
+    off = 1.0 - tf.eye(units)  # row j zeroes unit j
+    zoff = tf.reshape(z[:, None, :] * off[None, :, :], (points * units, units))
+    y = decoder(tf.concat([z, zoff], axis=0), training=True)
+    y0, y1 = y[:points], tf.reshape(y[points:], (points, units, -1))
+    effect = tf.reduce_mean(y0[:, None, :] - y1, axis=0)  # units x bins
+    return tf.matmul(effect, tf.constant(pool))
+
+
+def sweep_penalty(effects, audible_db: float = 0.0):
+    """Mean squared off-diagonal cosine of the effect rows (units x bands), plus
+    with ``audible_db`` > 0 the mean of ``relu(1 - rms_j / audible)^2`` where rms_j
+    is unit j's effect RMS over bands in dB: 0 when every unit is audible and the
+    effects are orthogonal."""
+    import tensorflow as tf
+
+    n = tf.math.l2_normalize(effects, axis=1)
+    g = tf.matmul(n, n, transpose_b=True)
+    units = tf.cast(tf.shape(g)[0], g.dtype)
+    off = tf.reduce_sum(tf.square(g)) - tf.reduce_sum(tf.square(tf.linalg.diag_part(g)))
+    out = off / tf.maximum(units * (units - 1.0), 1.0)
+    if audible_db > 0:
+        rms = NEPER_DB * tf.sqrt(tf.reduce_mean(tf.square(effects), axis=1) + 1e-12)
+        out = out + tf.reduce_mean(tf.square(tf.nn.relu(1.0 - rms / audible_db)))
+    return out
 
 
 def build(recipe: dict[str, Any], n_bins: int, *, batch_size: int | None = None):
@@ -287,6 +338,14 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
     if lam and recipe.get("overlap_bands"):
         n_bins = int(decoder.layers[-1].kernel.shape[-1])
         pool = band_pooling(normaliser, n_bins, sample_rate)
+    mu = float(recipe.get("sweep_parts") or 0.0)
+    audible = float(recipe.get("audible_db") or 0.0)
+    if mu:
+        if decoder is None:
+            raise ValueError("sweep_parts needs the decoder model to sweep it")
+        n_bins = int(decoder.outputs[0].shape[-1])
+        sweep_pool = band_pooling(normaliser, n_bins, sample_rate)
+        n_units = int(decoder.inputs[0].shape[-1])
 
     def loss(y_true, y_pred):
         t = tf_inverse(normaliser, y_true)
@@ -307,6 +366,9 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
             # in the paper-unit scale of the batch's error, so lam is relative
             out = out + lam * tf.stop_gradient(tf.reduce_mean(out)) * parts_overlap(
                 [tf.convert_to_tensor(k) for k in kernels], pool)
+        if mu:
+            out = out + mu * tf.stop_gradient(tf.reduce_mean(out)) * sweep_penalty(
+                sweep_effects(decoder, n_units, sweep_pool), audible)
         return out
 
     return loss

@@ -210,3 +210,42 @@ def test_sc_log_loss_is_per_frame_spectral_convergence_plus_feature_mse(mags):
     quiet = sc_only(tf.constant(norm.forward(true * 0.01).astype(np.float32)),
                     tf.constant(norm.forward(pred * 0.01).astype(np.float32))).numpy()
     np.testing.assert_allclose(quiet, loud, rtol=2e-3)
+
+
+def test_sweep_effects_of_a_linear_decoder_are_its_pooled_rows_at_the_mean_activation():
+    """A linear decoder y = z K + b: unit j's effect (z vs z with z_j = 0) is z_j K_j, so
+    its mean over uniform points is 0.5 K_j, pooled per band."""
+    import keras
+
+    from train.models import sweep_effects
+
+    rng = np.random.default_rng(3)
+    units, bins, bands = 4, 40, 5
+    kernel = rng.uniform(0, 1, (units, bins)).astype(np.float32)
+    pool = np.zeros((bins, bands), np.float32)
+    for b in range(bands):
+        pool[8 * b: 8 * b + 8, b] = 1.0 / 8
+    dec = keras.Sequential([keras.Input((units,)), keras.layers.Dense(bins)])
+    dec.layers[0].set_weights([kernel, rng.normal(size=bins).astype(np.float32)])
+    got = np.asarray(sweep_effects(dec, units, pool, points=20000, seed=1))
+    np.testing.assert_allclose(got, 0.5 * kernel @ pool, rtol=0.03, atol=1e-3)
+
+
+def test_sweep_penalty_is_zero_only_for_orthogonal_audible_effects():
+    import tensorflow as tf
+
+    from train.models import NEPER_DB, sweep_penalty
+
+    loud = 6.0 / NEPER_DB  # 6 dB in every band of its own
+    orth = np.zeros((3, 9), np.float32)
+    for j in range(3):
+        orth[j, 3 * j: 3 * j + 3] = loud * np.sqrt(3.0)  # RMS over 9 bands: 6 dB
+    assert float(sweep_penalty(tf.constant(orth), audible_db=4.0)) == pytest.approx(
+        0.0, abs=1e-6)
+    same = np.tile(orth[:1], (3, 1))
+    assert float(sweep_penalty(tf.constant(same))) == pytest.approx(1.0, rel=1e-5)
+    quiet = orth.copy()
+    quiet[2] *= 0.25  # 1.5 dB: under the 4 dB floor by (1 - 1.5/4) = 0.625
+    assert float(sweep_penalty(tf.constant(quiet), audible_db=4.0)) == pytest.approx(
+        0.625 ** 2 / 3, rel=1e-4)
+    assert float(sweep_penalty(tf.constant(quiet))) == pytest.approx(0.0, abs=1e-6)

@@ -192,3 +192,18 @@ def test_cli_playability_with_defaults(inhibitory_bundle, tmp_path, capsys):
     md = (report / "playability.md").read_text()
     assert "| generate louder when raised | 3 | >= 4 | **FAIL** |" in md
     assert capsys.readouterr().out == md
+
+
+@pytest.mark.train
+def test_two_threads_give_the_same_figures(inhibitory_bundle, swept):
+    """``threads=2`` (what ``aesynth-train new`` uses) sweeps the modes side by side on
+    their own engines: every figure equals the one-thread sweep's."""
+    audio = [Clip(str(track("castle")), 20.0, 2.5)]
+    two = P.playability(inhibitory_bundle, audio, generate_seconds=2.5, threads=2)
+    for mode in ("generate", "resynth"):
+        a, b = swept["modes"][mode], two["modes"][mode]
+        assert a["participation_ratio"] == pytest.approx(b["participation_ratio"], abs=1e-9)
+        for ua, ub in zip(a["units"], b["units"], strict=True):
+            assert ua["level_db"] == pytest.approx(ub["level_db"], abs=1e-9)
+            assert ua["part_db"] == pytest.approx(ub["part_db"], abs=1e-9)
+    assert swept["criteria"] == two["criteria"]
