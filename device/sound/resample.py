@@ -86,20 +86,25 @@ def kaiser_lowpass(numtaps: int, cutoff: float, attenuation_db: float) -> np.nda
 
 
 def round_trip_pair(card_rate: int, model_rate: int, *, engine_delay: int, max_card: int,
-                    max_model: int) -> tuple[StreamResampler, StreamResampler]:
+                    max_model: int, attenuation_db: float = 80.0
+                    ) -> tuple[StreamResampler, StreamResampler]:
     """(down, up): card → model and model → card resamplers whose delays, together
     with ``engine_delay`` model samples between them, add up to a whole number of
     card samples (:func:`chain_delay`), so a round trip is an exact sample count.
 
     max_card / max_model: the largest block each gets (card and model samples).
+    attenuation_db: both filters' stop-band attenuation; their delay grows with it
+    (48 kHz <-> 22050 Hz: 1.14 ms each at 80 dB, 0.82 ms at 60 dB).
     """
     g = math.gcd(card_rate, model_rate)
     u, v = model_rate // g, card_rate // g
-    up_rs = StreamResampler(model_rate, card_rate, max_in=max_model)
+    up_rs = StreamResampler(model_rate, card_rate, max_in=max_model,
+                            attenuation_db=attenuation_db)
     # Card samples: (a_down + a_up + engine_delay * v) / u; a_down moves by < u.
-    a_down0 = design(card_rate, model_rate)[2]
+    a_down0 = design(card_rate, model_rate, attenuation_db=attenuation_db)[2]
     a_down = a_down0 + (-(a_down0 + up_rs.half_length + engine_delay * v)) % u
-    down_rs = StreamResampler(card_rate, model_rate, max_in=max_card, half_length=a_down)
+    down_rs = StreamResampler(card_rate, model_rate, max_in=max_card, half_length=a_down,
+                              attenuation_db=attenuation_db)
     return down_rs, up_rs
 
 
