@@ -133,7 +133,7 @@ def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0,
         history, extra = _greedy_pretrain(auto, recipe, x, xv, normaliser, global_max, n_bins,
                                           verbose)
         extra["composed_valid"] = _quick(auto, ds.valid, normaliser, global_max)
-    loss = make_loss(recipe, normaliser, global_max, decoder=dec,
+    loss = make_loss(recipe, normaliser, global_max, decoder=dec, encoder=enc,
                      sample_rate=ds.frame.sample_rate)
     start_val = None
     if start is not None:  # the starting point's own validation loss, to beat

@@ -37,7 +37,10 @@ A recipe (a plain dict, recorded in every run and bundle) says what to build:
   report's "distinct controls" are their participation ratio) plus, with
   ``audible_db`` > 0, a floor on each effect's RMS over bands (dB), so no
   unit may fall silent to keep out of the others' bands (the band penalty on
-  the kernels alone let one do so).
+  the kernels alone let one do so).  ``sweep_on_data``: sweep from the
+  encoder's activations on the batch instead (a unit the music only ever
+  drives to 0.3 must be audible at 0.3, not at 1: the engine's default
+  activation in generate mode is the unit's training mean).
 * ``augment_db``: ``[low, high]``: each training frame is also seen at a
   random gain drawn uniformly in dB from that range, so quiet input
   is encoded as well as loud (train/fit.py).
@@ -61,6 +64,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "epochs": 20, "patience": 0, "loss": "features", "greedy": False,
     "decoder_hidden": None, "monotone": False, "decorrelate": 0.0, "augment_db": None,
     "clipnorm": None, "overlap_bands": False, "sweep_parts": 0.0, "audible_db": 0.0,
+    "sweep_on_data": False,
 }
 
 
@@ -182,22 +186,27 @@ NEPER_DB = 20.0 / np.log(10.0)  # dB per natural-log unit of magnitude
 SWEEP_POINTS = 16  # random points of the unit space per training step
 
 
-def sweep_effects(decoder, units: int, pool, points: int = SWEEP_POINTS, seed=None):
+def sweep_effects(decoder, units: int, pool, points: int = SWEEP_POINTS, seed=None,
+                  z=None):
     """(units x bands) TensorFlow: each unit's mean effect on the decoded spectrum.
 
-    At ``points`` random activations ``z`` (uniform in [0, 1]^units), unit j's
-    effect is ``decoder(z) - decoder(z with z_j = 0)`` in features, pooled by
-    ``pool`` (bins x bands, :func:`band_pooling`: natural-log magnitude per
-    band), averaged over the points: the decoder-side analogue of the
-    playability report's gain 0 -> 1 sweep (train/playability.py).
+    At ``points`` random activations ``z`` (uniform in [0, 1]^units), or at the
+    given ``z`` (points x units: the encoder's activations on a batch, where
+    the player meets them), unit j's effect is ``decoder(z) - decoder(z with
+    z_j = 0)`` in features, pooled by ``pool`` (bins x bands,
+    :func:`band_pooling`: natural-log magnitude per band), averaged over the
+    points: the decoder-side analogue of the playability report's gain 0 -> 1
+    sweep (train/playability.py).
     """
     import tensorflow as tf
 
-    z = tf.random.uniform((points, units), seed=seed)
+    if z is None:
+        z = tf.random.uniform((points, units), seed=seed)
+    points = tf.shape(z)[0]
     off = 1.0 - tf.eye(units)  # row j zeroes unit j
     zoff = tf.reshape(z[:, None, :] * off[None, :, :], (points * units, units))
     y = decoder(tf.concat([z, zoff], axis=0), training=True)
-    y0, y1 = y[:points], tf.reshape(y[points:], (points, units, -1))
+    y0, y1 = y[:points], tf.reshape(y[points:], (points, units, tf.shape(y)[-1]))
     effect = tf.reduce_mean(y0[:, None, :] - y1, axis=0)  # units x bins
     return tf.matmul(effect, tf.constant(pool))
 
@@ -304,7 +313,7 @@ QUIET_FLOOR = 0.05  # sc_log: frames below -13 dB of the batch mean weigh less
 
 
 def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
-              decoder=None, *, sample_rate: float = 22050.0):
+              decoder=None, *, sample_rate: float = 22050.0, encoder=None):
     """The training loss named by ``recipe['loss']``.
 
     ``features``: MSE on the model's (normalised) features — the paper's loss
@@ -346,6 +355,9 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
         n_bins = int(decoder.outputs[0].shape[-1])
         sweep_pool = band_pooling(normaliser, n_bins, sample_rate)
         n_units = int(decoder.inputs[0].shape[-1])
+    on_data = bool(recipe.get("sweep_on_data"))
+    if mu and on_data and encoder is None:
+        raise ValueError("sweep_on_data needs the encoder model to encode the batch")
 
     def loss(y_true, y_pred):
         t = tf_inverse(normaliser, y_true)
@@ -367,8 +379,11 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
             out = out + lam * tf.stop_gradient(tf.reduce_mean(out)) * parts_overlap(
                 [tf.convert_to_tensor(k) for k in kernels], pool)
         if mu:
+            z = None
+            if on_data:  # where the player meets the units: the batch's own activations
+                z = tf.stop_gradient(encoder(y_true[:SWEEP_POINTS], training=False))
             out = out + mu * tf.stop_gradient(tf.reduce_mean(out)) * sweep_penalty(
-                sweep_effects(decoder, n_units, sweep_pool), audible)
+                sweep_effects(decoder, n_units, sweep_pool, z=z), audible)
         return out
 
     return loss

@@ -229,6 +229,11 @@ def test_sweep_effects_of_a_linear_decoder_are_its_pooled_rows_at_the_mean_activ
     dec.layers[0].set_weights([kernel, rng.normal(size=bins).astype(np.float32)])
     got = np.asarray(sweep_effects(dec, units, pool, points=20000, seed=1))
     np.testing.assert_allclose(got, 0.5 * kernel @ pool, rtol=0.03, atol=1e-3)
+    # from given activations (sweep_on_data: the encoder's on a batch): exactly mean(z_j) K_j
+    z = rng.uniform(0, 0.3, (7, units)).astype(np.float32)
+    got = np.asarray(sweep_effects(dec, units, pool, z=z))
+    np.testing.assert_allclose(got, z.mean(axis=0)[:, None] * (kernel @ pool), rtol=1e-4,
+                               atol=1e-6)
 
 
 def test_sweep_penalty_is_zero_only_for_orthogonal_audible_effects():
