@@ -125,11 +125,31 @@ def cmd_fit(a: argparse.Namespace) -> int:
     from train.fit import RECIPES, fit, save_run
     from train.models import recipe_with
 
-    if a.recipe not in RECIPES:
-        raise SystemExit(f"--recipe must be one of {', '.join(RECIPES)}, got {a.recipe!r}")
-    recipe = recipe_with(RECIPES[a.recipe], **_parse_set(a.set))
+    start = None
+    if a.start is not None:
+        from train.fit import load_run
+
+        if a.recipe is not None:
+            raise SystemExit("--recipe and --start: a continued run keeps its start's recipe "
+                             "(change it with --set)")
+        try:
+            start = load_run(a.start)
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"--start {str(a.start)!r}: not a saved run ({e})") from None
+        recipe = recipe_with(start.recipe, **_parse_set(a.set))
+    else:
+        name = a.recipe or "parts-sc"
+        if name not in RECIPES:
+            raise SystemExit(f"--recipe must be one of {', '.join(RECIPES)}, got {name!r}")
+        recipe = recipe_with(RECIPES[name], **_parse_set(a.set))
     run = fit(_audio_dataset(a, None) if a.audio else load_dataset(a.data), recipe,
-              seed=a.seed, verbose=a.keras_verbose)
+              seed=a.seed, verbose=a.keras_verbose, start=start)
+    if start is not None:  # the run's whole history: what it continued, and for how long
+        run.metrics["continued_from"] = {"run": str(a.start),
+                                         "recipe": start.recipe,
+                                         "epochs_run": start.metrics.get("epochs_run"),
+                                         **({"continued_from": start.metrics["continued_from"]}
+                                            if "continued_from" in start.metrics else {})}
     save_run(run, a.out)
     print(json.dumps({"out": str(a.out), "valid": run.metrics["valid"],
                       "test": run.metrics["test"], "seconds": round(run.seconds, 1)}))
@@ -290,7 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fit", help="train one recipe; writes run.json + weights")
     f.add_argument("--data", type=Path, default=Path("cache/datasets/low_latency"))
-    f.add_argument("--recipe", default="parts-sc",
+    f.add_argument("--start", type=Path, default=None, metavar="RUN",
+                   help="continue this saved run's weights (its normaliser and recipe, "
+                        "changed by --set); the run records what it continued")
+    f.add_argument("--recipe", default=None,
                    help="a recipe of train/fit.py RECIPES (default: models/default's)")
     f.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="override a recipe field, e.g. --set epochs=5 --set hidden=[16]")

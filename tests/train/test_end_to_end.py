@@ -187,3 +187,24 @@ def test_baselines_more_components_fit_better(pipeline):
     b = baselines(ds, components=(8, 64))
     for split in ("valid", "test"):
         assert b["pca64"][split] < b["pca8"][split] < b["mean"][split]
+
+
+def test_fit_continues_a_saved_run_and_records_it(pipeline, tmp_path):
+    """``fit --start RUN``: the start's weights, normaliser and recipe (changed by --set),
+    and the run says what it continued; --recipe beside --start is refused."""
+    from train.cli import main
+
+    out = tmp_path / "more"
+    assert main(["fit", "--data", str(pipeline["data"]), "--start", str(pipeline["run"]),
+                 "--set", "learning_rate=0.0005", "--out", str(out)]) == 0
+    first = json.loads((pipeline["run"] / "run.json").read_text())
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["recipe"]["name"] == "best" and doc["recipe"]["learning_rate"] == 0.0005
+    assert doc["normaliser"] == first["normaliser"]
+    cont = doc["metrics"]["continued_from"]
+    assert cont["run"] == str(pipeline["run"]) and cont["epochs_run"] == 1
+    assert cont["recipe"]["learning_rate"] == first["recipe"]["learning_rate"]
+    assert "start_val_loss" in doc["metrics"]
+    with pytest.raises(SystemExit, match="--recipe and --start"):
+        main(["fit", "--data", str(pipeline["data"]), "--start", str(pipeline["run"]),
+              "--recipe", "best", "--out", str(tmp_path / "no")])
