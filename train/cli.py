@@ -138,7 +138,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
             raise SystemExit(f"--start {str(a.start)!r}: not a saved run ({e})") from None
         recipe = recipe_with(start.recipe, **_parse_set(a.set))
     else:
-        name = a.recipe or "parts-sc"
+        name = a.recipe or "parts-sweep"
         if name not in RECIPES:
             raise SystemExit(f"--recipe must be one of {', '.join(RECIPES)}, got {name!r}")
         recipe = recipe_with(RECIPES[name], **_parse_set(a.set))

@@ -302,6 +302,8 @@ RECIPES["parts-band"] = recipe_with(RECIPES["parts-sc"], name="parts-band", over
 # parts-sc with the parts pushed apart where the report measures them: on the decoder's
 # own sweeps (unit j at 0 vs its value, at random points), with a floor that keeps
 # every unit audible (parts-band let one unit fall silent); no kernel penalty.
+# models/default (2026-11-30) is this, then `fit --start` 25 epochs more with
+# audible_db=8 and learning_rate=0.0005 (docs/training.md).
 RECIPES["parts-sweep"] = recipe_with(RECIPES["parts-sc"], name="parts-sweep", decorrelate=0.0,
                                      sweep_parts=3.0, audible_db=4.0)
 RECIPES["free-sc"] = recipe_with(RECIPES["deep-free"], name="free-sc", loss="sc_log",

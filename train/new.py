@@ -60,7 +60,7 @@ from train import data as D
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RECIPE = "parts-sc"  # the project's selected recipe (models/default's)
+DEFAULT_RECIPE = "parts-sweep"  # the project's selected recipe (models/default's first stage)
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_COMPARE = REPO / "models" / "default"
 # The budget (see budget()): frames and frame-passes per second of audio.

@@ -13,7 +13,7 @@ from device.models.check import run_check
 from device.sound.features import LOW_LATENCY
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
-SHIPPED = {"default": 8, "wide16": 16, "bands": 8}
+SHIPPED = {"default": 8, "wide16": 16}
 
 
 @pytest.mark.parametrize("name,units", SHIPPED.items())
