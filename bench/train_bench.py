@@ -30,7 +30,7 @@ said otherwise.
   files models/default kept out (60 s from 30 s in), used for no choice.
 * ``runs.hyperrogue`` / ``held_out_hyperrogue``: a source models/default never
   heard (hyperrogue-music, orchestral and ambient; our unseen set): ``new`` on
-  the hyperrogue files not held out (about 20 minutes, whole files), scored
+  the twelve hyperrogue files not held out (16.8 minutes, whole files), scored
   with models/default on 60 s of each of five other hyperrogue files.
 
 The machine is shared (2 cores, other sessions): ``uptime`` is recorded

@@ -122,7 +122,7 @@ def cmd_dataset(a: argparse.Namespace) -> int:
 
 def cmd_fit(a: argparse.Namespace) -> int:
     from train.data import load_dataset
-    from train.fit import RECIPES, fit, save_run
+    from train.fit import DEFAULT_RECIPE, RECIPES, fit, save_run
     from train.models import recipe_with
 
     start = None
@@ -138,7 +138,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
             raise SystemExit(f"--start {str(a.start)!r}: not a saved run ({e})") from None
         recipe = recipe_with(start.recipe, **_parse_set(a.set))
     else:
-        name = a.recipe or "parts-sweep"
+        name = a.recipe or DEFAULT_RECIPE
         if name not in RECIPES:
             raise SystemExit(f"--recipe must be one of {', '.join(RECIPES)}, got {name!r}")
         recipe = recipe_with(RECIPES[name], **_parse_set(a.set))

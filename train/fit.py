@@ -306,6 +306,7 @@ RECIPES["parts-band"] = recipe_with(RECIPES["parts-sc"], name="parts-band", over
 # audible_db=8 and learning_rate=0.0005 (docs/training.md).
 RECIPES["parts-sweep"] = recipe_with(RECIPES["parts-sc"], name="parts-sweep", decorrelate=0.0,
                                      sweep_parts=3.0, audible_db=4.0)
+DEFAULT_RECIPE = "parts-sweep"  # fit's and `new --scratch`'s: models/default's first stage
 RECIPES["free-sc"] = recipe_with(RECIPES["deep-free"], name="free-sc", loss="sc_log",
                                  feature_weight=0.5, batch_size=128, epochs=45, patience=5,
                                  clipnorm=1.0)

@@ -175,7 +175,15 @@ def parts_overlap(kernels, pool=None) -> Any:
         p = tf.matmul(p, k)
     if pool is not None:
         p = tf.matmul(p, tf.constant(pool))
-    n = tf.math.l2_normalize(p, axis=1)
+    return mean_squared_cosine(p)
+
+
+def mean_squared_cosine(rows) -> Any:
+    """Mean over pairs i != j of the squared cosine between rows i and j (TensorFlow):
+    0 when the rows are orthogonal, 1 when they are parallel."""
+    import tensorflow as tf
+
+    n = tf.math.l2_normalize(rows, axis=1)
     g = tf.matmul(n, n, transpose_b=True)
     units = tf.cast(tf.shape(g)[0], g.dtype)
     off = tf.reduce_sum(tf.square(g)) - tf.reduce_sum(tf.square(tf.linalg.diag_part(g)))
@@ -218,11 +226,7 @@ def sweep_penalty(effects, audible_db: float = 0.0):
     effects are orthogonal."""
     import tensorflow as tf
 
-    n = tf.math.l2_normalize(effects, axis=1)
-    g = tf.matmul(n, n, transpose_b=True)
-    units = tf.cast(tf.shape(g)[0], g.dtype)
-    off = tf.reduce_sum(tf.square(g)) - tf.reduce_sum(tf.square(tf.linalg.diag_part(g)))
-    out = off / tf.maximum(units * (units - 1.0), 1.0)
+    out = mean_squared_cosine(effects)
     if audible_db > 0:
         rms = NEPER_DB * tf.sqrt(tf.reduce_mean(tf.square(effects), axis=1) + 1e-12)
         out = out + tf.reduce_mean(tf.square(tf.nn.relu(1.0 - rms / audible_db)))

@@ -60,7 +60,6 @@ from train import data as D
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RECIPE = "parts-sweep"  # the project's selected recipe (models/default's first stage)
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_COMPARE = REPO / "models" / "default"
 # The budget (see budget()): frames and frame-passes per second of audio.
@@ -292,7 +291,7 @@ def new(name: str, audio: list[str], *, units: int | None = None, recipe: str | 
         raise DataError(f"too little audio: need at least {D.MIN_AUDIO_SECONDS:g} s, found "
                         f"{found.seconds:.2f} s in {len(found.files)} file(s) under "
                         f"{', '.join(repr(os.fspath(p)) for p in audio)}")
-    from train.fit import RECIPES  # TensorFlow is imported from here on
+    from train.fit import DEFAULT_RECIPE, RECIPES  # TensorFlow is imported from here on
 
     start = None
     if start_from is not None:
