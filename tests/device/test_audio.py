@@ -24,6 +24,7 @@ from device.sound.audio import (
 )
 from device.state import commands as c
 from device.state.controls import UnitControls
+from tests.allocations import Allocations
 from tests.device.audio_rig import JackServer, alsa_config, read_raw, write_raw
 from tests.music import track
 
@@ -557,29 +558,24 @@ def test_stop_is_told_from_a_pause():
 
 def test_the_hot_loop_allocates_nothing_per_period(alsa):
     """A period of 1000 frames against a hop of 128: both FIFOs in use.  tracemalloc
-    sees every numpy buffer and Python object of every thread.  Over 300 hops the peak
+    sees every numpy buffer and Python object of every thread (tests/allocations.py
+    counts as retained only what the loop's own frames allocated).  Over 300 hops the peak
     may exceed the start by less than 6 KiB: pyalsaaudio's bytes for one period
     (4000 B) come and go each read (measured: 5.2 KB in all); any float array of the
     period's size (4000 B) or two of the hop's (512 B each) made per period would pass
     it.  Retained: under 2 KiB (the latest published AudioStats, the waiting thread's
     frames).  (S16_LE adds numpy's ~16 KB cast buffer per int16 → float conversion, as
     before this FIFO; not checked here.)"""
-    import tracemalloc
-
     write_raw(alsa / "in.raw", ramp(RATE * 30))
     loop, _, _ = make_loop(PassThrough(128), LineSource(), period=1000)
     loop.start()
     try:
         wait_for(lambda: loop.stats.hops >= 300)
-        tracemalloc.start()
-        start = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        hops = loop.stats.hops
-        wait_for(lambda: loop._counts["hops"] >= hops + 300)
-        current, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        with Allocations() as a:
+            hops = loop.stats.hops
+            wait_for(lambda: loop._counts["hops"] >= hops + 300)
     finally:
         loop.stop()
     assert loop._period == 1000
-    assert current - start < 2048, f"{current - start} bytes retained"
-    assert peak - start < 6144, f"peak {peak - start} bytes above start"
+    assert a.retained < 2048, a
+    assert a.peak < 6144, a

@@ -1,6 +1,5 @@
 """Gain staging (device/sound/level.py): the output limiter, the program level, make-up gains."""
 
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from device.errors import ConfigError
 from device.sound.features import LOW_LATENCY, PAPER
 from device.sound.level import Limiter, ProgramLevel, ResynthMakeUp
+from tests.allocations import Allocations
 
 
 def limit(limiter: Limiter, x: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,19 +84,13 @@ def test_limiter_allocates_nothing_per_hop():
     out = np.zeros(R)
     for b in blocks * 2:  # warm-up: numpy's first-use caches
         lim.process(b, out)
-    tracemalloc.start()
-    try:
-        for b in blocks:
-            lim.process(b, out)
-        start = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
+    for b in blocks:
+        lim.process(b, out)
+    with Allocations() as a:
         for h in range(600):
             lim.process(blocks[h % 50], out)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert current - start < 600  # one 16-byte object kept per hop would be 9.6 kB
-    assert peak - start < 8 * R  # no array of a hop's size
+    assert a.retained < 600, a  # one 16-byte object kept per hop would be 9.6 kB
+    assert a.peak < 8 * R, a  # no array of a hop's size
 
 
 def test_limiter_rejects_bad_settings():

@@ -5,6 +5,7 @@ import pytest
 
 from device.sound.features import LOW_LATENCY, PAPER, FrameConfig, istft, stft
 from device.sound.phase import RTPGHI, gamma_for, make_phase
+from tests.allocations import Allocations
 from tests.music import clip
 
 
@@ -130,27 +131,19 @@ def test_low_latency_frame_still_gains_over_phase_advance():
 def test_rtpghi_allocates_no_arrays_per_hop():
     """tracemalloc sees numpy's array buffers: a hop's peak must stay under the
     size of one 1025-bin float array (8 kB), so no temporaries are made."""
-    import tracemalloc
-
     gen = RTPGHI(LOW_LATENCY)
     rng = np.random.default_rng(0)
     mags = np.abs(rng.standard_normal((500, LOW_LATENCY.n_bins)))
     out = np.zeros(LOW_LATENCY.n_bins, complex)
-    tracemalloc.start()  # before the warm-up, so caches it fills count as the start
-    try:
-        # 50 hops of warm-up: numpy and CPython fill small one-time caches (seen: 1.2 kB,
-        # not always by hop 5), which must not count as a leak.
-        for m in mags[:50]:
-            gen.synthesize(m, out)
-        start, _ = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
+    # 50 hops of warm-up: numpy and CPython fill small one-time caches (seen: 1.2 kB,
+    # not always by hop 5), which must not count as a leak.
+    for m in mags[:50]:
+        gen.synthesize(m, out)
+    with Allocations() as a:
         for m in mags[50:]:
             gen.synthesize(m, out)
-        end, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak - start < 8 * LOW_LATENCY.n_bins, (start, end, peak)
-    assert end - start < 1024  # one 16-byte object kept per hop would be 7.2 kB
+    assert a.peak < 8 * LOW_LATENCY.n_bins, a
+    assert a.retained < 1024, a  # one 16-byte object kept per hop would be 7.2 kB
 
 
 # -- the level keeper: invented phase as loud as the magnitudes say --------------------
