@@ -41,6 +41,12 @@ A recipe (a plain dict, recorded in every run and bundle) says what to build:
   encoder's activations on the batch instead (a unit the music only ever
   drives to 0.3 must be audible at 0.3, not at 1: the engine's default
   activation in generate mode is the unit's training mean).
+* ``unit_spread``: weight of a floor on each unit's spread over the batch:
+  the mean of ``relu(1 - std_j / spread_std)^2`` over units of the encoder's
+  activations.  Generate mode plays a unit from its training minimum (gain 0)
+  to its training mean (gain 1), so a unit the encoder keeps near 0 is
+  inaudible there however loud its part is at 1 (the eighth unit of the
+  2026-11-30 default: mean 0.15, max 0.29, 1.6 dB in generate; issue 11).
 * ``augment_db``: ``[low, high]``: each training frame is also seen at a
   random gain drawn uniformly in dB from that range, so quiet input
   is encoded as well as loud (train/fit.py).
@@ -64,7 +70,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "epochs": 20, "patience": 0, "loss": "features", "greedy": False,
     "decoder_hidden": None, "monotone": False, "decorrelate": 0.0, "augment_db": None,
     "clipnorm": None, "overlap_bands": False, "sweep_parts": 0.0, "audible_db": 0.0,
-    "sweep_on_data": False,
+    "sweep_on_data": False, "unit_spread": 0.0, "spread_std": 0.2,
 }
 
 
@@ -233,6 +239,16 @@ def sweep_penalty(effects, audible_db: float = 0.0):
     return out
 
 
+def spread_penalty(h, spread_std: float):
+    """Mean over units of ``relu(1 - std_j / spread_std)^2``, std_j the standard deviation
+    of unit j's activations ``h`` (batch x units) over the batch: 0 when every unit
+    spreads at least ``spread_std``, 1 when every unit is constant."""
+    import tensorflow as tf
+
+    std = tf.math.reduce_std(h, axis=0)
+    return tf.reduce_mean(tf.square(tf.nn.relu(1.0 - std / spread_std)))
+
+
 def build(recipe: dict[str, Any], n_bins: int, *, batch_size: int | None = None):
     """(autoencoder, encoder, decoder) Keras models sharing their layers."""
     keras = _keras()
@@ -362,6 +378,10 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
     on_data = bool(recipe.get("sweep_on_data"))
     if mu and on_data and encoder is None:
         raise ValueError("sweep_on_data needs the encoder model to encode the batch")
+    nu = float(recipe.get("unit_spread") or 0.0)
+    spread_std = float(recipe.get("spread_std") or 0.2)
+    if nu and encoder is None:
+        raise ValueError("unit_spread needs the encoder model to encode the batch")
 
     def loss(y_true, y_pred):
         t = tf_inverse(normaliser, y_true)
@@ -388,6 +408,9 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
                 z = tf.stop_gradient(encoder(y_true[:SWEEP_POINTS], training=False))
             out = out + mu * tf.stop_gradient(tf.reduce_mean(out)) * sweep_penalty(
                 sweep_effects(decoder, n_units, sweep_pool, z=z), audible)
+        if nu:  # the batch's own activations, with their gradient: the encoder learns it
+            out = out + nu * tf.stop_gradient(tf.reduce_mean(out)) * spread_penalty(
+                encoder(y_true, training=True), spread_std)
         return out
 
     return loss

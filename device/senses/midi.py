@@ -55,7 +55,7 @@ from device.senses.nanokontrol2 import (
     scene_request,
     with_led_mode,
 )
-from device.senses.port_links import alsa_address, links_for
+from device.senses.port_links import PORTS_LOCK, alsa_address, links_for
 from device.sound.scheduling import name_thread
 
 __all__ = ["DEFAULT_MAP", "ControllerMap", "MidiController", "find_port", "load_mapping"]
@@ -80,6 +80,10 @@ class _RtMidiInput:
     """A python-rtmidi input without a Python callback: rtmidi queues, we drain."""
 
     def __init__(self, api: str | None, name: str):
+        with PORTS_LOCK:
+            self._open(api, name)
+
+    def _open(self, api: str | None, name: str) -> None:
         import rtmidi
 
         rtapi = getattr(rtmidi, f"API_{api}") if api else rtmidi.API_UNSPECIFIED
@@ -129,7 +133,7 @@ class _RtMidiInput:
         return got[0] if got else None
 
     def close(self) -> None:
-        with self._lock:
+        with PORTS_LOCK, self._lock:  # always in this order (read() holds only _lock)
             if self._nudge is not None:
                 self._nudge.close_port()
                 self._nudge.delete()
@@ -145,7 +149,8 @@ def _close_ports(ports: Iterable[Any], why: str) -> None:
     for port in ports:
         if port is not None:
             try:
-                port.close()
+                with PORTS_LOCK:
+                    port.close()
             except Exception as exc:
                 log.debug("closing MIDI port %r after %s: %s", port, why, exc)
 
@@ -169,8 +174,9 @@ class _Scanner:
             import rtmidi
 
             api = getattr(rtmidi, f"API_{backend.api}") if backend.api else rtmidi.API_UNSPECIFIED
-            self._rt_in = rtmidi.MidiIn(rtapi=api, name="aesynth-scan")
-            self._rt_out = rtmidi.MidiOut(rtapi=api, name="aesynth-scan")
+            with PORTS_LOCK:
+                self._rt_in = rtmidi.MidiIn(rtapi=api, name="aesynth-scan")
+                self._rt_out = rtmidi.MidiOut(rtapi=api, name="aesynth-scan")
 
     def inputs(self) -> list[str]:
         if self._rt_in is not None:
@@ -183,9 +189,10 @@ class _Scanner:
         return self._backend.get_output_names()
 
     def close(self) -> None:
-        for rt in (self._rt_in, self._rt_out):
-            if rt is not None:
-                rt.delete()
+        with PORTS_LOCK:
+            for rt in (self._rt_in, self._rt_out):
+                if rt is not None:
+                    rt.delete()
         self._rt_in = self._rt_out = None
 
 
@@ -552,13 +559,15 @@ class MidiController:
         if self._backend.name == "mido.backends.rtmidi":
             inp = _RtMidiInput(self._backend.api, name)
         else:
-            inp = self._backend.open_input(name, callback=self._callback)
+            with PORTS_LOCK:
+                inp = self._backend.open_input(name, callback=self._callback)
         out = out_name = None
         try:
             out_name = find_port(scanner.outputs(), self.port_match)
             if out_name is not None:
                 try:
-                    out = self._backend.open_output(out_name)
+                    with PORTS_LOCK:
+                        out = self._backend.open_output(out_name)
                 except Exception as exc:
                     log.warning("MIDI output %r did not open (no LEDs): %s", out_name, exc)
             with self._lock:

@@ -26,6 +26,7 @@ import mido
 from device.state import commands as c
 from device.senses.midi import NUDGE, NUDGE_AFTER_S, POLL_S, _close_ports, _RtMidiInput, _Scanner
 from device.senses.midi_stream import MidiStream
+from device.senses.port_links import PORTS_LOCK
 from device.sound.scheduling import name_thread
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ class NoteInput:
                 if self._backend.name == "mido.backends.rtmidi":
                     port: Any = _RtMidiInput(self._backend.api, name)
                 else:
-                    port = self._backend.open_input(name, callback=self._queue.append)
+                    with PORTS_LOCK:
+                        port = self._backend.open_input(name, callback=self._queue.append)
             except Exception as exc:
                 log.warning("MIDI keyboard %r did not open: %s", name, exc)
                 continue

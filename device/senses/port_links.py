@@ -24,6 +24,19 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+PORTS_LOCK = threading.RLock()
+"""Held around every creation and deletion of a MIDI client or port in this process
+(rtmidi's MidiIn/MidiOut, open_port/close_port/delete, mido's ports, JackLinks).
+
+libjack hung here when one thread opened a client while another unregistered a port:
+the controller's watcher opening JackLinks for a new server while a port closed on the
+main thread (tests/device/test_midi_faults.py, 1 run in 2; stop 19), and python-rtmidi
+segfaulted once closing a port while another opened one under the same client name.
+The box has two watchers that open and close ports on their own threads (controller,
+keyboards), so the calls that change JACK's graph take turns.  Reading (port lists,
+connection queries, messages) does not take it.  Never held while waiting on another
+thread."""
+
 _JACK_NO_START_SERVER = 0x01
 _SHUTDOWN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
@@ -167,7 +180,8 @@ def links_for(backend: Any) -> JackLinks | AlsaLinks | None:
         links = _shared.get(server)
         if links is None or links.dead:  # a restarted server: a client of the new one
             try:
-                links = _shared[server] = JackLinks()
+                with PORTS_LOCK:
+                    links = _shared[server] = JackLinks()
             except OSError as exc:  # no libjack, no server (yet): the watcher tries again
                 log.debug("JACK connection check unavailable: %s", exc)
                 return None

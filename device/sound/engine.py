@@ -41,7 +41,8 @@ from device.state.controls import ControlsSnapshot, UnitControls
 from device.errors import ControlError, ModelError
 from device.sound.features import FrameConfig, StreamAnalyzer, StreamSynthesizer
 from device.sound.finite import INPUT_LIMIT, FiniteGuard
-from device.sound.level import Limiter, ProgramLevel, ResynthMakeUp, coherent_weights, ramp_gain
+from device.sound.level import (Limiter, ProgramLevel, ResynthMakeUp, coherent_weights,
+                                headroom_gain, ramp_gain)
 from device.state.modulation import LfoBank, MotionRecorder
 from device.sound.phase import LevelKeeper, make_phase
 from device.sound.pitch import NoteGate
@@ -142,7 +143,8 @@ class PreparedModel:
         units, mag = np.zeros(self.units), np.zeros(n)
         self.unit_values(np.ones(self.units), units)
         self.decode(units, mag)
-        self.power0 = scale * float(np.dot(mag * mag, weights)) / R
+        self.energy0 = float(np.dot(mag * mag, weights))  # generate's headroom reference
+        self.power0 = scale * self.energy0 / R
         norm = self.normaliser
         typical = norm.inverse(np.full(n, 0.0 if norm.kind == "standard" else 0.5))
         self.encode(typical, units)
@@ -584,6 +586,8 @@ class Engine:
             model.unit_values(v.adjusted, out=v.units)
             model.decode(v.units, out=v.mag)
             self.notes.transpose(v.mag)
+            np.multiply(v.mag, v.mag, out=v.mag0)  # v.mag0: scratch in generate
+            e_now = float(np.dot(v.mag0, model.weights))  # before the noise split below
             v.phase.synthesize(v.mag, v.spec)
             # Split off the noise-like bins of a held frame; while nothing is held (and
             # the noise path's overlap-add tail has played out) the split is skipped.
@@ -610,9 +614,10 @@ class Engine:
             if v.noise_tail >= 0:
                 v.keeper_noise.apply(v.mag_noise, v.out_noise)
                 v.out += v.out_noise
-            # At default controls, as loud as the program; elsewhere as |Y| says.
+            # At default controls, as loud as the program; elsewhere as |Y| says, up to
+            # CONTROL_HEADROOM_DB above the defaults.
             target = math.sqrt(self.program.power / model.power0) if model.power0 > 0 else 1.0
-            target = min(target, _MAKEUP_LIMIT)
+            target = min(target, _MAKEUP_LIMIT) * headroom_gain(e_now, model.energy0)
         else:
             p_out = float(np.dot(v.out, v.out))
             target = model.resynth.update(self.program.last, p_out / self.hop_length,

@@ -16,6 +16,13 @@ while there is input (the mean square of the input, averaged over
   follows the decoded spectrum's energy (phase.LevelKeeper makes the invented
   phase as loud as the spectrum says).
 
+* In both model modes the controls may raise the level at most
+  ``CONTROL_HEADROOM_DB`` (6 dB) above what the default controls play: every
+  knob at 2 lifts every part at once, which decoded 30 dB louder than the
+  input and left the limiter 31-42 dB of gain reduction to do (34x full scale
+  before it, issue 11).  Beyond that the controls still change the timbre,
+  and lowering is never limited.
+
 The whole chain ends in :class:`Limiter`, so that no control setting ever
 produces a sample beyond full scale.  Everything here allocates nothing per hop.
 """
@@ -34,6 +41,7 @@ REFERENCE_DBFS = -18.0  # program level with no input: RMS, dB re full scale
 GATE_DBFS = -45.0       # input hops quieter than this do not move the program level
 PROGRAM_TAU_S = 3.0
 IDLE_EPS = 1e-5  # a gain this close to 1 (1e-4 dB) counts as released: the fast path
+CONTROL_HEADROOM_DB = 6.0  # the most the controls raise a mode's level over its defaults
 METER_FALL_DB_S = 20.0  # the gain-reduction meter falls this fast after a peak
 
 
@@ -50,6 +58,17 @@ def coherent_weights(frame: FrameConfig) -> tuple[np.ndarray, float]:
     w[0] = w[-1] = 1.0
     scale = frame.hop_length / (frame.n_fft * float(np.sum(frame.analysis_window ** 2)))
     return w, scale
+
+
+def headroom_gain(energy: float, energy0: float,
+                  headroom_db: float = CONTROL_HEADROOM_DB) -> float:
+    """The gain (<= 1) that keeps a spectrum of energy ``energy`` at most ``headroom_db``
+    louder than the default controls' ``energy0`` (any consistent unit: Σ w·|Y|²):
+    1 up to the headroom, sqrt(headroom/ratio) above it.  1 when either is not > 0."""
+    if energy <= 0.0 or energy0 <= 0.0:
+        return 1.0
+    over = energy / (energy0 * 10 ** (headroom_db / 10))
+    return 1.0 / math.sqrt(over) if over > 1.0 else 1.0
 
 
 def ramp_gain(out: np.ndarray, old: float, new: float, ramp: np.ndarray,
@@ -131,7 +150,8 @@ class ResynthMakeUp:
     user's gains; decoded a second time only while the controls differ from
     the defaults).  The gain is sqrt(P_in/P_out · S/S₀): P_out·S₀/S is what the
     output would be at default controls, so the faders' effect is divided out
-    and they still change the level.  Within ±``limit_db``, ramped.
+    and they still change the level, up to ``headroom_db`` above the input (S/S₀
+    is capped there).  Within ±``limit_db``, ramped.
 
     Seeded at model load (``seed``) from one typical frame, the normaliser's
     mean spectrum, so the first hops are already close; state is kept per
@@ -139,8 +159,9 @@ class ResynthMakeUp:
     """
 
     def __init__(self, frame: FrameConfig, *, seed: float = 1.0, tau_s: float = 2.0,
-                 limit_db: float = 20.0):
+                 limit_db: float = 20.0, headroom_db: float = CONTROL_HEADROOM_DB):
         R = frame.hop_length
+        self._headroom = 10 ** (headroom_db / 10)
         self._decay = math.exp(-R / (tau_s * frame.sample_rate))
         self._tau_hops = tau_s * frame.sample_rate / R
         self._low, self._high = 10 ** (-limit_db / 20), 10 ** (limit_db / 20)
@@ -164,8 +185,10 @@ class ResynthMakeUp:
         self._s = a * self._s + (1 - a) * s
         self._s0 = a * self._s0 + (1 - a) * s0
         if self._p_out > 0 and self._s0 > 0 and self._n >= 8:
-            g = math.sqrt(self._p_in / self._p_out * self._s / self._s0)
-            self.gain = min(max(g, self._low), self._high)
+            rise = self._s / self._s0  # the faders' effect on the level
+            g = math.sqrt(self._p_in / self._p_out * rise)  # to the input's level at defaults
+            cap = math.sqrt(self._headroom / rise) if rise > self._headroom else 1.0
+            self.gain = min(max(g, self._low), self._high) * cap
         return self.gain
 
 

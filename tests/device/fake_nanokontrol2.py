@@ -15,6 +15,7 @@ import time
 import mido
 
 from device.senses.nanokontrol2 import KORG, SCENE_BYTES, pack7, parse_korg, unpack7
+from device.senses.port_links import PORTS_LOCK
 
 HEADER = [KORG, 0x40, 0x00, 0x01, 0x13, 0x00]
 SCENE_HEADER = [0x7F, 0x7F, 0x02, 0x03, 0x05, 0x40]
@@ -36,8 +37,10 @@ class FakeNanoKontrol2:
         self.scene_writes: list[bytes] = []
         self._cond = threading.Condition()
         backend = mido.Backend(load=True)  # MIDO_BACKEND as set by the jack_server fixture
-        self.to_host = backend.open_output(name, virtual=True)
-        self.from_host = backend.open_input(name, virtual=True, callback=self._on_host)
+        # In the app's process: its JACK graph changes take turns with the app's (PORTS_LOCK)
+        with PORTS_LOCK:
+            self.to_host = backend.open_output(name, virtual=True)
+            self.from_host = backend.open_input(name, virtual=True, callback=self._on_host)
 
     def _on_host(self, msg: mido.Message) -> None:
         with self._cond:
@@ -88,8 +91,9 @@ class FakeNanoKontrol2:
             return self._cond.wait_for(predicate, timeout)
 
     def close(self) -> None:
-        self.from_host.close()
-        self.to_host.close()
+        with PORTS_LOCK:
+            self.from_host.close()
+            self.to_host.close()
 
 
 __all__ = ["FakeNanoKontrol2", "unpack7"]

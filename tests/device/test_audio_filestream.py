@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from device.errors import AudioFileError
 from device.sound.audio import FileSource, StreamingFileSource
 from device.sound.audiofile import BlockRing, FileStream
 from device.sound.resample import resample_blocks
+from tests.allocations import Allocations
 from tests.music import track
 
 RATE = 22050
@@ -95,20 +95,14 @@ def test_fill_allocates_nothing(tmp_path):
         out = np.zeros(128, np.float32)
         ring = BlockRing(4096)
         ring.write(np.ones(4000, np.float32))
-        tracemalloc.start()
-        try:
-            start = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
+        with Allocations() as a:
             for _ in range(30):
                 ring.read_into(out)
             for _ in range(300):
                 src.fill(out, None)
             # The decoder thread allocates too (soundfile's blocks): only the peak of this
             # thread's share is bounded here by what one hop-sized array would cost.
-            current, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
     finally:
         src.close()
     assert isinstance(src.file, FileStream)
-    assert peak - start < 64 * 1024, peak - start  # decoder blocks (4096 x 2 x 4 B) at most
+    assert a.peak < 64 * 1024, a  # decoder blocks (4096 x 2 x 4 B) at most

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import tracemalloc
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,9 @@ from device.models.bundle import read_bundle
 from device.sound.engine import Engine, EngineSnapshot, prepare_model
 from device.errors import ControlError, ModelError
 from device.sound.features import LOW_LATENCY, PAPER, istft, stft
+from device.sound.level import CONTROL_HEADROOM_DB, ResynthMakeUp
 from device.models.runtime import Model
+from tests.allocations import Allocations
 from tests.music import clip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -287,6 +289,7 @@ def test_resynth_knob_at_2_stays_near_full_scale_on_loud_music(default):
     def peak(unit, ranged):
         engine = Engine(default, mode="resynth", phase="advance")
         engine.model._ranged = ranged
+        without_headroom(engine)  # the map alone, not the level cap after it
         y = run(engine, x, {0: [c.SetScale(unit, 2.0)]}, before_limiter=True)
         return np.max(np.abs(y[skip:]))
 
@@ -294,6 +297,36 @@ def test_resynth_knob_at_2_stays_near_full_scale_on_loud_music(default):
     new = [peak(u, True) for u in range(default.units)]
     assert max(old) > 3.0, old  # the test can fail: the product did drive past full scale
     assert max(new) < max(old) / 4, (new, old)
+
+
+def without_headroom(engine: Engine) -> None:
+    """The engine's resynth make-up without the control headroom (device.sound.level)."""
+    engine.model.resynth = ResynthMakeUp(engine.frame, seed=engine.model.resynth.seed,
+                                         headroom_db=math.inf)
+
+
+def test_every_knob_at_2_is_held_to_the_headroom_over_the_input(default):
+    """Every knob at 2 lifts every part at once: 30 dB louder than the input before the
+    control headroom, at most 6 dB (and the input's peaks) with it.  Measured before the
+    output limiter, on the loud track (peak 0.9), after the make-up has settled (2 s)."""
+    x = clip("aztec", seconds=4.0)
+    x = 0.9 * x / np.max(np.abs(x))
+    skip = int(2.0 * default.frame.sample_rate)
+
+    def level(headroom: bool) -> tuple[float, float]:
+        engine = Engine(default, mode="resynth", phase="advance")
+        if not headroom:
+            without_headroom(engine)
+        y = run(engine, x, {0: [c.SetScale(u, 2.0) for u in range(default.units)]},
+                before_limiter=True)[skip:]
+        rise = 10 * np.log10(np.mean(y ** 2) / np.mean(x[skip:len(y) + skip] ** 2))
+        return rise, float(np.max(np.abs(y)))
+
+    rise_off, peak_off = level(False)
+    rise_on, peak_on = level(True)
+    assert rise_off > 15.0, rise_off  # the test can fail: without the cap it is far louder
+    assert rise_on < CONTROL_HEADROOM_DB + 1.0, rise_on
+    assert peak_on < peak_off / 4, (peak_on, peak_off)
 
 
 def test_resynth_gate_still_silences_all_zero_controls(tiny):
@@ -372,21 +405,18 @@ def test_process_allocates_nothing_per_hop(tiny, phase, moved):
         engine.apply(c.SetMode(mode))
         for b in blocks[:50]:
             engine.process(b, out)
-    tracemalloc.start()
-    try:
-        for mode in ("generate", "original", "resynth"):
-            engine.apply(c.SetMode(mode))
+    for mode in ("generate", "original", "resynth"):
+        engine.apply(c.SetMode(mode))
+        with Allocations() as a:
             for b in blocks[:300]:  # the crossfade, first-use caches inside numpy
                 engine.process(b, out)
-            start = tracemalloc.get_traced_memory()[0]
-            tracemalloc.reset_peak()
+            a.begin()
             for h in range(HOPS):
+                if h == HOPS // 2:
+                    a.split()
                 engine.process(blocks[h % len(blocks)], out)
-            current, peak = tracemalloc.get_traced_memory()
-            assert current - start < HOPS, f"{mode}: {current - start} bytes retained"
-            assert peak - start < 4096, f"{mode}: peak {peak - start} bytes above start"
-    finally:
-        tracemalloc.stop()
+        assert a.retained < HOPS, f"{mode}: {a}"
+        assert a.peak < 4096, f"{mode}: {a}"
 
 
 def test_the_click_bound_catches_a_hard_cut(default):

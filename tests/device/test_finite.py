@@ -4,7 +4,6 @@ file, on line-in or out of a model leaves no DSP state poisoned and never reache
 from __future__ import annotations
 
 import time
-import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from device.models.bundle import read_bundle
 from device.sound.engine import Engine
 from device.sound.finite import INPUT_LIMIT, FiniteGuard
 from device.sound.level import Limiter
+from tests.allocations import Allocations
 from tests.music import clip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,19 +137,16 @@ def test_bad_hops_allocate_nothing(tiny):
     out = np.zeros(R, dtype=np.float32)
     for b in blocks[:300]:
         engine.process(b, out)
-    tracemalloc.start()
-    try:
+    with Allocations() as a:
         for b in blocks[:100]:
             engine.process(b, out)
-        start = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
+        a.begin()
         for h in range(600):
+            if h == 300:
+                a.split()
             engine.process(blocks[h % len(blocks)], out)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert current - start < 600, f"{current - start} bytes retained"
-    assert peak - start < 4096, f"peak {peak - start} bytes above start"
+    assert a.retained < 600, a
+    assert a.peak < 4096, a
 
 
 def test_render_of_a_float_wav_with_nan_writes_no_buzz(tmp_path, capsys):

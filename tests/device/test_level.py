@@ -84,10 +84,13 @@ def test_limiter_allocates_nothing_per_hop():
     out = np.zeros(R)
     for b in blocks * 2:  # warm-up: numpy's first-use caches
         lim.process(b, out)
-    for b in blocks:
-        lim.process(b, out)
     with Allocations() as a:
+        for b in blocks:
+            lim.process(b, out)
+        a.begin()
         for h in range(600):
+            if h == 300:
+                a.split()
             lim.process(blocks[h % 50], out)
     assert a.retained < 600, a  # one 16-byte object kept per hop would be 9.6 kB
     assert a.peak < 8 * R, a  # no array of a hop's size
@@ -128,3 +131,27 @@ def test_resynth_make_up_divides_out_the_faders():
     for _ in range(2000):
         g = m.update(p_in, p_in * 10 ** (-7 / 10), 0.5, 1.0)
     assert 20 * np.log10(g) == pytest.approx(4.0, abs=0.1)
+
+
+def test_headroom_gain_caps_only_what_rises_past_the_headroom():
+    from device.sound.level import CONTROL_HEADROOM_DB, headroom_gain
+
+    assert headroom_gain(1.0, 1.0) == 1.0
+    assert headroom_gain(0.01, 1.0) == 1.0  # lowering is never limited
+    assert headroom_gain(10 ** (CONTROL_HEADROOM_DB / 10), 1.0) == pytest.approx(1.0)
+    # 30 dB up: brought back to +6 dB, a gain of -24 dB
+    assert 20 * np.log10(headroom_gain(1e3, 1.0)) == pytest.approx(CONTROL_HEADROOM_DB - 30)
+    assert headroom_gain(5.0, 0.0) == 1.0 and headroom_gain(0.0, 5.0) == 1.0
+
+
+def test_resynth_make_up_lets_the_faders_raise_the_level_only_up_to_the_headroom():
+    """Faders that raise the decoded energy 30 dB (every knob at 2): the output is held at
+    6 dB over the input; 3 dB up is heard in full."""
+    m = ResynthMakeUp(LOW_LATENCY, seed=1.0, headroom_db=6.0)
+    p_in = 1e-2
+    for _ in range(2000):
+        g = m.update(p_in, p_in * 1e3, 1e3, 1.0)  # decoded 30 dB louder than the input
+    assert 10 * np.log10(p_in * 1e3 * g * g / p_in) == pytest.approx(6.0, abs=0.1)
+    for _ in range(4000):
+        g = m.update(p_in, p_in * 2.0, 2.0, 1.0)
+    assert 10 * np.log10(p_in * 2.0 * g * g / p_in) == pytest.approx(3.0, abs=0.1)

@@ -16,6 +16,7 @@ import rtmidi
 from device.senses.display import DisplayState
 from device.senses.midi import MidiController
 from device.senses.nanokontrol2 import ControllerMap
+from device.senses.port_links import PORTS_LOCK
 from device.state import commands as c
 from tests.device.fake_nanokontrol2 import FakeNanoKontrol2
 from tests.device.test_midi import SYSEX_TIMEOUT, Box, settle
@@ -44,12 +45,14 @@ def replug_fast(fake: FakeNanoKontrol2) -> FakeNanoKontrol2:
     fake.close()
     # Plugged back as soon as the old port has left JACK's list (opening the same client
     # name while the old one is still closing crashed python-rtmidi here once).
-    lister = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="aesynth-test-lister")
+    with PORTS_LOCK:
+        lister = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="aesynth-test-lister")
     try:
         assert wait_until(lambda: not any("nanoKONTROL2" in p for p in lister.get_ports()),
                           timeout=5.0)
     finally:
-        lister.delete()
+        with PORTS_LOCK:
+            lister.delete()
     return FakeNanoKontrol2()
 
 

@@ -4,7 +4,6 @@ through the real engine, measured on its output against numbers computed here.""
 from __future__ import annotations
 
 import json
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from device.errors import ConfigError, ControlError
 from device.state.modulation import LfoBank
 from device.sound.pitch import NoteGate, Transposer
 from device.sound.render import TimedCommand, load_controls, parse_controls, render
+from tests.allocations import Allocations
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "tiny_bundle"
@@ -300,22 +300,19 @@ def test_no_allocation_per_hop_with_lfos_on_every_unit_a_note_and_a_looping_take
     for _ in range(300):  # warm-up: numpy's first-use caches
         engine.process(block, out)
     engine.apply(c.NoteOn(55))
-    tracemalloc.start()
-    try:
+    with Allocations() as a:
         for _ in range(50):
             engine.process(block, out)
-        start = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        for _ in range(HOPS):
+        a.begin()
+        for h in range(HOPS):
+            if h == HOPS // 2:
+                a.split()
             engine.process(block, out)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
     assert engine.notes.transposer.semitones == -5 and engine.lfo.active
-    assert current - start < HOPS, f"{current - start} bytes retained"
+    assert a.retained < HOPS, a
     # Below one spectrum-sized array (8200 bytes of float64); the take's republished
     # snapshot (a few small tuples, every MOTION_PUBLISH_S) is the largest thing seen.
-    assert peak - start < 4096, f"peak {peak - start} bytes above start"
+    assert a.peak < 4096, a
     engine.close()
 
 
@@ -384,15 +381,9 @@ def test_lfo_configure_allocates_nothing():
         controls.apply(c.SetLfoDepth(u, 0.5))
     bank = LfoBank(units, hop_rate=22050 / 128)
     bank.configure(controls)
-    tracemalloc.start()
-    try:
-        start = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
+    with Allocations() as a:
         for _ in range(200):
             bank.configure(controls)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
     assert bank.active and all(bank._used[:len(c.LFO_SHAPES)])
     # a few hundred bytes of scalar boxing; one per-unit temporary would be 4096
-    assert peak - start < 2048, f"peak {peak - start} bytes above start"
+    assert a.peak < 2048, a

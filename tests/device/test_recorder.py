@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import soundfile as sf
 
 from device.errors import ConfigError, DeviceError
 from device.sound.recorder import STICK_FOLDER, Recorder, _new_file_name, recording_dir
+from tests.allocations import Allocations
 
 ROOT = Path(__file__).resolve().parents[2]
 SR = 22050
@@ -99,16 +99,12 @@ def test_push_allocates_no_sample_buffers(tmp_path):
     block = signal(4096 / SR, seed=4)
     rec.start()
     rec.push(block)  # warm up
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    tracemalloc.reset_peak()
-    for _ in range(50):
-        rec.push(block)
-    peak = tracemalloc.get_traced_memory()[1] - base
-    tracemalloc.stop()
+    with Allocations() as a:
+        for _ in range(50):
+            rec.push(block)
     rec.stop()
     assert rec.dropped == 0
-    assert peak < 4096, f"push used {peak} bytes at its peak"
+    assert a.peak < 4096, a
 
 
 def test_a_simulated_audio_thread_records_without_drops(tmp_path):

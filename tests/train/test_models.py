@@ -254,3 +254,45 @@ def test_sweep_penalty_is_zero_only_for_orthogonal_audible_effects():
     assert float(sweep_penalty(tf.constant(quiet), audible_db=4.0)) == pytest.approx(
         0.625 ** 2 / 3, rel=1e-4)
     assert float(sweep_penalty(tf.constant(quiet))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_spread_penalty_counts_only_units_that_spread_less_than_the_floor():
+    import tensorflow as tf
+
+    from train.models import spread_penalty
+
+    rng = np.random.default_rng(0)
+    h = np.empty((4000, 3), np.float32)
+    h[:, 0] = rng.uniform(0, 1, 4000)        # std 0.29: over the 0.2 floor
+    h[:, 1] = 0.15                           # constant: the whole floor missed
+    h[:, 2] = rng.normal(0.1, 0.05, 4000)    # std 0.05: (1 - 0.05/0.2)^2 = 0.5625
+    got = float(spread_penalty(tf.constant(h), 0.2))
+    assert got == pytest.approx((0 + 1 + 0.5625) / 3, rel=0.02)
+    assert float(spread_penalty(tf.constant(h[:, :1]), 0.2)) == 0.0
+
+
+def test_unit_spread_reaches_the_encoder():
+    """The spread term's gradient reaches the encoder (it is not stopped): the encoder's
+    gradient differs from the same loss without it; and it needs the encoder."""
+    import tensorflow as tf
+
+    from train.fit import RECIPES, recipe_with
+    from train.models import build, make_loss
+
+    base = recipe_with(RECIPES["parts-sc"], hidden=[8, 4], decoder_hidden=[8])
+    n_bins = 16
+    auto, enc, dec = build(base, n_bins)
+    norm = Normaliser("standard", "log", 1e-3, np.zeros(n_bins), np.ones(n_bins))
+    x = tf.constant(np.random.default_rng(1).normal(size=(32, n_bins)).astype(np.float32))
+
+    def grads(recipe):
+        loss = make_loss(recipe, norm, 1.0, decoder=dec, encoder=enc)
+        with tf.GradientTape() as tape:
+            value = tf.reduce_mean(loss(x, auto(x, training=True)))
+        return [g.numpy() for g in tape.gradient(value, enc.trainable_variables)]
+
+    spread = recipe_with(base, unit_spread=1.0, spread_std=5.0)  # every unit under it
+    with_it, without = grads(spread), grads(base)
+    assert any(not np.allclose(a, b) for a, b in zip(with_it, without, strict=True))
+    with pytest.raises(ValueError, match="unit_spread needs the encoder"):
+        make_loss(spread, norm, 1.0, decoder=dec)
