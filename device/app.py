@@ -2,9 +2,9 @@
 
 Threads (design.md): the audio thread owns the engine; the *control* thread
 does the slow work the audio thread hands it (model steps, presets,
-recording, shutdown); the *ui* thread watches the published snapshots and
-updates the display and the controller LEDs when they change.  MIDI, GPIO and
-keyboard callbacks only post commands.
+recording, shutdown: device/control.py); the *ui* thread watches the published
+snapshots and updates the display and the controller LEDs when they change.
+MIDI, GPIO and keyboard callbacks only post commands.
 
 What was asked for by name works or stops the app with a line naming it
 (device/state/fallbacks.py); only what nobody named falls back.  When ALSA's
@@ -37,12 +37,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from device.control import Control
 from device.state import commands as c
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_MODEL, EXIT_AUDIO = 0, 1, 2, 3, 4
-CONFIRM_S = 3.0  # a second Shutdown (Cycle, q) within this many seconds quits
 MESSAGE_S = 3.0  # how long a message ("saved preset 1") stays on the display
 # The senses finish starting (imports, first frame, MIDI port) in their own threads after
 # the first period; the garbage collector stays held until then (device/sound/collector.py).
@@ -75,7 +75,7 @@ class App:
         self.config = config
         self._engine_factory = engine_factory
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._control: queue.SimpleQueue = queue.SimpleQueue()
+        self._control_inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._closers: list[Any] = []
@@ -91,7 +91,6 @@ class App:
         self.library: Any = None
         self.presets: Any = None
         self.recorder: Any = None
-        self.recording = False
         self.display: Any = None
         self.midi: Any = None
         self.notes: Any = None
@@ -100,11 +99,10 @@ class App:
         self.first_period_logged = False
         self.display_state: Any = None  # the last DisplayState shown
         self.last_state: Any = None     # saves the controls across restarts
-        self._shutdown_asked = -1e9
+        self.control: Any = None        # device.control.Control: the control thread's work
         self._switch_interval: float | None = None
         self.collector: Any = None
         self._scheduling: tuple[int, tuple[int, int]] | None = None  # thread, policy before
-        self._settled = False
         self._closed = False
         self.health: Any = None
         self.last_error: tuple[str, float] | None = None  # (text, wall clock) for the status
@@ -128,6 +126,11 @@ class App:
 
     def current_controls(self) -> Any:
         return self.engine.snapshot.controls
+
+    @property
+    def recording(self) -> bool:
+        """Whether a recording was started by the last ToggleRecording."""
+        return self.control is not None and self.control.recording
 
     def request_stop(self, code: int = EXIT_OK) -> None:
         if not self._stopping.is_set():
@@ -186,7 +189,7 @@ class App:
         gc.freeze()
         self._start_audio(bundle)
         self._start_health()
-        self._spawn("control", self._control_loop)
+        self._start_control()
         self._spawn("ui", self._ui_loop)
         return self
 
@@ -282,7 +285,7 @@ class App:
         source = self._make_source(bundle.frame.sample_rate)
         for _attempt in range(3):
             self.loop = AudioLoop(self.engine, source, sample_rate=bundle.frame.sample_rate,
-                                  commands=self.commands, to_control=self._control.put,
+                                  commands=self.commands, to_control=self._control_inbox.put,
                                   config=audio_cfg, recorder=self.recorder,
                                   latency_samples=self.engine.latency_samples)
             try:
@@ -317,6 +320,18 @@ class App:
         self.health = HealthPublisher(self.loop, midi=self.midi,
                                       errors=lambda: self.last_error).start()
         self._closers.insert(0, self.health)  # closed last: the watchdog pings until the end
+
+    def _start_control(self) -> None:
+        """The control thread: the commands the audio thread hands over (device/control.py)."""
+        cfg = self.config
+        self.control = Control(
+            self.engine, self.loop, self._control_inbox, post=self.post,
+            say=lambda text: setattr(self, "message", text),
+            stop=self.request_stop, quit=cfg.play.quit, profile=cfg.audio.profile,
+            num_threads=cfg.model.num_threads, library=self.library, presets=self.presets,
+            recorder=self.recorder, midi=self.midi, last_state=self.last_state,
+            collector=self.collector, settle_s=SETTLE_S)
+        self._spawn("control", lambda: self.control.run(self._stopping))
 
     def warn(self, text: str) -> None:
         """An expected problem the player must see: one log line, the display, the status."""
@@ -534,135 +549,6 @@ class App:
                 self.request_stop(EXIT_FAILURE)
         return run
 
-    # -- the control thread: slow work, off the audio thread ---------------------------------
-    def _control_loop(self) -> None:
-        from device.errors import AesynthError
-        from device.sound.audio import Rejected
-
-        while not self._stopping.is_set():
-            release = getattr(self.engine, "release_retired", None)
-            if release is not None:
-                release()  # close models swapped out, here rather than on the audio thread
-            self._settle_collector()
-            try:
-                cmd = self._control.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            try:
-                self._handle(cmd, Rejected)
-            except (AesynthError, OSError) as e:  # expected (a full disk, a bad bundle): a line
-                log.error("%s: %s", type(cmd).__name__, e)
-                self.message = f"{e}"[:90]
-            except Exception as e:  # one bad command must not end the control thread
-                log.exception("handling %r failed", cmd)
-                self.message = f"error: {e}"[:60]
-
-    def _settle_collector(self) -> None:
-        first = self.loop.first_period_at if self.loop is not None else None
-        due = not self._settled and first is not None and time.monotonic() - first >= SETTLE_S
-        if due or (self._settled and self.collector.wants_settle):
-            self._settled = True
-            self.collector.settle()
-            log.debug("garbage collector settled: %s", self.collector.report().summary())
-
-    def _handle(self, cmd: object, rejected: type) -> None:
-        match cmd:
-            case rejected():
-                log.warning("refused %r: %s", cmd.command, cmd.error)
-            case c.Shutdown():
-                # A live instrument must not quit on one stray press: ask, then quit on a
-                # second Shutdown within CONFIRM_S.
-                now = time.monotonic()
-                if now - self._shutdown_asked <= CONFIRM_S:
-                    if self.config.play.quit == "poweroff":
-                        from device.state.poweroff import request_poweroff
-
-                        self.message = request_poweroff()  # systemd stops us, then the box
-                        return
-                    log.info("shutdown confirmed")
-                    self.request_stop(EXIT_OK)
-                else:
-                    self._shutdown_asked = now
-                    self.message = "again to quit"
-            case c.StepModel(delta):
-                self._step_model(delta)
-            case c.SavePreset(slot):
-                if self.presets is not None:
-                    snap = self.engine.snapshot
-                    self.presets.save(snap.model, slot, snap.controls)
-                    self.message = f"saved preset {slot}"
-            case c.RecallPreset(slot):
-                if self.presets is not None:
-                    from device.state.presets import commands_for
-
-                    snap = self.engine.snapshot
-                    controls = self.presets.load(snap.model, slot, units=snap.controls.units)
-                    if controls is None:
-                        self.message = f"no preset {slot}"
-                        return
-                    for unit_cmd in commands_for(controls, snap.controls):
-                        self.post(unit_cmd)
-                    self.message = f"preset {slot}"
-            case c.ToggleRecording():
-                self._toggle_recording()
-            case c.ToggleLearn() | c.StepLearn():  # from the keyboard
-                if self.midi is None:
-                    self.message = "learn: no MIDI controller"
-                elif isinstance(cmd, c.ToggleLearn):
-                    self.midi.toggle_learn()
-                else:
-                    self.midi.step_learn(cmd.delta)
-            case _:
-                log.warning("no one handles %r", cmd)
-
-    def _step_model(self, delta: int) -> None:
-        if self.library is None:
-            self.message = "no model library"
-            return
-        from device.sound.engine import prepare_model
-        from device.sound.profiles import bundle_for
-
-        entry = self.library.step(delta)
-        self.message = f"loading {getattr(entry, 'name', entry)}"
-        bundle = bundle_for(self.library.load(entry), self.config.audio.profile)
-        prepared = prepare_model(bundle, num_threads=self.config.model.num_threads)
-        if bundle.frame.sample_rate != self.loop.sample_rate or \
-                bundle.frame.hop_length != self.loop.hop:
-            self.message = f"{bundle.name}: other rate/hop"
-            log.warning("model %s needs %d Hz hop %d; playing %d Hz hop %d: restart to switch",
-                        bundle.name, bundle.frame.sample_rate, bundle.frame.hop_length,
-                        self.loop.sample_rate, self.loop.hop)
-            return
-        if self.last_state is not None:
-            self.last_state.flush()  # the model left keeps its last moves (offers are per model)
-        self.post(_swap_command(prepared))
-        self._restore_last(prepared.name, bundle.units)
-        self.message = None
-        if self._settled:
-            self.collector.settle()  # the new model's objects live until the next swap
-
-    def _restore_last(self, model: str, units: int) -> None:
-        """The model stepped to comes back as it was left (its last state, the motion take
-        included): posted after the swap, so they reach the new model's controls."""
-        if self.presets is None:
-            return
-        from device.state.presets import commands_for
-
-        last = self.presets.load_last(model, units=units)
-        if last is not None:
-            for cmd in commands_for(last):
-                self.post(cmd)
-
-    def _toggle_recording(self) -> None:
-        target = getattr(self.recorder, "target", None)
-        if target is None:
-            self.message = "no recorder"
-            return
-        path = target.toggle()
-        self.recording = target.recording
-        self.message = "recording" if self.recording else "recording saved"
-        log.info("%s %s", "recording to" if self.recording else "recorded", path)
-
     # -- the ui thread: display and LEDs follow the snapshots ------------------------------------
     def _ui_loop(self) -> None:
         period = 1.0 / self.config.display.max_fps
@@ -808,7 +694,3 @@ def _replace(cfg: Any, **changes: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(cfg, **changes)
-
-
-def _swap_command(prepared: Any) -> object:
-    return c.SwapModel(prepared)

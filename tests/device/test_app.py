@@ -369,10 +369,10 @@ def test_usb_stick_models_are_imported_and_reported(tmp_path):
             time.sleep(0.05)
         assert "USB: 1 ok" in app.message
         assert [e.name for e in app.library.entries()] == ["default", "paged"]
-        app._toggle_recording()  # on the stick, since one is mounted
+        app.control.toggle_recording()  # on the stick, since one is mounted
         assert app.recording
         time.sleep(0.2)
-        app._toggle_recording()
+        app.control.toggle_recording()
     finally:
         app.close()
     recorded = list((root / "stick" / "aesynth-recordings").glob("*.wav"))
