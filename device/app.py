@@ -3,8 +3,9 @@
 Threads (design.md): the audio thread owns the engine; the *control* thread
 does the slow work the audio thread hands it (model steps, presets,
 recording, shutdown: device/control.py); the *ui* thread watches the published
-snapshots and updates the display and the controller LEDs when they change.
-MIDI, GPIO and keyboard callbacks only post commands.
+snapshots and updates the display and the controller LEDs when they change
+(device/senses/feedback.py).  MIDI, GPIO and keyboard callbacks only post
+commands.  App builds the parts, wires them, starts and stops them in order.
 
 What was asked for by name works or stops the app with a line naming it
 (device/state/fallbacks.py); only what nobody named falls back.  When ALSA's
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from device.control import Control
+from device.senses.feedback import Feedback
 from device.state import commands as c
 
 log = logging.getLogger(__name__)
@@ -96,10 +98,9 @@ class App:
         self.notes: Any = None
         self.buttons: Any = None
         self.usb: Any = None
-        self.first_period_logged = False
-        self.display_state: Any = None  # the last DisplayState shown
         self.last_state: Any = None     # saves the controls across restarts
         self.control: Any = None        # device.control.Control: the control thread's work
+        self.feedback: Any = None       # device.senses.feedback.Feedback: the ui thread's
         self._switch_interval: float | None = None
         self.collector: Any = None
         self._scheduling: tuple[int, tuple[int, int]] | None = None  # thread, policy before
@@ -131,6 +132,11 @@ class App:
     def recording(self) -> bool:
         """Whether a recording was started by the last ToggleRecording."""
         return self.control is not None and self.control.recording
+
+    @property
+    def display_state(self) -> Any:
+        """The last :class:`~device.senses.display.DisplayState` shown, or None."""
+        return self.feedback.state if self.feedback is not None else None
 
     def request_stop(self, code: int = EXIT_OK) -> None:
         if not self._stopping.is_set():
@@ -190,7 +196,7 @@ class App:
         self._start_audio(bundle)
         self._start_health()
         self._start_control()
-        self._spawn("ui", self._ui_loop)
+        self._start_feedback()
         return self
 
     def _share_realtime(self) -> None:
@@ -332,6 +338,15 @@ class App:
             recorder=self.recorder, midi=self.midi, last_state=self.last_state,
             collector=self.collector, settle_s=SETTLE_S)
         self._spawn("control", lambda: self.control.run(self._stopping))
+
+    def _start_feedback(self) -> None:
+        """The ui thread: display and LEDs follow the snapshots (device/senses/feedback.py)."""
+        self.feedback = Feedback(
+            self.engine, self.loop, message=lambda: self.message,
+            on_failure=lambda: self.request_stop(EXIT_FAILURE), display=self.display,
+            midi=self.midi, health=self.health, last_state=self.last_state, note=self.note,
+            max_fps=self.config.display.max_fps)
+        self._spawn("ui", lambda: self.feedback.run(self._stopping))
 
     def warn(self, text: str) -> None:
         """An expected problem the player must see: one log line, the display, the status."""
@@ -548,60 +563,6 @@ class App:
                 log.exception("thread %s died", threading.current_thread().name)
                 self.request_stop(EXIT_FAILURE)
         return run
-
-    # -- the ui thread: display and LEDs follow the snapshots ------------------------------------
-    def _ui_loop(self) -> None:
-        period = 1.0 / self.config.display.max_fps
-        last: tuple = ()
-        while not self._stopping.wait(period):
-            if not self.first_period_logged and self.loop.first_period_at is not None:
-                self.first_period_logged = True
-                # The bench reads this line: wall-clock time of the first period written.
-                log.info("first audio period written at %.6f (wall clock)",
-                         time.time() - (time.monotonic() - self.loop.first_period_at))
-            if self.loop.failure is not None:
-                self.request_stop(EXIT_FAILURE)
-                return
-            snap, stats = self.engine.snapshot, self.loop.stats
-            # The snapshot itself, not its id(): a freed snapshot's id can be reused.
-            # The limiter's meter in whole dB: a redraw when it moves by one (the OLED's
-            # 30 frames a second at most still apply).
-            gr = int(round(self.engine.gain_reduction_db))
-            hints = self.midi.pickup_hints() if self.midi is not None else ()
-            warning = self.health.display_warning() if self.health is not None else None
-            key = (snap, stats.playing, stats.xruns, self.message, stats.connected, gr, warning,
-                   getattr(stats, "stopped", False), hints)
-            if len(last) == len(key) and key[0] is last[0] and key[1:] == last[1:]:
-                continue
-            last = key
-            if self.last_state is not None:
-                self.last_state.offer(snap.model, snap.controls)
-            state = self._display_state(snap, stats, gr, warning, hints)
-            if state is None:
-                continue
-            self.display_state = state
-            if self.display is not None:
-                self.display.show(state)
-            if self.midi is not None:
-                self.midi.update_leds(state)
-
-    def _display_state(self, snap: Any, stats: Any, gain_reduction_db: int = 0,
-                       warning: str | None = None, pickup: tuple[str, ...] = ()) -> Any:
-        try:
-            from device.senses.display import DisplayState
-        except ModuleNotFoundError:
-            return None
-        message = self.message or warning or self.note
-        if not stats.connected:
-            message = "audio device lost: reopening" if stats.error else "no sound card"
-        return DisplayState(controls=snap.controls, mode=snap.mode, model=snap.model,
-                            playing=stats.playing, xruns=stats.xruns, message=message,
-                            stopped=getattr(stats, "stopped", False), pickup=pickup,
-                            motion=getattr(snap, "motion", "stop"),
-                            note=getattr(snap, "note", ""),
-                            labels=snap.labels,
-
-                            gain_reduction_db=gain_reduction_db)
 
     # -- run and stop -------------------------------------------------------------------------
     def wait(self, duration: float | None = None) -> int:

@@ -415,16 +415,20 @@ def test_column_offset_defaults_to_luma_s_2_and_is_read_from_the_file(tmp_path):
 
 
 # -- the display says what the audio device and the health are (issue 15: 3, 16) -------------
-def test_display_says_a_lost_device_is_being_reopened(tmp_path):
+def test_display_says_a_lost_device_is_being_reopened():
+    from device.senses.feedback import display_state
     from device.sound.audio import AudioStats
 
-    app = App(app_config(tmp_path))
     snap = Snap("resynth", "tiny", UnitControls(8).snapshot())
-    lost = app._display_state(snap, AudioStats(connected=False, error="ALSA device 'jk' ..."))
+    lost = display_state(snap, AudioStats(connected=False, error="ALSA device 'jk' ..."))
     assert lost.message == "audio device lost: reopening"
-    assert app._display_state(snap, AudioStats(connected=False)).message == "no sound card"
-    stalled = app._display_state(snap, AudioStats(connected=True), warning="audio stalled")
+    assert display_state(snap, AudioStats(connected=False)).message == "no sound card"
+    stalled = display_state(snap, AudioStats(connected=True), warning="audio stalled",
+                            note="no line-in")
     assert stalled.message == "audio stalled"
+    said = display_state(snap, AudioStats(connected=True), message="preset 1",
+                         warning="audio stalled", note="no line-in")
+    assert said.message == "preset 1"
 
 
 def test_quit_on_the_card_asks_systemd_to_power_off(tmp_path, monkeypatch):
