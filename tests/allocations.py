@@ -52,19 +52,26 @@ class Allocations:
         the code replaces each hop (a published snapshot) then has a traced predecessor,
         and the replacement nets zero instead of counting as a leak."""
         self._marks = [tracemalloc.take_snapshot()]
+        self._peaks: list[int] = []
         self._start = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
 
     def split(self) -> None:
         """The second half starts here (as many hops as the first should follow)."""
+        self._end_half()
         self._marks.append(tracemalloc.take_snapshot())
+        self._start = tracemalloc.get_traced_memory()[0]  # the snapshot itself is not ours
+        tracemalloc.reset_peak()
+
+    def _end_half(self) -> None:
+        self._peaks.append(tracemalloc.get_traced_memory()[1] - self._start)
 
     def __exit__(self, *exc) -> None:
-        _, peak = tracemalloc.get_traced_memory()
+        self._end_half()
         self._marks.append(tracemalloc.take_snapshot())
         if not self._was_tracing:
             tracemalloc.stop()
-        self.peak = peak - self._start
+        self.peak = max(self._peaks)
         growths, self.top = [], []
         for before, after in zip(self._marks, self._marks[1:]):
             diffs = after.compare_to(before, "traceback")

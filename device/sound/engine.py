@@ -301,7 +301,7 @@ class _Voice:
         self.keeper_noise.reset()
         self.synth_noise.reset()
         self.noise_tail = -1
-        self.makeup = model.resynth.gain if mode == "resynth" else 1.0
+        self.makeup = math.nan  # none yet: the first hop starts at its target, not a ramp
 
 
 class Engine:
@@ -622,7 +622,10 @@ class Engine:
             p_out = float(np.dot(v.out, v.out))
             target = model.resynth.update(self.program.last, p_out / self.hop_length,
                                           e_now, e_default)
-        ramp_gain(v.out, v.makeup, target, v.ramp, v.scratch)
+        # (on a voice's first hop the ramp would start from a gain that never played: a
+        # preset's every-knob-up through the seed make-up peaked at 11x full scale)
+        ramp_gain(v.out, target if math.isnan(v.makeup) else v.makeup, target, v.ramp,
+                  v.scratch)
         v.makeup = target
         if v.mode == "generate":  # a played note's envelope, after the level is set
             self.notes.gate(v.out)

@@ -176,8 +176,8 @@ class ResynthMakeUp:
     def update(self, p_in: float, p_out: float, s: float, s0: float) -> float:
         """One hop's powers (input, output before make-up: mean squares) and spectral
         energies (now, at default controls); returns the target gain for this hop."""
-        if p_in <= 1e-10 or s0 <= 0.0:  # silence tells nothing: hold
-            return self.gain
+        if p_in <= 1e-10 or s0 <= 0.0:  # silence tells nothing: hold (but keep the cap:
+            return self.gain * self._cap(s, s0)  # maxed units decode loud from silence)
         self._n += 1
         a = max(self._decay, 1.0 - 1.0 / self._n) if self._n < self._tau_hops else self._decay
         self._p_in = a * self._p_in + (1 - a) * p_in
@@ -187,9 +187,17 @@ class ResynthMakeUp:
         if self._p_out > 0 and self._s0 > 0 and self._n >= 8:
             rise = self._s / self._s0  # the faders' effect on the level
             g = math.sqrt(self._p_in / self._p_out * rise)  # to the input's level at defaults
-            cap = math.sqrt(self._headroom / rise) if rise > self._headroom else 1.0
-            self.gain = min(max(g, self._low), self._high) * cap
-        return self.gain
+            self.gain = min(max(g, self._low), self._high)
+        return self.gain * self._cap(s, s0)
+
+    def _cap(self, s: float, s0: float) -> float:
+        """The headroom's gain (<= 1).  It acts on this hop's rise at once (a knob turned
+        up must not overshoot while the averages catch up: 16x full scale for a second
+        did) and lets go as slowly as the averages do."""
+        rise = s / s0 if s0 > 0.0 else 0.0
+        if self._s0 > 0.0:
+            rise = max(rise, self._s / self._s0)
+        return math.sqrt(self._headroom / rise) if rise > self._headroom else 1.0
 
 
 class Limiter:

@@ -100,6 +100,7 @@ def makeup_curve(engine: Engine, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         before = engine._now.makeup
         engine.process(np.asarray(x[h * R:(h + 1) * R]), out)
         after = engine._now.makeup
+        before = after if np.isnan(before) else before  # a voice's first hop: no ramp
         y[h * R:(h + 1) * R] = out
         g[engine.limiter.delay + h * R:engine.limiter.delay + (h + 1) * R] = \
             before + (after - before) * ramp

@@ -155,3 +155,26 @@ def test_resynth_make_up_lets_the_faders_raise_the_level_only_up_to_the_headroom
     for _ in range(4000):
         g = m.update(p_in, p_in * 2.0, 2.0, 1.0)
     assert 10 * np.log10(p_in * 2.0 * g * g / p_in) == pytest.approx(3.0, abs=0.1)
+
+
+def test_resynth_headroom_holds_from_the_first_hop_of_a_knob_turned_up():
+    """Settled at default controls, then every knob up (decoded 30 dB louder): from the
+    first hop on, the output is at most the headroom over the input, not 16x full scale
+    while the 2 s averages catch up (the playability report saw that)."""
+    m = ResynthMakeUp(LOW_LATENCY, seed=1.0, headroom_db=6.0)
+    p_in = 1e-2
+    for _ in range(2000):
+        m.update(p_in, p_in, 1.0, 1.0)
+    worst = max(10 * np.log10(p_in * 1e3 * m.update(p_in, p_in * 1e3, 1e3, 1.0) ** 2 / p_in)
+                for _ in range(500))
+    assert worst <= 6.0 + 1e-9
+
+
+def test_resynth_headroom_holds_through_silent_input():
+    """Every knob up decodes loud even from silence (the units sit at their maxima): the
+    make-up holds its gain through silence, the headroom still applies."""
+    m = ResynthMakeUp(LOW_LATENCY, seed=1.0, headroom_db=6.0)
+    for _ in range(100):
+        m.update(1e-2, 1e-2, 1.0, 1.0)
+    g = m.update(0.0, 1e-2 * 1e3, 1e3, 1.0)  # input silent, decoded 30 dB up
+    assert 10 * np.log10(1e3 * g * g) <= 6.0 + 1e-9

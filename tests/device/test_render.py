@@ -99,10 +99,12 @@ def test_aesynth_render_generate_needs_no_input(tmp_path):
 def test_aesynth_render_sets_the_levels_from_the_controls_file(tmp_path, capsys):
     """reference_dbfs sets generate's level at default controls with no input (the
     default model: RMS -18 dBFS, then -30); ceiling_dbfs caps every sample, with every
-    knob up (the limiter then works, and the summary line says so)."""
+    knob up at a -10 dBFS reference (the controls' 6 dB of headroom then asks for -4 dBFS
+    RMS: the limiter works, and the summary line says so)."""
     controls = tmp_path / "controls.json"
     controls.write_text(json.dumps(
-        [{"t": 1.0, "reference_dbfs": -30}, {"t": 2.0, "ceiling_dbfs": -6}]
+        [{"t": 1.0, "reference_dbfs": -30}, {"t": 2.0, "ceiling_dbfs": -6},
+         {"t": 2.0, "reference_dbfs": -10}]
         + [{"t": 2.0, "scale": [u, 2.0]} for u in range(8)]))
     out = tmp_path / "gen.wav"
     assert main(["render", "--model", str(ROOT / "models" / "default"), "--mode", "generate",
