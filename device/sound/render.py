@@ -264,6 +264,18 @@ def render(engine: Any, samples: np.ndarray, controls: list[TimedCommand] = (),
     return y[:n].astype(np.float32)
 
 
+def limiter_summary(*, hops: int, limited_hops: int, max_reduction_db: float) -> str:
+    """The render summary's words on the output limiter, from :func:`render`'s stats."""
+    if f"{max_reduction_db:.1f}" == "0.0":  # the figure the line would print
+        # "at most 0.0 dB" read as a fault; a reduction too small to print is none to hear.
+        if limited_hops:
+            return (f"limiter did not act (under 0.05 dB of gain reduction in "
+                    f"{limited_hops} of {hops} hops)")
+        return f"limiter did not act in {hops} hops"
+    return (f"limiter active in {limited_hops} of {hops} hops (at most "
+            f"{max_reduction_db:.1f} dB of gain reduction)")
+
+
 def add_parser(subparsers: Any) -> None:
     from device.sound.phase import PHASES
 
@@ -329,9 +341,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"aesynth render: cannot write --out {args.out!r}: {e}")
         return 1
     print(f"wrote {args.out}: {len(y) / rate:.2f} s at {rate} Hz, mode {args.mode}, "
-          f"{len(controls)} control change(s), peak {peak:.3f}, limiter active in "
-          f"{stats['limited_hops']} of {stats['hops']} hops (at most "
-          f"{stats['max_reduction_db']:.1f} dB of gain reduction)")
+          f"{len(controls)} control change(s), peak {peak:.3f}, "
+          f"{limiter_summary(**stats)}")
     if nonfinite:
         print(f"{args.input}: {nonfinite} non-finite input sample(s) replaced by silence")
     return 0

@@ -14,7 +14,7 @@ from device.models.bundle import read_bundle
 from device.cli import main
 from device.sound.engine import Engine
 from device.errors import ConfigError
-from device.sound.render import TimedCommand, parse_controls, render
+from device.sound.render import TimedCommand, limiter_summary, parse_controls, render
 from tests.music import clip, track
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,12 +88,30 @@ def test_aesynth_render_writes_the_wav(tmp_path, capsys):
     assert np.sqrt(np.mean(tail ** 2)) > 10 * np.sqrt(np.mean(head ** 2))
 
 
-def test_aesynth_render_generate_needs_no_input(tmp_path):
+def test_aesynth_render_generate_needs_no_input(tmp_path, capsys):
+    """The tiny model's quiet output never reaches the limiter: the summary says so
+    plainly, not "at most 0.0 dB of gain reduction"."""
     out = tmp_path / "gen.wav"
     assert main(["render", "--model", str(TINY), "--mode", "generate", "--out", str(out),
                  "--seconds", "0.5", "--phase", "advance"]) == 0
+    said = capsys.readouterr().out
+    assert "limiter did not act in 87 hops" in said
+    assert "0.0 dB" not in said
     y, rate = sf.read(out)
     assert len(y) == int(0.5 * rate) and np.all(np.isfinite(y))
+
+
+@pytest.mark.parametrize("stats, said", [
+    (dict(hops=87, limited_hops=0, max_reduction_db=0.0), "limiter did not act in 87 hops"),
+    (dict(hops=87, limited_hops=2, max_reduction_db=0.04),
+     "limiter did not act (under 0.05 dB of gain reduction in 2 of 87 hops)"),
+    (dict(hops=87, limited_hops=5, max_reduction_db=0.05),
+     "limiter active in 5 of 87 hops (at most 0.1 dB of gain reduction)"),
+    (dict(hops=87, limited_hops=40, max_reduction_db=12.34),
+     "limiter active in 40 of 87 hops (at most 12.3 dB of gain reduction)"),
+])
+def test_limiter_summary_says_when_the_limiter_did_not_act(stats, said):
+    assert limiter_summary(**stats) == said
 
 
 def test_aesynth_render_sets_the_levels_from_the_controls_file(tmp_path, capsys):
