@@ -79,6 +79,17 @@ def default_labels(units: int) -> tuple[str, ...]:
     return tuple(str(u + 1) for u in range(units))
 
 
+def unit_name(unit: int, labels: tuple[str, ...] | list[str] = ()) -> str:
+    """``unit`` (0-based) as a message to the player names it: "u3 body" where the
+    bundle labels it (the unit table's first column, cut as the table cuts it), else
+    "unit 3" (no labels, or :func:`default_labels`' number)."""
+    number = unit + 1
+    label = labels[unit][:LABEL_MAX_CHARS] if 0 <= unit < len(labels) else ""
+    if not label.strip() or label == str(number):
+        return f"unit {number}"
+    return f"u{number} {label}"
+
+
 @dataclass(frozen=True)
 class UnitStats:
     """Per-unit activation statistics on the training data (generate mode maps

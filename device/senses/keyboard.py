@@ -24,9 +24,10 @@ import sys
 import termios
 import threading
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO
 
+from device.models.bundle import unit_name
 from device.state import commands as c
 from device.state.controls import GAIN_RANGE, LFO_RATE_RANGE, SCALE_RANGE, ControlsSnapshot
 from device.sound.scheduling import name_thread
@@ -120,14 +121,25 @@ def command_for(key: str) -> object | None:
     return KEYS.get(key)
 
 
+def _names(controls: ControlsSnapshot, labels: Sequence[str]) -> tuple[str, ...]:
+    """The labels a message may use: the table's rule (device.senses.display.table_lines),
+    so that a message never names a unit by another model's label during a model change."""
+    return tuple(labels) if len(labels) == controls.units else ()
+
+
 class LfoKeys:
-    """The strip the LFO keys act on, and the commands of those keys.  Pure."""
+    """The strip the LFO keys act on, and the commands of those keys.  Pure.
+
+    ``labels`` (the model's unit labels, ``Bundle.unit_labels``) name the units in
+    ``said`` as the unit table does: "u3 body LFO sine"; without them, "unit 3 LFO sine".
+    """
 
     def __init__(self) -> None:
         self.strip = 0
         self.said: str | None = None      # a line for the display after the last key
 
-    def handle(self, key: str, controls: ControlsSnapshot | None) -> list[object]:
+    def handle(self, key: str, controls: ControlsSnapshot | None,
+               labels: Sequence[str] = ()) -> list[object]:
         if key in "12345678" and len(key) == 1:
             self.strip = int(key) - 1
             return []
@@ -137,18 +149,19 @@ class LfoKeys:
         if unit >= controls.units:
             return []
         rate, depth, shape = controls.lfo(unit)
+        name = unit_name(unit, _names(controls, labels))
         if key == "l":
             shapes = c.LFO_SHAPES
-            self.said = f"unit {unit + 1} LFO {shapes[(shapes.index(shape) + 1) % len(shapes)]}"
+            self.said = f"{name} LFO {shapes[(shapes.index(shape) + 1) % len(shapes)]}"
             return [c.StepLfoShape(unit, 1)]
         if key in ",.":
             rate = rate * RATE_STEP if key == "." else rate / RATE_STEP
             rate = min(max(rate, LFO_RATE_RANGE[0]), LFO_RATE_RANGE[1])
-            self.said = f"unit {unit + 1} LFO {rate:.2f} Hz"
+            self.said = f"{name} LFO {rate:.2f} Hz"
             return [c.SetLfoRate(unit, rate)]
         depth = depth - DEPTH_STEP if key == "-" else depth + DEPTH_STEP
         depth = round(min(max(depth, 0.0), 1.0), 6)
-        self.said = f"unit {unit + 1} LFO depth {depth:.1f}" + (" (off)" if depth == 0 else "")
+        self.said = f"{name} LFO depth {depth:.1f}" + (" (off)" if depth == 0 else "")
         return [c.SetLfoDepth(unit, depth)]
 
 
@@ -160,7 +173,8 @@ class UnitKeys(LfoKeys):
         super().__init__()
         self._preset: str | None = None   # "v" (recall) or "V" (save): waiting for 1-8
 
-    def handle(self, key: str, controls: ControlsSnapshot | None) -> list[object]:
+    def handle(self, key: str, controls: ControlsSnapshot | None,
+               labels: Sequence[str] = ()) -> list[object]:
         self.said = None
         prefix, self._preset = self._preset, None
         if prefix is not None:
@@ -176,31 +190,33 @@ class UnitKeys(LfoKeys):
         if controls is None:
             return []
         start = controls.page * c.UNITS_PER_PAGE
+        names = _names(controls, labels)
         if key in ("left", "right"):
             unit = (start + self.strip + (1 if key == "right" else -1)) % controls.units
             page = unit // c.UNITS_PER_PAGE
             self.strip = unit % c.UNITS_PER_PAGE
-            self.said = f"unit {unit + 1}"
+            self.said = unit_name(unit, names)
             return [c.PageBy(page - controls.page)] if page != controls.page else []
         if len(key) == 1 and key in "12345678":
             self.strip = int(key) - 1
             if start + self.strip < controls.units:
-                self.said = f"unit {start + self.strip + 1}"
+                self.said = unit_name(start + self.strip, names)
             return []
         unit = start + self.strip
         if unit >= controls.units:
             return []
         if key == "x":
-            self.said = f"unit {unit + 1} {'unmuted' if controls.muted[unit] else 'muted'}"
+            toggled = "unmuted" if controls.muted[unit] else "muted"
+            self.said = f"{unit_name(unit, names)} {toggled}"
             return [c.ToggleMute(unit)]
         if key in NUDGES:
             what, step = NUDGES[key]
             lo, hi = GAIN_RANGE if what == "gain" else SCALE_RANGE
             now = controls.gain[unit] if what == "gain" else controls.scale[unit]
             value = round(min(max(now + step, lo), hi), 6)
-            self.said = f"unit {unit + 1} {what} {value:.2f}"
+            self.said = f"{unit_name(unit, names)} {what} {value:.2f}"
             return [c.SetGain(unit, value) if what == "gain" else c.SetScale(unit, value)]
-        return super().handle(key, controls)
+        return super().handle(key, controls, labels)
 
 
 class KeyboardButtons:
@@ -208,10 +224,12 @@ class KeyboardButtons:
 
     def __init__(self, post: Callable[[object], None], *, stream: IO[str] | None = None,
                  current: Callable[[], ControlsSnapshot] | None = None,
-                 say: Callable[[str], None] | None = None):
+                 say: Callable[[str], None] | None = None,
+                 labels: Callable[[], Sequence[str]] | None = None):
         self.post = post
         self.current = current  # the published controls, for the unit keys
-        self.say = say          # a line for the display ("unit 3 gain 0.70")
+        self.say = say          # a line for the display ("u3 body gain 0.70", "unit 3 ...")
+        self.labels = labels    # the playing model's unit labels (EngineSnapshot.labels)
         self.lfo_keys = self.unit_keys = UnitKeys()
         self.stream = stream or sys.stdin
         self._fd = self.stream.fileno()
@@ -261,7 +279,8 @@ class KeyboardButtons:
             self.post(cmd)
             return
         controls = self.current() if self.current is not None else None
-        for cmd in self.unit_keys.handle(key, controls):
+        labels = self.labels() if self.labels is not None else ()
+        for cmd in self.unit_keys.handle(key, controls, labels):
             self.post(cmd)
         if self.unit_keys.said and self.say is not None:
             self.say(self.unit_keys.said)

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from device.models.bundle import default_labels, unit_name
 from device.senses.keyboard import LEGEND, KeyboardButtons, UnitKeys, decode_keys
 from device.state import commands as c
 from device.state.controls import UnitControls
@@ -127,6 +128,45 @@ def test_every_unit_key_says_what_it_changed():
     ctl.apply(c.ToggleMute(2))
     keys.handle("x", ctl.snapshot())
     assert keys.said == "unit 3 unmuted"
+
+
+LABELS = ("low", "mid", "body", "air", "air2", "hiss", "thump", "edge")
+
+
+def test_unit_name_says_the_label_the_table_shows_and_the_number_without_one():
+    assert unit_name(2, LABELS) == "u3 body"
+    assert unit_name(2, ("a", "b", "longlabel")) == "u3 longl"  # cut as the table cuts it
+    assert unit_name(2) == "unit 3"                            # a bundle without labels
+    assert unit_name(2, default_labels(8)) == "unit 3"         # ... read from its manifest
+    assert unit_name(9, LABELS) == "unit 10"                   # past the labels
+
+
+def test_unit_keys_name_a_labelled_unit_by_its_label():
+    """A newcomer's trial: the table showed "body", the message said "unit 3"."""
+    keys, ctl = UnitKeys(), UnitControls(8)
+    keys.handle("3", ctl.snapshot(), LABELS)
+    said = [keys.said]
+    for key in ("x", "l", ".", "=", "u", "k"):
+        keys.handle(key, ctl.snapshot(), LABELS)
+        said.append(keys.said)
+    assert said == ["u3 body", "u3 body muted", "u3 body LFO triangle", "u3 body LFO 1.25 Hz",
+                    "u3 body LFO depth 0.1", "u3 body gain 1.00", "u3 body scale 0.90"]
+    keys.handle("right", ctl.snapshot(), LABELS)
+    assert keys.said == "u4 air"
+    # another model's labels (a model change under way) never name these units
+    keys.handle("x", ctl.snapshot(), LABELS[:4])
+    assert keys.said == "unit 4 muted"
+
+
+def test_keyboard_buttons_say_the_playing_models_labels():
+    master, slave = os.openpty()
+    played = Played(units=8)
+    with os.fdopen(slave, "r") as stream, KeyboardButtons(
+            played.post, stream=stream, current=played.controls.snapshot, say=played.say,
+            labels=lambda: LABELS):
+        os.write(master, b"2j")
+        assert played.wait(lambda: played.said[-1:] == ["u2 mid gain 0.90"]), played.said
+    os.close(master)
 
 
 def test_a_global_key_clears_the_last_message_and_question_mark_is_not_a_warning(terminal,
