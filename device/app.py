@@ -462,7 +462,8 @@ class App:
             try:
                 self.buttons = KeyboardButtons(
                     self.post, stream=stream, current=self.current_controls,
-                    say=lambda text: setattr(self, "message", text)).start()
+                    say=lambda text: setattr(self, "message", text),
+                    labels=lambda: self.engine.snapshot.labels).start()
                 self._closers.append(self.buttons)
                 self._show_keys()
             except OSError as e:
