@@ -13,12 +13,20 @@ hundreds of hops in).  With :meth:`Allocations.split` between two equal halves t
 retained figure is the smaller half's growth: a per-hop leak shows in both, a one-off
 in one only.
 
-The *peak* has no per-frame view in tracemalloc; it stays process-wide.  Failure
-messages list the largest allocations by file and line, so a stray thread is named,
-not guessed at.
+The *peak* has no per-frame view in tracemalloc: it is process-wide, and a stray
+thread's kilobyte once filled it (CI, stop 20: 1024 B against a bar of 1024).  So
+every test that measures runs in a forked child (:func:`forked`): a fork copies only
+the calling thread, and nothing else allocates there.  (pytest-forked would do this;
+its 1.7.5 fails every test under pytest 9.2 here, exit status 3 before the test
+runs, so this is a dozen lines of our own.)  Failure messages list the largest
+allocations by file and line.
 """
 from __future__ import annotations
 
+import functools
+import json
+import os
+import traceback
 import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,3 +94,35 @@ class Allocations:
     def __str__(self) -> str:
         return (f"retained {self.retained} B under {self.under} (halves: {self.growths}), "
                 f"peak {self.peak} B; largest changes: {self.top}")
+
+
+def forked(test):
+    """Run the test function (its fixtures resolved here) in a forked child and fail here
+    with the child's traceback if it failed there.  The child ends with ``os._exit``:
+    no atexit handler, fixture teardown or JACK client of the parent runs twice."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: only this thread exists here
+            os.close(read)
+            try:
+                test(*args, **kwargs)
+                doc = {"ok": True}
+            except BaseException:  # noqa: BLE001  (reported to the parent, whatever it is)
+                doc = {"ok": False, "error": traceback.format_exc()}
+            with os.fdopen(write, "w") as f:
+                f.write(json.dumps(doc))
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            text = f.read()
+        _, status = os.waitpid(pid, 0)
+        if not text:
+            raise AssertionError(f"{test.__name__}: the forked child died (wait status {status})")
+        doc = json.loads(text)
+        if not doc["ok"]:
+            raise AssertionError(f"{test.__name__} failed in the forked child:\n{doc['error']}")
+
+    return run

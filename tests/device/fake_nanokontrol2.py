@@ -13,6 +13,7 @@ import threading
 import time
 
 import mido
+import rtmidi
 
 from device.senses.nanokontrol2 import KORG, SCENE_BYTES, pack7, parse_korg, unpack7
 from device.senses.port_links import PORTS_LOCK
@@ -37,10 +38,10 @@ class FakeNanoKontrol2:
         self.scene_writes: list[bytes] = []
         self._cond = threading.Condition()
         backend = mido.Backend(load=True)  # MIDO_BACKEND as set by the jack_server fixture
-        # In the app's process: its JACK graph changes take turns with the app's (PORTS_LOCK)
+        # In the app's process: its JACK graph changes take turns with the app's (PORTS_LOCK).
         with PORTS_LOCK:
             self.to_host = backend.open_output(name, virtual=True)
-            self.from_host = backend.open_input(name, virtual=True, callback=self._on_host)
+        self.from_host = PolledInput(backend, name, self._on_host)
 
     def _on_host(self, msg: mido.Message) -> None:
         with self._cond:
@@ -91,9 +92,51 @@ class FakeNanoKontrol2:
             return self._cond.wait_for(predicate, timeout)
 
     def close(self) -> None:
+        self.from_host.close()
         with PORTS_LOCK:
-            self.from_host.close()
             self.to_host.close()
 
 
-__all__ = ["FakeNanoKontrol2", "unpack7"]
+class PolledInput:
+    """A virtual MIDI input whose messages a thread of ours polls and hands to ``handle``.
+
+    Not mido's Input: that always installs a Python callback, which runs on JACK's
+    process thread and waits there for the GIL, while a thread holding the GIL may
+    wait on the JACK server for that very cycle (a port closing on one thread while a
+    client opened on another hung the suite: stop 19).  The app's own inputs poll for
+    the same reason (device.senses.midi._RtMidiInput)."""
+
+    def __init__(self, backend: mido.Backend, name: str, handle):
+        api = getattr(rtmidi, f"API_{backend.api}") if backend.api else rtmidi.API_UNSPECIFIED
+        with PORTS_LOCK:
+            self._rt = rtmidi.MidiIn(rtapi=api, queue_size_limit=4096)
+            self._rt.ignore_types(sysex=False, timing=False, active_sense=True)
+            self._rt.open_virtual_port(name)
+        self._handle = handle
+        self._closing = False
+        self._thread = threading.Thread(target=self._poll, name=f"poll {name}", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        parser = mido.Parser()
+        while not self._closing:
+            got = self._rt.get_message()
+            if got is None:
+                time.sleep(0.0005)
+                continue
+            parser.feed(got[0])
+            for msg in parser:
+                self._handle(msg)
+
+    def close(self) -> None:
+        """Idempotent (mido's ports are): the MidiIn is deleted once."""
+        self._closing = True
+        self._thread.join(2.0)
+        with PORTS_LOCK:
+            if self._rt is not None:
+                self._rt.close_port()
+                self._rt.delete()
+                self._rt = None
+
+
+__all__ = ["FakeNanoKontrol2", "PolledInput", "unpack7"]

@@ -24,7 +24,7 @@ from device.sound.audio import (
 )
 from device.state import commands as c
 from device.state.controls import UnitControls
-from tests.allocations import Allocations
+from tests.allocations import Allocations, forked
 from tests.device.audio_rig import JackServer, alsa_config, read_raw, write_raw
 from tests.music import track
 
@@ -556,6 +556,7 @@ def test_stop_is_told_from_a_pause():
     assert src.playing and not src.stopped
 
 
+@forked  # tests/allocations.py: no other thread allocates in the child
 def test_the_hot_loop_allocates_nothing_per_period(alsa):
     """A period of 1000 frames against a hop of 128: both FIFOs in use.  tracemalloc
     sees every numpy buffer and Python object of every thread (tests/allocations.py

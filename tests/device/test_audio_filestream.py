@@ -12,7 +12,7 @@ from device.errors import AudioFileError
 from device.sound.audio import FileSource, StreamingFileSource
 from device.sound.audiofile import BlockRing, FileStream
 from device.sound.resample import resample_blocks
-from tests.allocations import Allocations
+from tests.allocations import Allocations, forked
 from tests.music import track
 
 RATE = 22050
@@ -87,6 +87,7 @@ def test_missing_and_empty_files_are_named(tmp_path):
         FileSource.stream(tmp_path / "empty.wav", RATE)
 
 
+@forked  # tests/allocations.py: no other thread allocates in the child
 def test_fill_allocates_nothing(tmp_path):
     sf.write(tmp_path / "c.wav", np.zeros(RATE * 2, np.float32), 48000)
     src = FileSource.stream(tmp_path / "c.wav", RATE)

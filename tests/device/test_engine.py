@@ -16,7 +16,7 @@ from device.errors import ControlError, ModelError
 from device.sound.features import LOW_LATENCY, PAPER, istft, stft
 from device.sound.level import CONTROL_HEADROOM_DB, ResynthMakeUp
 from device.models.runtime import Model
-from tests.allocations import Allocations
+from tests.allocations import Allocations, forked
 from tests.music import clip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -375,6 +375,7 @@ HOPS = 600
 
 @pytest.mark.parametrize("phase, moved", [("rtpghi", False), ("advance", False),
                                           ("rtpghi", True)])
+@forked  # tests/allocations.py: no other thread allocates in the child
 def test_process_allocates_nothing_per_hop(tiny, phase, moved):
     """tracemalloc sees every numpy array buffer and every Python object.
 

@@ -16,7 +16,7 @@ from device.models.bundle import read_bundle
 from device.sound.engine import Engine
 from device.sound.finite import INPUT_LIMIT, FiniteGuard
 from device.sound.level import Limiter
-from tests.allocations import Allocations
+from tests.allocations import Allocations, forked
 from tests.music import clip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,6 +125,7 @@ def test_the_limiter_recovers_from_a_nan_block(tiny):
     assert np.isfinite(out).all() and 0 < out.max() <= 1.0
 
 
+@forked  # tests/allocations.py: no other thread allocates in the child
 def test_bad_hops_allocate_nothing(tiny):
     """The guard's slow path (NaN in every hop) keeps the engine's no-allocation rule
     (the same bounds as test_engine.test_process_allocates_nothing_per_hop)."""

@@ -7,7 +7,7 @@ import pytest
 from device.errors import ConfigError
 from device.sound.features import LOW_LATENCY, PAPER
 from device.sound.level import Limiter, ProgramLevel, ResynthMakeUp
-from tests.allocations import Allocations
+from tests.allocations import Allocations, forked
 
 
 def limit(limiter: Limiter, x: np.ndarray, R: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +75,7 @@ def test_limiter_gain_never_steps():
     assert np.max(np.abs(np.diff(gain))) < (1 - gain.min()) / 10
 
 
+@forked  # tests/allocations.py: no other thread allocates in the child
 def test_limiter_allocates_nothing_per_hop():
     frame = LOW_LATENCY
     lim = Limiter(frame)

@@ -18,7 +18,7 @@ from device.state.controls import UnitControls
 from device.senses.display import DisplayState
 from device.senses.midi import SYSEX_TRIES, MidiController
 from device.senses.nanokontrol2 import ControllerMap
-from tests.device.fake_nanokontrol2 import FakeNanoKontrol2
+from tests.device.fake_nanokontrol2 import FakeNanoKontrol2, PolledInput
 from tests.jack import jack_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("jack_server")
@@ -244,7 +244,7 @@ def test_another_controller_from_a_mapping_file(tmp_path, box):
     backend = mido.Backend(load=True)
     out = backend.open_output("OtherCtl", virtual=True)
     leds = []
-    inp = backend.open_input("OtherCtl", virtual=True, callback=leds.append)
+    inp = PolledInput(backend, "OtherCtl", leds.append)
     ctl = MidiController(box.post, box.current, mapping=mapping, scan_interval=0.1).start()
     try:
         assert ctl.wait_connected(10.0)

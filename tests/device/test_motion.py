@@ -17,7 +17,7 @@ from device.errors import ConfigError, ControlError
 from device.state.modulation import LfoBank
 from device.sound.pitch import NoteGate, Transposer
 from device.sound.render import TimedCommand, load_controls, parse_controls, render
-from tests.allocations import Allocations
+from tests.allocations import Allocations, forked
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "fixtures" / "tiny_bundle"
@@ -282,6 +282,7 @@ def test_a_held_note_gates_and_transposes_the_output(default):
 HOPS = 600
 
 
+@forked  # tests/allocations.py: no other thread allocates in the child
 def test_no_allocation_per_hop_with_lfos_on_every_unit_a_note_and_a_looping_take(default):
     engine = Engine(default, mode="generate")
     R = engine.hop_length
@@ -371,6 +372,7 @@ def test_render_cli_reports_a_bad_control_file_in_one_line(tmp_path, capsys):
                   "got 99"
 
 
+@forked  # tests/allocations.py: no other thread allocates in the child
 def test_lfo_configure_allocates_nothing():
     """configure() runs on the audio thread at every control change and every replayed
     move of a take: it must not build temporaries (it built one mask per shape)."""

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from device.errors import ConfigError, DeviceError
 from device.sound.recorder import STICK_FOLDER, Recorder, _new_file_name, recording_dir
-from tests.allocations import Allocations
+from tests.allocations import Allocations, forked
 
 ROOT = Path(__file__).resolve().parents[2]
 SR = 22050
@@ -92,6 +92,7 @@ def test_push_while_stopped_does_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@forked  # tests/allocations.py: no other thread allocates in the child
 def test_push_allocates_no_sample_buffers(tmp_path):
     """Peak traced memory over many pushes of 4096-sample blocks stays far below
     one block's copy (16 KB): only small view objects come and go."""

@@ -5,7 +5,7 @@ import pytest
 
 from device.sound.features import LOW_LATENCY, PAPER, FrameConfig, istft, stft
 from device.sound.phase import RTPGHI, gamma_for, make_phase
-from tests.allocations import Allocations
+from tests.allocations import Allocations, forked
 from tests.music import clip
 
 
@@ -128,6 +128,7 @@ def test_low_latency_frame_still_gains_over_phase_advance():
     assert scores["rtpghi"] <= scores["advance"] - 2.0, scores
 
 
+@forked  # tests/allocations.py: no other thread allocates in the child
 def test_rtpghi_allocates_no_arrays_per_hop():
     """tracemalloc sees numpy's array buffers: a hop's peak must stay under the
     size of one 1025-bin float array (8 kB), so no temporaries are made."""
