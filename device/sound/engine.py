@@ -54,6 +54,7 @@ FADE_SECONDS = 0.02  # crossfade length: short enough to feel instant, long enou
 KEEPER_LIMIT_DB = 24.0  # a safety bound for the level keeper, not a working range
 MAKEUP_LIMIT_DB = 30.0  # generate's make-up: the same, for a model whose defaults are near silent
 _MAKEUP_LIMIT = 10 ** (MAKEUP_LIMIT_DB / 20)
+GAIN_JUMP = 0.5  # a make-up falling below this fraction in one hop falls at once (-6 dB)
 _TINY = 1e-12  # below any audible magnitude; keeps the phase of silent bins finite
 MOTION_PUBLISH_S = 0.04  # a looping take republishes the controls at most this often
 
@@ -622,10 +623,16 @@ class Engine:
             p_out = float(np.dot(v.out, v.out))
             target = model.resynth.update(self.program.last, p_out / self.hop_length,
                                           e_now, e_default)
-        # (on a voice's first hop the ramp would start from a gain that never played: a
-        # preset's every-knob-up through the seed make-up peaked at 11x full scale)
-        ramp_gain(v.out, target if math.isnan(v.makeup) else v.makeup, target, v.ramp,
-                  v.scratch)
+        # The ramp starts at the target on a voice's first hop (from a gain that never
+        # played, every knob up through the seed make-up peaked at 11x full scale) and
+        # when the gain must fall by more than GAIN_JUMP at once: the knobs jumped (a
+        # preset, every knob up) and their loud spectrum is already in this hop, so
+        # ramping down from the old gain would play it too loud for a hop (a click, 1.5x
+        # the music's later peaks on chaos-fog).
+        old = v.makeup
+        if math.isnan(old) or target < old * GAIN_JUMP:
+            old = target
+        ramp_gain(v.out, old, target, v.ramp, v.scratch)
         v.makeup = target
         if v.mode == "generate":  # a played note's envelope, after the level is set
             self.notes.gate(v.out)

@@ -306,6 +306,31 @@ def without_headroom(engine: Engine) -> None:
                                          headroom_db=math.inf)
 
 
+@pytest.mark.parametrize("jump", [0.5, 0.0], ids=["falls-at-once", "ramped"])
+def test_a_preset_jump_of_every_knob_makes_no_click(default, monkeypatch, jump):
+    """Every knob jumps to 2 mid-stream (a preset, or all knobs at once) on a loud track:
+    the make-up must fall 20+ dB in that hop.  Ramped down from the old gain, the hop
+    played the new loud spectrum too loud (a click over the music's later peaks); it
+    falls at once (GAIN_JUMP).  Before the limiter; ``jump=0`` is the old ramp, to show
+    the test can fail."""
+    import device.sound.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "GAIN_JUMP", jump)
+    x = clip("aztec", seconds=4.0)
+    x = 0.9 * x / np.max(np.abs(x))
+    engine = Engine(default, mode="resynth", phase="advance")
+    at = 2 * default.frame.sample_rate // engine.hop_length  # hop of the jump: 2 s in
+    y = run(engine, x, {at: [c.SetScale(u, 2.0) for u in range(default.units)]},
+            before_limiter=True)
+    R = engine.hop_length
+    click = np.max(np.abs(y[at * R:(at + 2) * R]))
+    after = np.max(np.abs(y[(at + 20) * R:]))
+    if jump:
+        assert click < 0.8 * after, (click, after)
+    else:
+        assert click > 1.1 * after, (click, after)
+
+
 def test_every_knob_at_2_is_held_to_the_headroom_over_the_input(default):
     """Every knob at 2 lifts every part at once: 30 dB louder than the input before the
     control headroom, at most 6 dB (and the input's peaks) with it.  Measured before the
