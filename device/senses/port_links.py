@@ -28,14 +28,16 @@ PORTS_LOCK = threading.RLock()
 """Held around every creation and deletion of a MIDI client or port in this process
 (rtmidi's MidiIn/MidiOut, open_port/close_port/delete, mido's ports, JackLinks).
 
-libjack hung here when one thread opened a client while another unregistered a port:
-the controller's watcher opening JackLinks for a new server while a port closed on the
-main thread (tests/device/test_midi_faults.py, 1 run in 2; stop 19), and python-rtmidi
-segfaulted once closing a port while another opened one under the same client name.
-The box has two watchers that open and close ports on their own threads (controller,
-keyboards), so the calls that change JACK's graph take turns.  Reading (port lists,
-connection queries, messages) does not take it.  Never held while waiting on another
-thread."""
+The suite hung when one thread opened a JACK client while another closed a port (the
+controller's watcher opening JackLinks for a new server while the test's fake
+controller closed its ports: tests/device/test_midi_faults.py, stop 19), and
+python-rtmidi segfaulted once closing a port while another opened one under the same
+client name.  python-rtmidi's open and close calls keep the GIL while they wait on the
+JACK server, so a Python MIDI callback on JACK's process thread (mido's inputs always
+install one; ours poll) can stall the server's cycle; taking turns narrows what can
+meet.  The box has two watchers that open and close ports on their own threads
+(controller, keyboards).  Reading (port lists, connection queries, messages) does not
+take it.  Never held while waiting on another thread."""
 
 _JACK_NO_START_SERVER = 0x01
 _SHUTDOWN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)

@@ -156,6 +156,13 @@ class PreparedModel:
         self.resynth = ResynthMakeUp(self.frame, seed=seed)
         self.weights = weights
 
+    def energy(self, mag: np.ndarray, scratch: np.ndarray) -> float:
+        """Σ w·|Y|² of magnitudes ``mag`` (n_bins), the output energy of one hop up to a
+        constant (level.coherent_weights); ``scratch`` (n_bins floats, may be ``mag``)
+        takes the squares, so nothing is allocated."""
+        np.multiply(mag, mag, out=scratch)
+        return float(np.dot(scratch, self.weights))
+
     def encode(self, mag: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Magnitudes (n_bins) → hidden units (units, float64 ``out``)."""
         # In float64 first: a mixed float64→float32 ufunc would allocate a cast buffer.
@@ -570,13 +577,10 @@ class Engine:
                 v.units0[:] = v.units
             model.resynth_values(v.units, v.adjusted, out=v.units)
             model.decode(v.units, out=v.mag)
-            np.multiply(v.mag, v.mag, out=v.mag0)
-            e_now = float(np.dot(v.mag0, model.weights))
-            e_default = e_now
+            e_now = e_default = model.energy(v.mag, v.mag0)
             if not v.at_defaults:
                 model.decode(v.units0, out=v.mag0)
-                np.multiply(v.mag0, v.mag0, out=v.mag0)
-                e_default = float(np.dot(v.mag0, model.weights))
+                e_default = model.energy(v.mag0, v.mag0)
             # Y = |Y| · X/|X|: the input's phase on the decoded magnitudes.
             np.maximum(v.mag_in, _TINY, out=v.mag_in)
             np.divide(v.mag, v.mag_in, out=v.mag)
@@ -587,8 +591,7 @@ class Engine:
             model.unit_values(v.adjusted, out=v.units)
             model.decode(v.units, out=v.mag)
             self.notes.transpose(v.mag)
-            np.multiply(v.mag, v.mag, out=v.mag0)  # v.mag0: scratch in generate
-            e_now = float(np.dot(v.mag0, model.weights))  # before the noise split below
+            e_now = model.energy(v.mag, v.mag0)  # before the noise split below
             v.phase.synthesize(v.mag, v.spec)
             # Split off the noise-like bins of a held frame; while nothing is held (and
             # the noise path's overlap-add tail has played out) the split is skipped.

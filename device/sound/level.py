@@ -42,6 +42,7 @@ GATE_DBFS = -45.0       # input hops quieter than this do not move the program l
 PROGRAM_TAU_S = 3.0
 IDLE_EPS = 1e-5  # a gain this close to 1 (1e-4 dB) counts as released: the fast path
 CONTROL_HEADROOM_DB = 6.0  # the most the controls raise a mode's level over its defaults
+CONTROL_HEADROOM = 10 ** (CONTROL_HEADROOM_DB / 10)  # the same as a power ratio
 METER_FALL_DB_S = 20.0  # the gain-reduction meter falls this fast after a peak
 
 
@@ -61,13 +62,14 @@ def coherent_weights(frame: FrameConfig) -> tuple[np.ndarray, float]:
 
 
 def headroom_gain(energy: float, energy0: float,
-                  headroom_db: float = CONTROL_HEADROOM_DB) -> float:
-    """The gain (<= 1) that keeps a spectrum of energy ``energy`` at most ``headroom_db``
-    louder than the default controls' ``energy0`` (any consistent unit: Σ w·|Y|²):
-    1 up to the headroom, sqrt(headroom/ratio) above it.  1 when either is not > 0."""
+                  headroom: float = CONTROL_HEADROOM) -> float:
+    """The gain (<= 1) that keeps a spectrum of energy ``energy`` at most ``headroom`` (a
+    power ratio: CONTROL_HEADROOM is 6 dB) louder than the default controls' ``energy0``
+    (any consistent unit: Σ w·|Y|²): 1 up to the headroom, sqrt(headroom/ratio) above
+    it.  1 when either is not > 0."""
     if energy <= 0.0 or energy0 <= 0.0:
         return 1.0
-    over = energy / (energy0 * 10 ** (headroom_db / 10))
+    over = energy / (energy0 * headroom)
     return 1.0 / math.sqrt(over) if over > 1.0 else 1.0
 
 
@@ -197,7 +199,7 @@ class ResynthMakeUp:
         rise = s / s0 if s0 > 0.0 else 0.0
         if self._s0 > 0.0:
             rise = max(rise, self._s / self._s0)
-        return math.sqrt(self._headroom / rise) if rise > self._headroom else 1.0
+        return headroom_gain(rise, 1.0, self._headroom)
 
 
 class Limiter:

@@ -29,6 +29,7 @@ from device.state.config import config_from_dict
 from device.senses.display import open_display, render
 from device.senses.nanokontrol2 import KORG, parse_korg, scene_dump
 from tests.device.audio_rig import alsa_config, read_raw
+from tests.device.fake_nanokontrol2 import PolledInput
 from tests.jack import MIDI_BACKEND, JackServer
 from tests.music import clip
 
@@ -46,38 +47,21 @@ class FakeNanoKontrol2:
     """A nanoKONTROL2 on JACK MIDI: sends controls, keeps the LEDs it is sent, and answers
     the scene dump request and scene write like the controller (external LED mode).
 
-    Its input is polled (python-rtmidi's own queue, filled in JACK's thread without the
-    GIL), so a busy test process does not make it miss a cycle and lose LED messages.
+    Its input is polled (fake_nanokontrol2.PolledInput: python-rtmidi's own queue, filled
+    in JACK's thread without the GIL), so a busy test process does not make it miss a
+    cycle and lose LED messages.
     """
 
     FAMILY = [0x00, 0x01, 0x13, 0x00]
 
     def __init__(self, backend: mido.Backend):
-        import rtmidi
-
         self.leds: dict[int, int] = {}
         self.led_log: list[tuple[int, int]] = []
         self.sysex: list[list[int]] = []
         self.out = backend.open_output("nanoKONTROL2", virtual=True)
-        self._in = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, name="fake", queue_size_limit=4096)
-        self._in.ignore_types(sysex=False)
-        self._in.open_virtual_port("nanoKONTROL2")
         self._lock = threading.Lock()
-        self._closing = False
         self._scene = bytearray(339)  # factory-ish scene: LED mode byte 2 = 0 (internal)
-        self._poller = threading.Thread(target=self._poll, daemon=True)
-        self._poller.start()
-
-    def _poll(self) -> None:
-        parser = mido.Parser()
-        while not self._closing:
-            got = self._in.get_message()
-            if got is None:
-                time.sleep(0.001)
-                continue
-            parser.feed(got[0])
-            for msg in parser:
-                self._received(msg)
+        self._in = PolledInput(backend, "nanoKONTROL2", self._received)
 
     def _received(self, msg: mido.Message) -> None:
         if msg.type == "control_change":
@@ -116,9 +100,7 @@ class FakeNanoKontrol2:
             self.cc(control, v)
 
     def close(self) -> None:
-        self._closing = True
-        self._poller.join(1.0)
-        self._in.close_port()
+        self._in.close()
         self.out.close()
 
 
