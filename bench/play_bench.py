@@ -22,6 +22,7 @@ latency: the round trip measured end to end through `aesynth play --mode
 
     .venv/bin/python bench/play_bench.py first-period --runs 5
     .venv/bin/python bench/play_bench.py paced --minutes 10 --profile low
+    .venv/bin/python bench/play_bench.py paced --minutes 10 --profile low --process own
     .venv/bin/python bench/play_bench.py latency --starts 5 --profile low --rate 48000
 """
 
@@ -170,7 +171,7 @@ print(json.dumps({"sched_fifo": rt, "count": len(gaps), "longest_ms": max(gaps, 
 
 
 def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
-                profile: str = "safe", line_in: bool = False) -> dict:
+                profile: str = "safe", line_in: bool = False, process: str = "thread") -> dict:
     model = default_model()
     rate, hop = hop_of(model, profile)
     from tests.music import track
@@ -178,8 +179,10 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
     with tempfile.TemporaryDirectory(prefix="aesynth-bench-") as tmp:
         env = {"ALSA_CONFIG_PATH": str(alsa_config(Path(tmp))),
                "MIDO_BACKEND": "mido.backends.rtmidi/UNIX_JACK"}
-        if config is None and profile != "safe":
-            config = profile_config(tmp, profile)
+        if config is None and (profile != "safe" or process != "thread"):
+            config = profile_config(tmp, profile, f'process = "{process}"\n')
+        elif process != "thread":
+            raise SystemExit("--process with --config: put [audio] process in the file")
         with JackServer(rate=rate, period=hop, log_dir=Path(tmp)) as jack:
             env.update(jack.env)
             os.environ.update(jack.env)  # the storm's JACK client, in this process
@@ -226,7 +229,7 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
             "profile": profile, "input": "line" if line_in else "file",
             "audio_seconds": round(hops * hop / rate, 1), "wall_seconds": round(elapsed, 1),
             "hop_ms": round(1000 * hop / rate, 2), "minutes": minutes, "display": display,
-            "config": config,
+            "config": config, "process": process,
             "hop_cost_p99_share_of_hop": round(p99 / (1e6 * hop / rate), 3),
             "midi_cc_sent": sent[0] if sent else 0,
             "midi_cc_per_s": round((sent[0] if sent else 0) / max(elapsed, 1e-9), 1),
@@ -324,6 +327,8 @@ def main() -> int:
     pc.add_argument("--config", help="an aesynth.toml for the app (e.g. [audio] others_priority)")
     pc.add_argument("--profile", default="safe", choices=("safe", "low"))
     pc.add_argument("--line-in", action="store_true", help="capture from JACK, not a file")
+    pc.add_argument("--process", default="thread", choices=("thread", "own"),
+                    help="[audio] process: the engine in a thread of the app or its own process")
     lt = sub.add_parser("latency")
     lt.add_argument("--starts", type=int, default=5)
     lt.add_argument("--rate", type=int, default=22050, help="the card's (JACK's) rate")
@@ -337,7 +342,7 @@ def main() -> int:
         result = bench_latency(a.starts, a.rate, a.period or None, a.profile, a.seconds)
     else:
         result = bench_paced(a.minutes, a.cc_rate, a.display, a.config, a.profile,
-                             a.line_in)
+                             a.line_in, a.process)
     print(json.dumps({"bench": f"play_{a.what}", **result}, indent=2))
     return 0
 

@@ -90,6 +90,7 @@ class App:
         self.note: str | None = None  # shown while no message is: "no sound card"
         self.engine: Any = None
         self.loop: Any = None
+        self.audio_process: Any = None  # device.sound.remote.AudioProcess with process = "own"
         self.library: Any = None
         self.presets: Any = None
         self.recorder: Any = None
@@ -165,7 +166,9 @@ class App:
         self.collector = QuietCollector().hold()
         self._share_realtime()
         bundle = bundle_for(self._load_model(), cfg.audio.profile)
-        if self._engine_factory is not None:
+        if cfg.audio.process == "own":
+            self._start_audio_process(bundle)
+        elif self._engine_factory is not None:
             self.engine = self._engine_factory(bundle)
         else:
             from device.sound.engine import Engine
@@ -179,7 +182,7 @@ class App:
         if cfg.play.mode != self.engine.mode:
             self.engine.apply(c.SetMode(cfg.play.mode))  # before the audio thread owns it
         n = cfg.notes
-        if hasattr(self.engine, "notes"):
+        if hasattr(self.engine, "notes") and self.audio_process is None:  # the child's: spec
             self.engine.apply(c.SetNoteGate(n.reference_note, n.attack_s, n.release_s))
         self._switch_interval = sys.getswitchinterval()  # restored by close()
         sys.setswitchinterval(cfg.audio.switch_interval_ms / 1000.0)
@@ -198,6 +201,31 @@ class App:
         self._start_control()
         self._start_feedback()
         return self
+
+    def _start_audio_process(self, bundle: Any) -> None:
+        """``[audio] process = "own"``: the engine in a process of its own
+        (device/sound/remote.py); ``self.engine`` stands for it."""
+        from device.errors import AesynthError
+        from device.sound.remote import AudioProcess
+
+        cfg = self.config
+        level = logging.getLogger().getEffectiveLevel()
+        self.audio_process = AudioProcess(
+            to_control=self._control_inbox.put, say=self._say,
+            verbosity=2 if level <= logging.DEBUG else 1 if level <= logging.INFO else 0)
+        self._closers.insert(0, self.audio_process)  # stopped last of all if never opened
+        n = cfg.notes
+        try:
+            self.engine = self.audio_process.start({
+                "model": bundle.source, "profile": cfg.audio.profile,
+                "phase": cfg.model.phase, "num_threads": cfg.model.num_threads,
+                "mode": cfg.play.mode,
+                "note_gate": [n.reference_note, n.attack_s, n.release_s],
+                "switch_interval_ms": cfg.audio.switch_interval_ms,
+                "others_priority": cfg.audio.others_priority if cfg.audio.realtime else 0})
+        except AesynthError as e:
+            raise StartError(EXIT_MODEL, f"cannot play {bundle.name}: {e}") from None
+        log.info("audio: engine in its own process (pid %d)", self.audio_process.pid)
 
     def _share_realtime(self) -> None:
         """Real-time priority for this thread and so for every thread started from it."""
@@ -288,6 +316,9 @@ class App:
         wav = playback.startswith("file:") and playback.endswith(",wav")
         audio_cfg = a.audio_config(playback_device=playback,
                                    sample_format="S16_LE" if wav else a.sample_format)
+        if self.audio_process is not None:
+            self._open_in_process(audio_cfg)
+            return
         source = self._make_source(bundle.frame.sample_rate)
         for _attempt in range(3):
             self.loop = AudioLoop(self.engine, source, sample_rate=bundle.frame.sample_rate,
@@ -319,6 +350,41 @@ class App:
                     raise StartError(EXIT_AUDIO, str(e)) from None
         raise StartError(EXIT_AUDIO, "no audio device could be opened")
 
+    def _open_in_process(self, audio_cfg: Any) -> None:
+        """The card opened by the audio process, with :meth:`_start_audio`'s fallbacks."""
+        from device.errors import AudioFileError, DeviceError
+        from device.state.config import expand
+        from device.state.fallbacks import named_device
+
+        a = self.config.audio
+        kind = self.config.play.input
+        source = kind if kind in ("line", "none") else str(expand(kind))
+        for _attempt in range(3):
+            try:
+                self.loop = self.audio_process.open(audio_cfg, source, commands=self.commands)
+                return
+            except AudioFileError as e:
+                raise StartError(EXIT_USAGE, str(e)) from None
+            except DeviceError as e:
+                if getattr(e, "pcm_kind", "") == "capture":
+                    if named_device(a.capture_device):
+                        raise StartError(EXIT_AUDIO, f"{e} (--capture-device / [audio] "
+                                                     f"capture_device)") from None
+                    log.log(logging.INFO if self.note else logging.WARNING,
+                            "%s; playing with no input (generate mode still sounds)", e)
+                    source = "none"
+                    self.note = self.note or "no line-in"
+                elif a.fallback == "null" and not named_device(audio_cfg.playback_device) \
+                        and audio_cfg.playback_device != "null":
+                    log.warning("%s; no sound card? playing into ALSA's null device instead "
+                                "(silent; --output-device out.wav records it, [audio] fallback = "
+                                "\"fail\" exits instead)", e)
+                    audio_cfg = _replace(audio_cfg, playback_device="null", pacing="clock")
+                    self.note = "no sound card"
+                else:
+                    raise StartError(EXIT_AUDIO, str(e)) from None
+        raise StartError(EXIT_AUDIO, "no audio device could be opened")
+
     def _start_health(self) -> None:
         """Live health each second: the status file (`aesynth status`) and systemd's watchdog."""
         from device.state.health import HealthPublisher
@@ -336,7 +402,7 @@ class App:
             stop=self.request_stop, quit=cfg.play.quit, profile=cfg.audio.profile,
             num_threads=cfg.model.num_threads, library=self.library, presets=self.presets,
             recorder=self.recorder, midi=self.midi, last_state=self.last_state,
-            collector=self.collector, settle_s=SETTLE_S)
+            collector=self.collector, settle_s=SETTLE_S, remote=self.audio_process is not None)
         self._spawn("control", lambda: self.control.run(self._stopping))
 
     def _start_feedback(self) -> None:
@@ -516,8 +582,13 @@ class App:
             # Asked at each start: onto a stick mounted by then, else the data partition.
             folder = (fallback if usb is None
                       else lambda: recording_dir(usb.current_stick, fallback))
-            self.recorder.target = Recorder(folder, bundle.frame.sample_rate,
-                                            on_error=self._say)
+            if self.audio_process is not None:  # the audio thread and its tap are there
+                from device.sound.remote import RemoteRecorder
+
+                self.recorder.target = RemoteRecorder(self.audio_process, folder)
+            else:
+                self.recorder.target = Recorder(folder, bundle.frame.sample_rate,
+                                                on_error=self._say)
         except ModuleNotFoundError as e:
             log.warning("no recorder: %s", e)
 

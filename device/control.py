@@ -37,7 +37,8 @@ class Control:
     and ``num_threads`` are how a stepped-to model is prepared (``[audio] profile``,
     ``[model] num_threads``).  The parts the app could not start are ``None`` and their
     commands say so on the display.  The collector settles ``settle_s`` seconds after the
-    first audio period.
+    first audio period.  ``remote``: the engine runs in the audio process
+    (device/sound/remote.py), which loads a stepped-to model itself from its path.
     """
 
     def __init__(self, engine: Any, loop: Any, inbox: queue.SimpleQueue, *,
@@ -45,7 +46,7 @@ class Control:
                  stop: Callable[[], None], quit: str = "exit", profile: str = "safe",
                  num_threads: int = 1, library: Any = None, presets: Any = None,
                  recorder: Any = None, midi: Any = None, last_state: Any = None,
-                 collector: Any = None, settle_s: float = 3.0):
+                 collector: Any = None, settle_s: float = 3.0, remote: bool = False):
         self.engine = engine
         self.loop = loop
         self._inbox = inbox
@@ -62,6 +63,7 @@ class Control:
         self.last_state = last_state
         self.collector = collector
         self._settle_s = settle_s
+        self._remote = remote
         self._settled = False
         self._shutdown_asked = -1e9
         self.recording = False
@@ -176,7 +178,6 @@ class Control:
         entry = self.library.step(delta)
         self._say(f"loading {getattr(entry, 'name', entry)}")
         bundle = bundle_for(self.library.load(entry), self._profile)
-        prepared = prepare_model(bundle, num_threads=self._num_threads)
         if bundle.frame.sample_rate != self.loop.sample_rate or \
                 bundle.frame.hop_length != self.loop.hop:
             self._say(f"{bundle.name}: other rate/hop")
@@ -184,10 +185,16 @@ class Control:
                         bundle.name, bundle.frame.sample_rate, bundle.frame.hop_length,
                         self.loop.sample_rate, self.loop.hop)
             return
+        if self._remote:  # the audio process prepares it; the commands after wait for it
+            from device.sound.wire import LoadModel
+
+            swap: object = LoadModel(bundle.source, self._profile, self._num_threads)
+        else:
+            swap = c.SwapModel(prepare_model(bundle, num_threads=self._num_threads))
         if self.last_state is not None:
             self.last_state.flush()  # the model left keeps its last moves (offers are per model)
-        self._post(c.SwapModel(prepared))
-        self._restore_last(prepared.name, bundle.units)
+        self._post(swap)
+        self._restore_last(bundle.name, bundle.units)
         self._say(None)
         if self._settled:
             self.collector.settle()  # the new model's objects live until the next swap

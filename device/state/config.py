@@ -75,6 +75,10 @@ class AudioSection:
     # realtime is on, below `priority`: a thread holding the GIL must not be preempted by
     # an ordinary process while the audio thread waits for it.  0: normal priority.
     others_priority: int = 10
+    # Where the engine and the audio loop run: "thread" (a thread of the app) or "own" (a
+    # process of their own, device/sound/audio_child.py: no other thread of the app can then
+    # hold the audio thread's GIL; measured in docs/play.md).
+    process: str = "thread"
 
     def audio_config(self, **changes: Any) -> Any:
         """The :class:`device.sound.audio.AudioConfig` these keys describe (``changes`` override);
@@ -179,6 +183,9 @@ class Config:
             raise ConfigError(f"audio.others_priority must be in 0..priority-1="
                               f"{self.audio.priority - 1} (0: normal scheduling), got "
                               f"{self.audio.others_priority!r}")
+        if self.audio.process not in ("thread", "own"):
+            raise ConfigError(f"audio.process must be one of thread, own, got "
+                              f"{self.audio.process!r}")
         if not 0.1 <= self.audio.switch_interval_ms <= 10.0:
             raise ConfigError(f"audio.switch_interval_ms must be in 0.1..10 ms, got "
                               f"{self.audio.switch_interval_ms}")

@@ -92,7 +92,7 @@ def test_audio_section_is_the_audio_config_plus_the_apps_keys():
     assert section.audio_config(playback_device="null").playback_device == "null"
     extra = {f.name for f in dataclasses.fields(section)} - {
         f.name for f in dataclasses.fields(AudioConfig)}
-    assert extra == {"fallback", "switch_interval_ms", "others_priority"}
+    assert extra == {"fallback", "switch_interval_ms", "others_priority", "process"}
     cfg = config_from_dict({"display": {"max_fps": 90}})
     assert cfg.display.max_fps == 90.0  # what device.senses.display.Display accepts, up to 120
 

@@ -1,0 +1,185 @@
+"""[audio] process = "own": the engine and the audio loop in a process of their own.
+
+The real child (python -m device.sound.audio_child), the real engine and ALSA's file
+and null plugins: the same samples as the audio thread in one process, every command
+and snapshot across, a model step, a recording, and the faults (the child killed,
+the app killed, garbage on the wire) ending cleanly with a line that names them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from device.app import EXIT_FAILURE, App, wav_device
+from device.sound.wire import encode
+from device.state import commands as c
+from device.state.config import config_from_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "fixtures" / "tiny_bundle"
+PAGED = ROOT / "tests" / "fixtures" / "paged_bundle"
+
+
+def config(tmp_path, process="own", **sections):
+    base = {
+        "model": {"path": str(FIXTURE), "state_file": str(tmp_path / "state.json")},
+        "play": {"mode": "resynth", "input": "none"},
+        "audio": {"playback_device": "null", "realtime": False, "process": process},
+        "midi": {"enabled": False}, "display": {"kind": "none"}, "buttons": {"kind": "none"},
+        "storage": {"presets_dir": str(tmp_path / "presets"),
+                    "recordings_dir": str(tmp_path / "rec")},
+    }
+    for key, values in sections.items():
+        base[key] = {**base.get(key, {}), **values}
+    return config_from_dict(base)
+
+
+def wait_until(what, ok, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not ok() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ok(), what
+
+
+def children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+
+
+def test_own_process_plays_the_same_samples_as_the_audio_thread(tmp_path):
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, 22050).astype(np.float32)
+    sf.write(tmp_path / "in.wav", x, 22050, subtype="FLOAT")
+    outs = {}
+    for process in ("thread", "own"):
+        out = tmp_path / f"{process}.wav"
+        cfg = config(tmp_path, process, play={"input": str(tmp_path / "in.wav")},
+                     audio={"playback_device": wav_device(str(out))})
+        app = App(cfg).start()
+        try:
+            wait_until("300 hops", lambda: app.loop.stats.hops >= 300)
+        finally:
+            app.close()
+        outs[process], _ = sf.read(out, dtype="int16")
+    n = min(len(outs["thread"]), len(outs["own"]))
+    assert n >= 250 * 128
+    # the tiny untrained model resynthesises quietly while its make-up rises: not silence
+    assert np.count_nonzero(outs["own"][:n]) > n // 2
+    np.testing.assert_array_equal(outs["own"][:n], outs["thread"][:n])
+
+
+def test_commands_snapshots_a_model_step_and_a_recording_cross(tmp_path, monkeypatch, caplog):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    for name, src in (("default", FIXTURE), ("paged", PAGED)):
+        shutil.copytree(src, shipped / name)
+    monkeypatch.setenv("AESYNTH_MODELS_DIR", str(tmp_path / "user"))
+    cfg = config(tmp_path, model={"path": "", "shipped_dir": str(shipped)},
+                 play={"mode": "generate"})
+    caplog.set_level(logging.INFO)
+    app = App(cfg).start()
+    try:
+        assert app.audio_process is not None and app.audio_process.pid != os.getpid()
+        first = app.engine.snapshot.model
+        app.post(c.SetGain(1, 0.3))
+        wait_until("the fader move", lambda: app.engine.snapshot.controls.gain[1] == 0.3)
+        app.post(c.SetMode("resynth"))
+        wait_until("the mode", lambda: app.engine.snapshot.mode == "resynth")
+        app.post(c.SetGain(99, 0.5))  # refused by the child's engine, said by the control thread
+        wait_until("the refusal", lambda: "refused" in caplog.text)
+        app.post(c.ToggleRecording())
+        wait_until("recording", lambda: app.recording)
+        wait_until("a second of it", lambda: app.loop.stats.hops > 400, 30)
+        app.post(c.ToggleRecording())
+        wait_until("recording saved", lambda: not app.recording)
+        app.post(c.StepModel(1))
+        wait_until("the next model", lambda: app.engine.snapshot.model != first)
+        units = app.engine.snapshot.controls.units
+        assert units == app.engine.snapshot.units and len(app.engine.snapshot.labels) == units
+        assert app.loop.stats.xruns >= 0 and app.loop.hop_cost_percentiles()["p99"] > 0
+    finally:
+        assert app.close() == 0
+    (take,) = (tmp_path / "rec").glob("*.wav")
+    y, rate = sf.read(take)
+    assert rate == 22050 and len(y) > 22050 // 2
+    assert "SetGain(unit=99" in caplog.text
+
+
+def test_the_child_dying_stops_the_app_with_exit_1(tmp_path, caplog):
+    app = App(config(tmp_path)).start()
+    try:
+        wait_until("playing", lambda: app.loop.stats.hops > 20)
+        os.kill(app.audio_process.pid, signal.SIGKILL)
+        assert app.wait(20) == EXIT_FAILURE
+    finally:
+        app.close()
+    assert "the audio process exited with code -9" in caplog.text
+
+
+def test_garbage_on_the_wire_is_refused_then_a_garbled_stream_ends_the_child(tmp_path, capfd):
+    app = App(config(tmp_path)).start()
+    try:
+        wait_until("playing", lambda: app.loop.stats.hops > 20)
+        app.audio_process._write(encode({"t": "Explode", "x": 1}))  # one bad message
+        app.post(c.SetGain(2, 0.25))                                 # the next still plays
+        wait_until("the move after it", lambda: app.engine.snapshot.controls.gain[2] == 0.25)
+        app.audio_process._write(b"\x05\x00\x00\x00{{{{{")          # a garbled stream
+        assert app.wait(20) == EXIT_FAILURE
+    finally:
+        app.close()
+    child = capfd.readouterr().err  # the child logs to the stderr it shares with the app
+    assert "unknown command type 'Explode'" in child
+    assert "the app's messages are garbled: frame of 5 bytes is not JSON" in child
+
+
+def test_a_model_the_child_cannot_load_is_a_model_error_with_its_line(tmp_path):
+    """The app reads a bundle before the child does (so the app's own checks come first);
+    a bundle gone by the time the child reads it is the child's line, and it exits 3."""
+    from device.errors import ModelError
+    from device.sound.remote import AudioProcess
+
+    process = AudioProcess(to_control=lambda cmd: None)
+    with pytest.raises(ModelError, match=r"missing"):
+        process.start({"model": str(tmp_path / "missing"), "mode": "generate"})
+    process.stop()
+    assert process.exit_code == 3
+
+
+def test_the_child_ends_when_the_app_is_killed(tmp_path):
+    cfg = tmp_path / "own.toml"
+    cfg.write_text('[audio]\nprocess = "own"\nrealtime = false\n')
+    app = subprocess.Popen(
+        [sys.executable, "-m", "device.cli", "play", "--config", str(cfg), "--model",
+         str(FIXTURE), "--in", "none", "--output-device", "null", "--no-midi",
+         "--display", "none", "--duration", "60"], cwd=ROOT, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        wait_until("the audio process", lambda: children_of(app.pid), 30)
+        (child,) = children_of(app.pid)
+        wait_until("it plays", lambda: alive(child) and app.poll() is None, 5)
+        time.sleep(1.0)
+        app.kill()  # no clean-up at all: the child sees its input end
+        app.wait()
+        wait_until("the child gone", lambda: not alive(child), 10)
+    finally:
+        if app.poll() is None:
+            app.kill()
+        app.stderr.close()
