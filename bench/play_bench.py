@@ -99,18 +99,20 @@ def time_to_first_period(args: list[str], env: dict[str, str], timeout: float = 
     return found
 
 
-def bench_first_period(runs: int) -> dict:
+def bench_first_period(runs: int, process: str = "thread") -> dict:
     model = default_model()
     rate, hop = hop_of(model)
-    out: dict = {"model": str(model.relative_to(ROOT)), "runs": runs}
+    out: dict = {"model": str(model.relative_to(ROOT)), "runs": runs, "process": process}
     with tempfile.TemporaryDirectory(prefix="aesynth-bench-") as tmp:
         env = {"ALSA_CONFIG_PATH": str(alsa_config(Path(tmp)))}
+        cfg = ([] if process == "thread"
+               else ["--config", profile_config(tmp, "safe", f'process = "{process}"\n')])
         # The README's command: no arguments (this machine has no sound card).
-        plain = [time_to_first_period(["--duration", "5"], env) for _ in range(runs)]
+        plain = [time_to_first_period([*cfg, "--duration", "5"], env) for _ in range(runs)]
         with JackServer(rate=rate, period=hop, log_dir=Path(tmp)) as jack:
             jenv = {**env, **jack.env}
-            jk = ["--output-device", "plug:jk", "--capture-device", "plug:jk", "--no-midi",
-                  "--display", "none", "--duration", "5"]
+            jk = [*cfg, "--output-device", "plug:jk", "--capture-device", "plug:jk",
+                  "--no-midi", "--display", "none", "--duration", "5"]
             paced = [time_to_first_period(jk, jenv) for _ in range(runs)]
     for name, xs in (("no_arguments_null_device", plain), ("jack_dummy", paced)):
         out[name] = {"median_s": round(statistics.median(xs), 3), "max_s": round(max(xs), 3),
@@ -262,7 +264,7 @@ pcm.lb { type jack playback_ports { 0 jack_delay:in } capture_ports { 0 jack_del
 
 
 def bench_latency(starts: int, rate: int, period: int | None, profile: str,
-                  seconds: float) -> dict:
+                  seconds: float, process: str = "thread") -> dict:
     """Round trip through `aesynth play --mode original --in line`, N starts."""
     from collections import Counter
 
@@ -273,7 +275,7 @@ def bench_latency(starts: int, rate: int, period: int | None, profile: str,
     with tempfile.TemporaryDirectory(prefix="aesynth-bench-") as tmp:
         conf = Path(tmp) / "asound.conf"
         conf.write_text(LOOPBACK)
-        cfg = profile_config(tmp, profile)
+        cfg = profile_config(tmp, profile, f'process = "{process}"\n')
         env = {"ALSA_CONFIG_PATH": str(conf)}
         with JackServer(rate=rate, period=period, log_dir=Path(tmp)) as jack:
             env.update(jack.env)
@@ -307,7 +309,8 @@ def bench_latency(starts: int, rate: int, period: int | None, profile: str,
                                  abs(v - int(exp.group(2))) > 1 for v in measured[1:]),
                              "xruns": int(stopped.group(2)) if stopped else None})
     worst = max(r["measured_ms"] for r in runs)
-    return {"model": str(model.relative_to(ROOT)), "profile": profile, "card_rate": rate,
+    return {"model": str(model.relative_to(ROOT)), "profile": profile, "process": process,
+            "card_rate": rate,
             "jack_period": period, "model_rate": model_rate, "hop": hop, "starts": runs,
             "worst_measured_ms": worst,
             "all_equal_expected_within_1_frame": all(
@@ -319,6 +322,7 @@ def main() -> int:
     sub = ap.add_subparsers(dest="what", required=True)
     fp = sub.add_parser("first-period")
     fp.add_argument("--runs", type=int, default=5)
+    fp.add_argument("--process", default="thread", choices=("thread", "own"))
     pc = sub.add_parser("paced")
     pc.add_argument("--minutes", type=float, default=10.0)
     pc.add_argument("--cc-rate", type=int, default=600,
@@ -335,11 +339,14 @@ def main() -> int:
     lt.add_argument("--period", type=int, default=0, help="JACK's period; 0: one hop")
     lt.add_argument("--profile", default="safe", choices=("safe", "low"))
     lt.add_argument("--seconds", type=float, default=3.0, help="each start plays this long")
+    lt.add_argument("--process", default="thread", choices=("thread", "own"),
+                    help="[audio] process: the engine in a thread of the app or its own process")
     a = ap.parse_args()
     if a.what == "first-period":
-        result = bench_first_period(a.runs)
+        result = bench_first_period(a.runs, a.process)
     elif a.what == "latency":
-        result = bench_latency(a.starts, a.rate, a.period or None, a.profile, a.seconds)
+        result = bench_latency(a.starts, a.rate, a.period or None, a.profile, a.seconds,
+                               a.process)
     else:
         result = bench_paced(a.minutes, a.cc_rate, a.display, a.config, a.profile,
                              a.line_in, a.process)

@@ -166,7 +166,7 @@ class App:
         self.collector = QuietCollector().hold()
         self._share_realtime()
         bundle = bundle_for(self._load_model(), cfg.audio.profile)
-        if cfg.audio.process == "own":
+        if cfg.audio.own_process:
             self._start_audio_process(bundle)
         elif self._engine_factory is not None:
             self.engine = self._engine_factory(bundle)
@@ -203,9 +203,10 @@ class App:
         return self
 
     def _start_audio_process(self, bundle: Any) -> None:
-        """``[audio] process = "own"``: the engine in a process of its own
+        """``[audio] process = "own"`` (or "auto" at the low profile): the engine in a process
+        of its own
         (device/sound/remote.py); ``self.engine`` stands for it."""
-        from device.errors import AesynthError
+        from device.errors import AesynthError, DeviceError
         from device.sound.remote import AudioProcess
 
         cfg = self.config
@@ -223,7 +224,9 @@ class App:
                 "note_gate": [n.reference_note, n.attack_s, n.release_s],
                 "switch_interval_ms": cfg.audio.switch_interval_ms,
                 "others_priority": cfg.audio.others_priority if cfg.audio.realtime else 0})
-        except AesynthError as e:
+        except DeviceError as e:  # the child did not start or answer: worth retrying later
+            raise StartError(EXIT_AUDIO, f"cannot play {bundle.name}: {e}") from None
+        except AesynthError as e:  # the child's interpreter refused the model
             raise StartError(EXIT_MODEL, f"cannot play {bundle.name}: {e}") from None
         log.info("audio: engine in its own process (pid %d)", self.audio_process.pid)
 

@@ -39,7 +39,7 @@ import threading
 import time
 from typing import Any
 
-from device.sound.wire import (LoadModel, WireError, command_message, command_of, encode,
+from device.sound.wire import (WireError, command_message, command_of, encode,
                                read_messages, snapshot_message, write_all)
 from device.state import commands as c
 

@@ -20,6 +20,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -155,16 +156,26 @@ class AudioProcess:
         return self._reply(REPLY_TIMEOUT_S, "record")
 
     # -- from the child -----------------------------------------------------------------
+    _ANSWERS = {"start": ("ready", "error"), "open": ("opened", "open_failed"),
+                "record": ("recorded",)}
+
     def _reply(self, timeout: float, what: str) -> dict:
-        try:
-            reply = self._replies.get(timeout=timeout)
-        except queue.Empty:
-            raise DeviceError(f"the audio process did not answer {what} within {timeout:g} s"
-                              ) from None
-        if reply["t"] == "exited":
-            raise DeviceError(f"the audio process exited with code {reply['code']} during "
-                              f"{what} (its log is above)")
-        return reply
+        """The child's answer to ``what``; an answer to an earlier request that timed out
+        is dropped, not taken for this one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reply = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise DeviceError(f"the audio process did not answer {what} within "
+                                  f"{timeout:g} s") from None
+            if reply["t"] == "exited":
+                self._replies.put(reply)  # every later request fails the same way
+                raise DeviceError(f"the audio process exited with code {reply['code']} "
+                                  f"during {what} (its log is above)")
+            if reply["t"] in self._ANSWERS[what]:
+                return reply
+            log.debug("audio process: a late %s answer dropped", reply["t"])
 
     def _read(self) -> None:
         proc = self._proc

@@ -188,7 +188,8 @@ def snapshot_message(snap: Any, *, send_take: bool) -> dict:
 
 
 def snapshot_of(message: dict, previous_take: object = None) -> Any:
-    """The EngineSnapshot a :func:`snapshot_message` carries (``"same"`` takes ``previous_take``)."""
+    """The EngineSnapshot a :func:`snapshot_message` carries (a take of ``"same"`` is
+    ``previous_take``); raises WireError when it is malformed."""
     from device.sound.engine import EngineSnapshot
     from device.state.controls import ControlsSnapshot
     from device.state.modulation import MotionTake

@@ -75,10 +75,16 @@ class AudioSection:
     # realtime is on, below `priority`: a thread holding the GIL must not be preempted by
     # an ordinary process while the audio thread waits for it.  0: normal priority.
     others_priority: int = 10
-    # Where the engine and the audio loop run: "thread" (a thread of the app) or "own" (a
+    # Where the engine and the audio loop run: "thread" (a thread of the app), "own" (a
     # process of their own, device/sound/audio_child.py: no other thread of the app can then
-    # hold the audio thread's GIL; measured in docs/play.md).
-    process: str = "thread"
+    # hold the audio thread's GIL; measured in docs/play.md) or "auto" (own at the low
+    # profile, whose 2.9 ms hop has no room for a GIL wait; a thread at the safe one).
+    process: str = "auto"
+
+    @property
+    def own_process(self) -> bool:
+        """Whether ``process`` puts the engine in a process of its own."""
+        return self.process == "own" or (self.process == "auto" and self.profile == "low")
 
     def audio_config(self, **changes: Any) -> Any:
         """The :class:`device.sound.audio.AudioConfig` these keys describe (``changes`` override);
@@ -183,8 +189,8 @@ class Config:
             raise ConfigError(f"audio.others_priority must be in 0..priority-1="
                               f"{self.audio.priority - 1} (0: normal scheduling), got "
                               f"{self.audio.others_priority!r}")
-        if self.audio.process not in ("thread", "own"):
-            raise ConfigError(f"audio.process must be one of thread, own, got "
+        if self.audio.process not in ("auto", "thread", "own"):
+            raise ConfigError(f"audio.process must be one of auto, thread, own, got "
                               f"{self.audio.process!r}")
         if not 0.1 <= self.audio.switch_interval_ms <= 10.0:
             raise ConfigError(f"audio.switch_interval_ms must be in 0.1..10 ms, got "

@@ -75,7 +75,7 @@ def test_own_process_plays_the_same_samples_as_the_audio_thread(tmp_path):
                      audio={"playback_device": wav_device(str(out))})
         app = App(cfg).start()
         try:
-            wait_until("300 hops", lambda: app.loop.stats.hops >= 300)
+            wait_until("300 hops", lambda app=app: app.loop.stats.hops >= 300)
         finally:
             app.close()
         outs[process], _ = sf.read(out, dtype="int16")
@@ -183,3 +183,23 @@ def test_the_child_ends_when_the_app_is_killed(tmp_path):
         if app.poll() is None:
             app.kill()
         app.stderr.close()
+
+
+def test_auto_is_its_own_process_at_the_low_profile_and_a_thread_at_the_safe_one(tmp_path):
+    from device.errors import ConfigError
+
+    def own(**audio):
+        return config_from_dict({"audio": audio}).audio.own_process
+
+    assert not own() and own(profile="low") and own(process="own")
+    assert not own(profile="low", process="thread")
+    with pytest.raises(ConfigError, match="audio.process must be one of auto, thread, own, "
+                                          "got 'fork'"):
+        config_from_dict({"audio": {"process": "fork"}})
+    app = App(config(tmp_path, "auto", audio={"profile": "low"})).start()
+    try:
+        assert app.audio_process is not None and app.engine.hop_length == 64
+        wait_until("playing at hop 64", lambda: app.loop.stats.hops > 100)
+        assert app.loop.expected_latency()["total_ms"] > 0
+    finally:
+        assert app.close() == 0
