@@ -319,17 +319,32 @@ class App:
         wav = playback.startswith("file:") and playback.endswith(",wav")
         audio_cfg = a.audio_config(playback_device=playback,
                                    sample_format="S16_LE" if wav else a.sample_format)
-        if self.audio_process is not None:
-            self._open_in_process(audio_cfg)
-            return
-        source = self._make_source(bundle.frame.sample_rate)
+        if self.audio_process is not None:  # the child makes the source from its spec
+            from device.errors import AudioFileError
+            from device.state.config import expand
+
+            kind = self.config.play.input
+            source: Any = kind if kind in ("line", "none") else str(expand(kind))
+            silent: Any = "none"
+
+            def open_loop(cfg: Any, src: Any) -> Any:
+                try:
+                    return self.audio_process.open(cfg, src, commands=self.commands)
+                except AudioFileError as e:
+                    raise StartError(EXIT_USAGE, str(e)) from None
+        else:
+            source, silent = self._make_source(bundle.frame.sample_rate), SilentSource()
+
+            def open_loop(cfg: Any, src: Any) -> Any:
+                self.loop = AudioLoop(self.engine, src, sample_rate=bundle.frame.sample_rate,
+                                      commands=self.commands,
+                                      to_control=self._control_inbox.put, config=cfg,
+                                      recorder=self.recorder,
+                                      latency_samples=self.engine.latency_samples)
+                return self.loop.start()
         for _attempt in range(3):
-            self.loop = AudioLoop(self.engine, source, sample_rate=bundle.frame.sample_rate,
-                                  commands=self.commands, to_control=self._control_inbox.put,
-                                  config=audio_cfg, recorder=self.recorder,
-                                  latency_samples=self.engine.latency_samples)
             try:
-                self.loop.start()
+                self.loop = open_loop(audio_cfg, source)
                 return
             except DeviceError as e:
                 # A device asked for by name works or is an error naming it; only ALSA's
@@ -341,44 +356,9 @@ class App:
                     # With no card at all, "no sound card" has been said already.
                     log.log(logging.INFO if self.note else logging.WARNING,
                             "%s; playing with no input (generate mode still sounds)", e)
-                    source = SilentSource()
+                    source = silent
                     self.note = self.note or "no line-in"  # "no sound card" says more
                 elif a.fallback == "null" and not named_device(audio_cfg.playback_device):
-                    log.warning("%s; no sound card? playing into ALSA's null device instead "
-                                "(silent; --output-device out.wav records it, [audio] fallback = "
-                                "\"fail\" exits instead)", e)
-                    audio_cfg = _replace(audio_cfg, playback_device="null", pacing="clock")
-                    self.note = "no sound card"
-                else:
-                    raise StartError(EXIT_AUDIO, str(e)) from None
-        raise StartError(EXIT_AUDIO, "no audio device could be opened")
-
-    def _open_in_process(self, audio_cfg: Any) -> None:
-        """The card opened by the audio process, with :meth:`_start_audio`'s fallbacks."""
-        from device.errors import AudioFileError, DeviceError
-        from device.state.config import expand
-        from device.state.fallbacks import named_device
-
-        a = self.config.audio
-        kind = self.config.play.input
-        source = kind if kind in ("line", "none") else str(expand(kind))
-        for _attempt in range(3):
-            try:
-                self.loop = self.audio_process.open(audio_cfg, source, commands=self.commands)
-                return
-            except AudioFileError as e:
-                raise StartError(EXIT_USAGE, str(e)) from None
-            except DeviceError as e:
-                if getattr(e, "pcm_kind", "") == "capture":
-                    if named_device(a.capture_device):
-                        raise StartError(EXIT_AUDIO, f"{e} (--capture-device / [audio] "
-                                                     f"capture_device)") from None
-                    log.log(logging.INFO if self.note else logging.WARNING,
-                            "%s; playing with no input (generate mode still sounds)", e)
-                    source = "none"
-                    self.note = self.note or "no line-in"
-                elif a.fallback == "null" and not named_device(audio_cfg.playback_device) \
-                        and audio_cfg.playback_device != "null":
                     log.warning("%s; no sound card? playing into ALSA's null device instead "
                                 "(silent; --output-device out.wav records it, [audio] fallback = "
                                 "\"fail\" exits instead)", e)

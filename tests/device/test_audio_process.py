@@ -203,3 +203,28 @@ def test_auto_is_its_own_process_at_the_low_profile_and_a_thread_at_the_safe_one
         assert app.loop.expected_latency()["total_ms"] > 0
     finally:
         assert app.close() == 0
+
+
+def test_no_sound_card_falls_back_as_in_one_process(tmp_path, monkeypatch, caplog):
+    """The child opens the card and says what failed; the app decides the fallback (null
+    playback, no line-in) exactly as it does for its own audio thread."""
+    from device.app import EXIT_AUDIO, StartError
+    from tests.device.audio_rig import alsa_config
+
+    monkeypatch.setenv("ALSA_CONFIG_PATH", str(alsa_config(tmp_path / "alsa")))
+    cfg = config(tmp_path, play={"input": "line"},
+                 audio={"playback_device": "default", "capture_device": "default"})
+    app = App(cfg)
+    with caplog.at_level("INFO"):
+        app.start()
+    try:
+        assert app.loop.config.playback_device == "null" and app.note == "no sound card"
+        assert not app.loop.needs_capture  # the line-in became silence
+        wait_until("playing", lambda: app.loop.stats.hops > 20)
+        assert "capture device 'default'" in caplog.text and "null device" in caplog.text
+    finally:
+        app.close()
+    strict = config(tmp_path, audio={"playback_device": "no_card", "fallback": "fail"})
+    with pytest.raises(StartError) as e:
+        App(strict).start()
+    assert e.value.code == EXIT_AUDIO and "'no_card'" in str(e.value)
