@@ -40,7 +40,10 @@ A recipe (a plain dict, recorded in every run and bundle) says what to build:
   the kernels alone let one do so).  ``sweep_on_data``: sweep from the
   encoder's activations on the batch instead (a unit the music only ever
   drives to 0.3 must be audible at 0.3, not at 1: the engine's default
-  activation in generate mode is the unit's training mean).
+  activation in generate mode is the unit's training mean); ``"mean"``:
+  sweep at one point, the batch's mean activations, which is generate mode's
+  default spectrum, each unit from 0 to its mean with the others at theirs
+  (the playability report's generate sweep, on the decoder).
 * ``unit_spread``: weight of a floor on each unit's spread over the batch:
   the mean of ``relu(1 - std_j / spread_std)^2`` over units of the encoder's
   activations.  Generate mode plays a unit from its training minimum (gain 0)
@@ -375,7 +378,9 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
         n_bins = int(decoder.outputs[0].shape[-1])
         sweep_pool = band_pooling(normaliser, n_bins, sample_rate)
         n_units = int(decoder.inputs[0].shape[-1])
-    on_data = bool(recipe.get("sweep_on_data"))
+    on_data = recipe.get("sweep_on_data") or False
+    if on_data not in (True, False, "mean"):
+        raise ValueError(f"sweep_on_data must be true, false or \"mean\", got {on_data!r}")
     if mu and on_data and encoder is None:
         raise ValueError("sweep_on_data needs the encoder model to encode the batch")
     nu = float(recipe.get("unit_spread") or 0.0)
@@ -404,7 +409,10 @@ def make_loss(recipe: dict[str, Any], normaliser: Normaliser, global_max: float,
                 [tf.convert_to_tensor(k) for k in kernels], pool)
         if mu:
             z = None
-            if on_data:  # where the player meets the units: the batch's own activations
+            if on_data == "mean":  # generate mode's default: every unit at its mean
+                z = tf.stop_gradient(tf.reduce_mean(encoder(y_true, training=False), axis=0,
+                                                    keepdims=True))
+            elif on_data:  # where the player meets the units: the batch's own activations
                 z = tf.stop_gradient(encoder(y_true[:SWEEP_POINTS], training=False))
             out = out + mu * tf.stop_gradient(tf.reduce_mean(out)) * sweep_penalty(
                 sweep_effects(decoder, n_units, sweep_pool, z=z), audible)

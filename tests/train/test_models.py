@@ -296,3 +296,38 @@ def test_unit_spread_reaches_the_encoder():
     assert any(not np.allclose(a, b) for a, b in zip(with_it, without, strict=True))
     with pytest.raises(ValueError, match="unit_spread needs the encoder"):
         make_loss(spread, norm, 1.0, decoder=dec)
+
+
+def test_sweep_at_the_mean_is_generate_modes_default_spectrum():
+    """sweep_on_data="mean": the sweep penalty at one point, the batch's mean activations
+    (generate mode's default spectrum); it equals the penalty of sweep_effects there, differs
+    from the per-frame sweep, and anything but true/false/"mean" is refused."""
+    import tensorflow as tf
+
+    from train.fit import RECIPES, recipe_with
+    from train.models import band_pooling, build, make_loss, sweep_effects, sweep_penalty
+
+    base = recipe_with(RECIPES["parts-sc"], hidden=[8, 4], decoder_hidden=[8],
+                       loss="sc_log", feature_weight=0.0, decorrelate=0.0,
+                       sweep_parts=1.0, audible_db=3.0)
+    n_bins = 1025
+    auto, enc, dec = build(base, n_bins)
+    norm = Normaliser("standard", "log", 1e-3, np.zeros(n_bins), np.ones(n_bins))
+    x = tf.constant(np.random.default_rng(1).normal(size=(32, n_bins)).astype(np.float32))
+    y = auto(x, training=False)
+
+    def value(recipe):
+        return float(tf.reduce_mean(make_loss(recipe, norm, 1.0, decoder=dec, encoder=enc)(
+            x, y)))
+
+    plain = value(recipe_with(base, sweep_parts=0.0))
+    at_mean = value(recipe_with(base, sweep_on_data="mean"))
+    z = tf.reduce_mean(enc(x, training=False), axis=0, keepdims=True)
+    pool = band_pooling(norm, n_bins, 22050)
+    penalty = float(sweep_penalty(sweep_effects(dec, 4, pool, z=z), 3.0))
+    assert at_mean == pytest.approx(plain * (1.0 + penalty), rel=1e-4)
+    assert at_mean != pytest.approx(value(recipe_with(base, sweep_on_data=True)), rel=1e-6)
+    with pytest.raises(ValueError, match='sweep_on_data must be true, false or "mean", '
+                                         "got 'median'"):
+        make_loss(recipe_with(base, sweep_on_data="median"), norm, 1.0, decoder=dec,
+                  encoder=enc)
