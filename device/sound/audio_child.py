@@ -319,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from device import console
+    from device.sound.scheduling import name_thread
 
     console.setup(int(args[0]) if args and args[0].isdigit() else 0)
+    name_thread("audio-reader")  # this thread reads the app's messages (top -H)
     return AudioChild(0, out_fd).run()
 
 

@@ -133,6 +133,9 @@ class AudioProcess:
     def _forward_commands(self, commands: queue.SimpleQueue) -> None:
         """The app's command queue into the pipe, in order, a burst per write."""
         from device.sound.audio import Rejected
+        from device.sound.scheduling import name_thread
+
+        name_thread()
 
         while not self._stopping.is_set():
             try:
@@ -178,6 +181,9 @@ class AudioProcess:
             log.debug("audio process: a late %s answer dropped", reply["t"])
 
     def _read(self) -> None:
+        from device.sound.scheduling import name_thread
+
+        name_thread()
         proc = self._proc
         assert proc is not None and proc.stdout is not None
         try:
