@@ -22,7 +22,7 @@ latency: the round trip measured end to end through `aesynth play --mode
 
     .venv/bin/python bench/play_bench.py first-period --runs 5
     .venv/bin/python bench/play_bench.py paced --minutes 10 --profile low
-    .venv/bin/python bench/play_bench.py paced --minutes 10 --profile low --process own
+    .venv/bin/python bench/play_bench.py paced --minutes 10 --profile low --process thread
     .venv/bin/python bench/play_bench.py latency --starts 5 --profile low --rate 48000
 """
 
@@ -99,13 +99,13 @@ def time_to_first_period(args: list[str], env: dict[str, str], timeout: float = 
     return found
 
 
-def bench_first_period(runs: int, process: str = "thread") -> dict:
+def bench_first_period(runs: int, process: str = "auto") -> dict:
     model = default_model()
     rate, hop = hop_of(model)
     out: dict = {"model": str(model.relative_to(ROOT)), "runs": runs, "process": process}
     with tempfile.TemporaryDirectory(prefix="aesynth-bench-") as tmp:
         env = {"ALSA_CONFIG_PATH": str(alsa_config(Path(tmp)))}
-        cfg = ([] if process == "thread"
+        cfg = ([] if process == "auto"
                else ["--config", profile_config(tmp, "safe", f'process = "{process}"\n')])
         # The README's command: no arguments (this machine has no sound card).
         plain = [time_to_first_period([*cfg, "--duration", "5"], env) for _ in range(runs)]
@@ -173,7 +173,7 @@ print(json.dumps({"sched_fifo": rt, "count": len(gaps), "longest_ms": max(gaps, 
 
 
 def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
-                profile: str = "safe", line_in: bool = False, process: str = "thread") -> dict:
+                profile: str = "safe", line_in: bool = False, process: str = "auto") -> dict:
     model = default_model()
     rate, hop = hop_of(model, profile)
     from tests.music import track
@@ -181,9 +181,9 @@ def bench_paced(minutes: float, rate_cc: int, display: str, config: str | None,
     with tempfile.TemporaryDirectory(prefix="aesynth-bench-") as tmp:
         env = {"ALSA_CONFIG_PATH": str(alsa_config(Path(tmp))),
                "MIDO_BACKEND": "mido.backends.rtmidi/UNIX_JACK"}
-        if config is None and (profile != "safe" or process != "thread"):
+        if config is None and (profile != "safe" or process != "auto"):
             config = profile_config(tmp, profile, f'process = "{process}"\n')
-        elif process != "thread":
+        elif process != "auto":
             raise SystemExit("--process with --config: put [audio] process in the file")
         with JackServer(rate=rate, period=hop, log_dir=Path(tmp)) as jack:
             env.update(jack.env)
@@ -264,7 +264,7 @@ pcm.lb { type jack playback_ports { 0 jack_delay:in } capture_ports { 0 jack_del
 
 
 def bench_latency(starts: int, rate: int, period: int | None, profile: str,
-                  seconds: float, process: str = "thread") -> dict:
+                  seconds: float, process: str = "auto") -> dict:
     """Round trip through `aesynth play --mode original --in line`, N starts."""
     from collections import Counter
 
@@ -322,7 +322,7 @@ def main() -> int:
     sub = ap.add_subparsers(dest="what", required=True)
     fp = sub.add_parser("first-period")
     fp.add_argument("--runs", type=int, default=5)
-    fp.add_argument("--process", default="thread", choices=("thread", "own"))
+    fp.add_argument("--process", default="auto", choices=("auto", "thread", "own"))
     pc = sub.add_parser("paced")
     pc.add_argument("--minutes", type=float, default=10.0)
     pc.add_argument("--cc-rate", type=int, default=600,
@@ -331,7 +331,7 @@ def main() -> int:
     pc.add_argument("--config", help="an aesynth.toml for the app (e.g. [audio] others_priority)")
     pc.add_argument("--profile", default="safe", choices=("safe", "low"))
     pc.add_argument("--line-in", action="store_true", help="capture from JACK, not a file")
-    pc.add_argument("--process", default="thread", choices=("thread", "own"),
+    pc.add_argument("--process", default="auto", choices=("auto", "thread", "own"),
                     help="[audio] process: the engine in a thread of the app or its own process")
     lt = sub.add_parser("latency")
     lt.add_argument("--starts", type=int, default=5)
@@ -339,7 +339,7 @@ def main() -> int:
     lt.add_argument("--period", type=int, default=0, help="JACK's period; 0: one hop")
     lt.add_argument("--profile", default="safe", choices=("safe", "low"))
     lt.add_argument("--seconds", type=float, default=3.0, help="each start plays this long")
-    lt.add_argument("--process", default="thread", choices=("thread", "own"),
+    lt.add_argument("--process", default="auto", choices=("auto", "thread", "own"),
                     help="[audio] process: the engine in a thread of the app or its own process")
     a = ap.parse_args()
     if a.what == "first-period":

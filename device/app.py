@@ -131,8 +131,10 @@ class App:
 
     @property
     def recording(self) -> bool:
-        """Whether a recording was started by the last ToggleRecording."""
-        return self.control is not None and self.control.recording
+        """Whether a recording is running (the recorder's own state, here or in the audio
+        process)."""
+        target = getattr(self.recorder, "target", None)
+        return bool(target is not None and target.recording)
 
     @property
     def display_state(self) -> Any:
@@ -212,7 +214,7 @@ class App:
         cfg = self.config
         level = logging.getLogger().getEffectiveLevel()
         self.audio_process = AudioProcess(
-            to_control=self._control_inbox.put, say=self._say,
+            to_control=self._control_inbox.put, say=self._say, cancel=self._stopping,
             verbosity=2 if level <= logging.DEBUG else 1 if level <= logging.INFO else 0)
         self._closers.insert(0, self.audio_process)  # stopped last of all if never opened
         n = cfg.notes
@@ -225,6 +227,8 @@ class App:
                 "switch_interval_ms": cfg.audio.switch_interval_ms,
                 "others_priority": cfg.audio.others_priority if cfg.audio.realtime else 0})
         except DeviceError as e:  # the child did not start or answer: worth retrying later
+            if self._stopping.is_set():  # asked to stop (SIGTERM) while it started
+                raise StartError(EXIT_OK, "stopped before the audio started") from None
             raise StartError(EXIT_AUDIO, f"cannot play {bundle.name}: {e}") from None
         except AesynthError as e:  # the child's interpreter refused the model
             raise StartError(EXIT_MODEL, f"cannot play {bundle.name}: {e}") from None

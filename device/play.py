@@ -97,7 +97,7 @@ def run_play(args: argparse.Namespace) -> int:
         try:
             app.start()
         except StartError as e:
-            log.error("%s", e)
+            log.log(logging.ERROR if e.code else logging.INFO, "%s", e)  # 0: stopped on request
             app.close()
             return e.code
         code = app.wait(args.duration)

@@ -23,6 +23,7 @@ import select
 import sys
 import termios
 import threading
+import time
 import tty
 from collections.abc import Callable, Sequence
 from typing import IO
@@ -57,6 +58,7 @@ LEGEND = (
 HELP = " | ".join(LEGEND)
 RATE_STEP = 1.25
 DEPTH_STEP = 0.1
+ECHO_S = 0.25  # a nudge this soon after the last one steps from what that one sent
 COARSE, FINE = 0.1, 0.01
 # key → (what, step): u/j and the arrows coarse, capitals fine
 NUDGES = {"u": ("gain", COARSE), "j": ("gain", -COARSE), "U": ("gain", FINE),
@@ -169,9 +171,14 @@ class UnitKeys(LfoKeys):
     """The selected unit's keys (gain, scale, mute, LFO), unit selection and presets.
     Pure: :meth:`handle` returns the commands of one key and ``said`` what to show."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._preset: str | None = None   # "v" (recall) or "V" (save): waiting for 1-8
+        # The last nudge of each (gain|scale, unit) and when: keys repeat faster than the
+        # published controls follow (a hop, or with the audio process ~20 ms more), so a
+        # nudge within ECHO_S of the last one steps from what was sent, not what was shown.
+        self._sent: dict[tuple[str, int], tuple[float, float]] = {}
+        self._clock = clock
 
     def handle(self, key: str, controls: ControlsSnapshot | None,
                labels: Sequence[str] = ()) -> list[object]:
@@ -213,7 +220,12 @@ class UnitKeys(LfoKeys):
             what, step = NUDGES[key]
             lo, hi = GAIN_RANGE if what == "gain" else SCALE_RANGE
             now = controls.gain[unit] if what == "gain" else controls.scale[unit]
+            sent, when = self._sent.get((what, unit), (now, -1e9))
+            t = self._clock()
+            if t - when < ECHO_S:
+                now = sent
             value = round(min(max(now + step, lo), hi), 6)
+            self._sent[(what, unit)] = (value, t)
             self.said = f"{unit_name(unit, names)} {what} {value:.2f}"
             return [c.SetGain(unit, value) if what == "gain" else c.SetScale(unit, value)]
         return super().handle(key, controls, labels)

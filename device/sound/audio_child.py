@@ -119,6 +119,10 @@ class AudioChild:
             if isinstance(before, str):
                 log.warning("audio process: %s", before)
         sys.setswitchinterval(float(spec.get("switch_interval_ms", 1.0)) / 1000.0)
+        if not isinstance(spec.get("model"), str):
+            self.send({"t": "error", "message": f"start: model must be a bundle path, got "
+                                                f"{spec.get('model')!r}"})
+            return False
         try:
             bundle = bundle_for(read_bundle(spec["model"]), spec.get("profile", "safe"))
             self.engine = Engine(bundle, phase=spec.get("phase", "rtpghi"),
@@ -145,7 +149,7 @@ class AudioChild:
         if kind == "open":
             self._open(message)
         elif kind == "record":
-            self._record(message.get("folder"))
+            self._record(message.get("folder"), message.get("id"))
         elif kind == "LoadModel":
             self._load(message)
         else:
@@ -211,7 +215,7 @@ class AudioChild:
         if self._settled:
             self.collector.settle()  # the new model's objects live until the next swap
 
-    def _record(self, folder: object) -> None:
+    def _record(self, folder: object, ask: object = None) -> None:
         from device.errors import AesynthError
 
         try:
@@ -226,9 +230,11 @@ class AudioChild:
                 self.recorder.directory = str(folder)  # asked at each start, as in one process
             path = self.recorder.toggle()
         except (AesynthError, OSError) as e:
-            self.send({"t": "recorded", "path": None, "recording": False, "error": str(e)})
+            self.send({"t": "recorded", "id": ask, "path": None,
+                       "recording": self.recorder is not None and self.recorder.recording,
+                       "error": str(e)})
             return
-        self.send({"t": "recorded", "path": None if path is None else str(path),
+        self.send({"t": "recorded", "id": ask, "path": None if path is None else str(path),
                    "recording": self.recorder.recording})
 
     def _finish(self) -> None:
@@ -322,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     from device.sound.scheduling import name_thread
 
     console.setup(int(args[0]) if args and args[0].isdigit() else 0)
+    for handler in logging.getLogger().handlers:  # its lines told apart from the app's
+        handler.setFormatter(logging.Formatter(console.FORMAT.replace(
+            "%(name)s", "%(name)s [audio process]")))
     name_thread("audio-reader")  # this thread reads the app's messages (top -H)
     return AudioChild(0, out_fd).run()
 

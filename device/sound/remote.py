@@ -44,7 +44,13 @@ class AudioProcess:
     """
 
     def __init__(self, *, to_control: Callable[[object], None],
-                 say: Callable[[str], None] | None = None, verbosity: int = 0):
+                 say: Callable[[str], None] | None = None, verbosity: int = 0,
+                 cancel: threading.Event | None = None, command: list[str] | None = None):
+        """``cancel``: set by the app to stop waiting for the child's answers (a SIGTERM
+        while it starts); ``command``: the child's command line (tests run fakes)."""
+        self._cancel = cancel or threading.Event()
+        self._command = command or [sys.executable, "-m", "device.sound.audio_child",
+                                    str(verbosity)]
         self._to_control = to_control
         self._say = say or (lambda text: None)
         self._verbosity = verbosity
@@ -57,6 +63,9 @@ class AudioProcess:
         self.engine: RemoteEngine | None = None
         self.loop: RemoteLoop | None = None
         self.exit_code: int | None = None
+        self.recording = False  # as the child last said
+        self._asked = 0         # numbered requests (record): a late answer is not the next's
+        self._opening: tuple[Any, str] | None = None  # the open asked for: config, source
 
     # -- start --------------------------------------------------------------------------
     def start(self, spec: dict) -> RemoteEngine:
@@ -68,8 +77,7 @@ class AudioProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "device.sound.audio_child", str(self._verbosity)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(_ROOT),
+            self._command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(_ROOT),
             bufsize=0, close_fds=True)
         self._reader = threading.Thread(target=self._read, name="audio-reader", daemon=True)
         self._reader.start()
@@ -78,7 +86,7 @@ class AudioProcess:
         if reply["t"] == "error":
             self.stop()
             raise ModelError(reply.get("message", "the audio process could not load the model"))
-        self.engine = RemoteEngine(self, reply)
+        assert self.engine is not None  # made by the reader, before any snapshot after it
         return self.engine
 
     def open(self, config: Any, source: str, *, commands: queue.SimpleQueue) -> RemoteLoop:
@@ -88,6 +96,7 @@ class AudioProcess:
         AudioFileError."""
         import dataclasses
 
+        self._opening = (config, source)
         self._send({"t": "open", "config": dataclasses.asdict(config), "source": source})
         reply = self._reply(REPLY_TIMEOUT_S, "open")
         if reply["t"] == "open_failed":
@@ -96,8 +105,7 @@ class AudioProcess:
             err = DeviceError(reply["message"])
             err.pcm_kind = reply.get("pcm_kind", "")
             raise err
-        self.loop = RemoteLoop(self, reply, config, sample_rate=self.engine.sample_rate,
-                               hop=self.engine.hop_length, needs_capture=source == "line")
+        assert self.loop is not None  # made by the reader, before any statistics after it
         if self._forward is None:
             self._forward = threading.Thread(target=self._forward_commands, args=(commands,),
                                              name="audio-forward", daemon=True)
@@ -154,29 +162,46 @@ class AudioProcess:
             self._write(b"".join(batch))
 
     def record(self, folder: str) -> dict:
-        """Start or stop a recording in the child; its reply (path, recording, error)."""
-        self._send({"t": "record", "folder": str(folder)})
-        return self._reply(REPLY_TIMEOUT_S, "record")
+        """Start or stop a recording in the child; its reply (path, recording, error).
+        Raises DeviceError when the child does not answer within REPLY_TIMEOUT_S (a
+        stalled child with its input full included: the request is sent from a thread of
+        its own, so the caller's wait is bounded)."""
+        self._asked += 1
+        self._send_soon({"t": "record", "folder": str(folder), "id": self._asked})
+        return self._reply(REPLY_TIMEOUT_S, "record", ask=self._asked)
+
+    def _send_soon(self, message: dict) -> threading.Thread:
+        """Send ``message`` from a short-lived thread: the caller never waits behind a
+        writer blocked on a full pipe (a stalled child)."""
+        data = encode(message)
+        t = threading.Thread(target=self._write, args=(data,), name="audio-send", daemon=True)
+        t.start()
+        return t
 
     # -- from the child -----------------------------------------------------------------
     _ANSWERS = {"start": ("ready", "error"), "open": ("opened", "open_failed"),
                 "record": ("recorded",)}
 
-    def _reply(self, timeout: float, what: str) -> dict:
-        """The child's answer to ``what``; an answer to an earlier request that timed out
-        is dropped, not taken for this one."""
+    def _reply(self, timeout: float, what: str, ask: int | None = None) -> dict:
+        """The child's answer to ``what`` (to request ``ask`` where requests are numbered);
+        an answer to an earlier request that timed out is dropped, not taken for this one."""
         deadline = time.monotonic() + timeout
         while True:
+            left = deadline - time.monotonic()
+            if self._cancel.is_set():
+                raise DeviceError(f"stopped while waiting for the audio process's {what}")
             try:
-                reply = self._replies.get(timeout=max(0.0, deadline - time.monotonic()))
+                reply = self._replies.get(timeout=min(0.1, max(0.0, left)))
             except queue.Empty:
+                if left > 0:
+                    continue
                 raise DeviceError(f"the audio process did not answer {what} within "
                                   f"{timeout:g} s") from None
             if reply["t"] == "exited":
                 self._replies.put(reply)  # every later request fails the same way
-                raise DeviceError(f"the audio process exited with code {reply['code']} "
-                                  f"during {what} (its log is above)")
-            if reply["t"] in self._ANSWERS[what]:
+                raise DeviceError(f"the audio process exited with {_exit_text(reply['code'])} "
+                                  f"during {what}")
+            if reply["t"] in self._ANSWERS[what] and reply.get("id") == ask:
                 return reply
             log.debug("audio process: a late %s answer dropped", reply["t"])
 
@@ -186,18 +211,25 @@ class AudioProcess:
         name_thread()
         proc = self._proc
         assert proc is not None and proc.stdout is not None
+        why = None
         try:
             for message in read_messages(proc.stdout.fileno()):
-                self._on_message(message)
-        except WireError as e:
-            log.error("audio process: %s", e)
-        except Exception:  # the reader must report the end whatever it was
-            log.exception("audio process: reading its messages failed")
+                try:
+                    self._on_message(message)
+                except (WireError, KeyError, TypeError, ValueError) as e:
+                    # one message this app cannot read: said, and the next ones still count
+                    log.error("audio process: a %r message could not be read: %s",
+                              message.get("t"), e)
+        except Exception as e:  # a garbled stream cannot be resynchronised: end the child
+            why = f"its messages are garbled: {e}"
+            log.error("the audio process: %s; stopping it", why)
+            proc.kill()
         code = proc.wait()
         self.exit_code = code
         if self.loop is not None and not self._stopping.is_set():
-            log.error("the audio process exited with code %d (its log is above)", code)
-            self.loop._failed(f"the audio process exited with code {code}")
+            why = why or f"it exited with {_exit_text(code)}"
+            log.error("the audio process stopped: %s", why)
+            self.loop._failed(f"the audio process stopped: {why}")
         self._replies.put({"t": "exited", "code": code})
 
     def _on_message(self, message: dict) -> None:
@@ -224,6 +256,18 @@ class AudioProcess:
         elif kind == "stopped":
             pass
         else:  # ready, error, opened, open_failed, recorded: a reply someone waits for
+            # The stand-ins are made here, in the order of the child's messages, so that
+            # no snapshot or statistics sent right after the answer is missed.
+            if kind == "ready":
+                self.engine = RemoteEngine(self, message)
+            elif kind == "opened" and self._opening is not None:
+                config, source = self._opening
+                self.loop = RemoteLoop(self, message, config,
+                                       sample_rate=self.engine.sample_rate,
+                                       hop=self.engine.hop_length,
+                                       needs_capture=source == "line")
+            elif kind == "recorded":  # late or not, it says what the child is doing
+                self.recording = bool(message["recording"])
             self._replies.put(message)
 
     # -- stop ---------------------------------------------------------------------------
@@ -234,21 +278,29 @@ class AudioProcess:
         if proc is None:
             return
         if proc.poll() is None:
-            self._send({"t": "stop"})
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+            # From a thread of its own: with the child stalled and its input full, the
+            # forward thread holds the write lock in a blocked write, and so would we.
+            sender = threading.Thread(target=self._say_stop, name="audio-stop", daemon=True)
+            sender.start()
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 log.warning("the audio process did not stop within %.1f s; killing it", timeout)
-                proc.kill()
+                proc.kill()  # a write blocked on its input now fails: the threads end
                 proc.wait()
+            sender.join(1.0)
         if self._reader is not None:
             self._reader.join(2.0)
         if self._forward is not None:
             self._forward.join(1.0)
+
+    def _say_stop(self) -> None:
+        self._write(encode({"t": "stop"}))
+        with self._write_lock:  # then end of input: the child stops even if "stop" was lost
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
 
     close = stop
 
@@ -362,14 +414,19 @@ class RemoteRecorder:
     def __init__(self, process: AudioProcess, folder: Any):
         self._process = process
         self._folder = folder  # a path, or a callable asked at each start (a stick)
-        self.recording = False
+
+    @property
+    def recording(self) -> bool:
+        """What the child last said: an answer that came after ``toggle`` gave up counts."""
+        return self._process.recording
 
     def toggle(self) -> Path | None:
+        """Start or stop the child's recording; the file's path.  Raises DeviceError when
+        the child refuses or does not answer."""
         folder = self._folder() if callable(self._folder) else self._folder
         reply = self._process.record(str(folder))
         if reply.get("error"):
             raise DeviceError(f"recording: {reply['error']}")
-        self.recording = bool(reply["recording"])
         return None if reply["path"] is None else Path(reply["path"])
 
     def push(self, block: Any) -> None:  # the audio thread is in the other process
@@ -381,3 +438,14 @@ class RemoteRecorder:
     def __repr__(self) -> str:
         return f"<RemoteRecorder recording={self.recording}>"
 
+
+def _exit_text(code: int) -> str:
+    """"code 1", or for a process a signal ended "signal SIGKILL" (Popen's -9)."""
+    if code < 0:
+        import signal
+
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"code {code}"

@@ -131,7 +131,7 @@ def test_the_child_dying_stops_the_app_with_exit_1(tmp_path, caplog):
         assert app.wait(20) == EXIT_FAILURE
     finally:
         app.close()
-    assert "the audio process exited with code -9" in caplog.text
+    assert "the audio process stopped: it exited with signal SIGKILL" in caplog.text
 
 
 def test_garbage_on_the_wire_is_refused_then_a_garbled_stream_ends_the_child(tmp_path, capfd):
@@ -228,3 +228,86 @@ def test_no_sound_card_falls_back_as_in_one_process(tmp_path, monkeypatch, caplo
     with pytest.raises(StartError) as e:
         App(strict).start()
     assert e.value.code == EXIT_AUDIO and "'no_card'" in str(e.value)
+
+
+def test_stop_does_not_wait_behind_a_stalled_child_with_its_input_full(tmp_path):
+    """A child stopped (SIGSTOP) while thousands of commands were sent filled its input
+    pipe: the forward thread blocked in a write holding the write lock, and stop waited
+    behind it forever (a newcomer's trial: the app ignored SIGTERM until SIGCONT)."""
+    app = App(config(tmp_path)).start()
+    child = app.audio_process.pid
+    try:
+        wait_until("playing", lambda: app.loop.stats.hops > 20)
+        os.kill(child, signal.SIGSTOP)
+        for i in range(20000):  # ~900 kB of frames: far past a pipe's 64 kB
+            app.post(c.SetGain(i % 8, 0.5))
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        app.close()
+        assert time.monotonic() - t0 < 15  # the 5 s grace, then a kill
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
+    wait_until("the child gone", lambda: not alive(child), 10)
+
+
+def test_a_recording_answer_that_comes_late_still_sets_the_state(tmp_path, monkeypatch):
+    """The child stalled past the record timeout: the app said it could not start, the child
+    started it on waking, and the next press then did the opposite of what it said."""
+    from device.errors import DeviceError
+    from device.sound import remote
+
+    monkeypatch.setattr(remote, "REPLY_TIMEOUT_S", 0.5)
+    app = App(config(tmp_path)).start()
+    try:
+        wait_until("playing", lambda: app.loop.stats.hops > 20)
+        os.kill(app.audio_process.pid, signal.SIGSTOP)
+        with pytest.raises(DeviceError, match="did not answer record within 0.5 s"):
+            app.recorder.target.toggle()
+        assert not app.recording
+        os.kill(app.audio_process.pid, signal.SIGCONT)
+        wait_until("the child's late answer", lambda: app.recording)
+        assert app.recorder.target.toggle() is not None and not app.recording
+    finally:
+        app.close()
+    assert len(list((tmp_path / "rec").glob("*.wav"))) == 1
+
+
+FAKE_CHILD = """
+import json, struct, sys, time
+def send(m):
+    b = json.dumps(m).encode()
+    sys.stdout.buffer.write(struct.pack("<I", len(b)) + b)
+    sys.stdout.buffer.flush()
+sys.stdin.buffer.read(4)  # the start message's length: enough to know the app is there
+snap = {"t": "snapshot", "mode": "generate", "model": "fake", "units": 1, "hops": 0,
+        "motion": "stop", "note": "", "labels": ["u"],
+        "controls": {"units": 1, "page": 0, "pages": 1, "gain": [1.0], "scale": [1.0],
+                     "muted": [False], "lfo_rate": [1.0], "lfo_depth": [0.0],
+                     "lfo_shape": ["sine"], "take": None, "take_state": "stop"}}
+send({"t": "ready", "hop": 128, "sample_rate": 22050, "latency_samples": 256,
+      "snapshot": snap})
+send({"t": "snapshot", "mode": "generate"})             # a message the app cannot read
+send({**snap, "model": "after"})                        # and the next one, which it can
+sys.stdout.buffer.write(struct.pack("<I", 7) + b"garbled")  # then a garbled stream
+sys.stdout.buffer.flush()
+time.sleep(30)
+"""
+
+
+def test_a_bad_message_from_the_child_is_skipped_and_a_garbled_stream_ends_it(caplog):
+    from device.sound.remote import AudioProcess
+
+    process = AudioProcess(to_control=lambda cmd: None,
+                           command=[sys.executable, "-c", FAKE_CHILD])
+    engine = process.start({"model": "x"})
+    t0 = time.monotonic()
+    try:
+        wait_until("the message after the bad one", lambda: engine.snapshot.model == "after")
+        wait_until("the child ended", lambda: process.exit_code is not None, 10)
+        assert time.monotonic() - t0 < 10  # killed, not left to sleep its 30 s
+    finally:
+        process.stop()
+    assert "a 'snapshot' message could not be read: snapshot message is malformed" in (
+        caplog.text)
+    assert "its messages are garbled: frame of 7 bytes is not JSON" in caplog.text

@@ -183,3 +183,22 @@ def test_a_global_key_clears_the_last_message_and_question_mark_is_not_a_warning
         type_keys("?")
         assert played.wait(lambda: played.said[-1:] == ["keys: see the legend below"])
     assert not any(r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_fast_nudges_step_from_what_was_sent_until_the_controls_catch_up():
+    """Five quick presses of "j" lowered gain by 0.2 instead of 0.5 while the published
+    controls lagged (a newcomer's trial, with the engine in its own process); a nudge
+    after ECHO_S steps from the controls again (another part may have moved them)."""
+    from device.senses.keyboard import ECHO_S
+
+    now = [100.0]
+    keys, ctl = UnitKeys(clock=lambda: now[0]), UnitControls(8)
+    stale = ctl.snapshot()  # the app's copy never catches up during the burst
+    sent = []
+    for _ in range(5):
+        sent += keys.handle("j", stale)
+        now[0] += 0.01
+    assert [cmd.value for cmd in sent] == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5])
+    ctl.apply(c.SetGain(0, 0.25))  # moved by a fader meanwhile
+    now[0] += ECHO_S
+    assert keys.handle("u", ctl.snapshot()) == [c.SetGain(0, 0.35)]
