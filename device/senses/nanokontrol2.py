@@ -32,6 +32,7 @@ Choices where the paper is silent, or where we add to it:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -76,6 +77,10 @@ _RELEASING = (c.ZeroAll, c.ResetAll, c.RecallPreset, c.StepModel)
 # changed by someone else (keyboard, preset from the app): its control must pick up
 # again.  Longer than the audio thread takes to apply a command (one hop).
 SETTLE_S = 0.5
+# Track ◀/▶ moves the page in the engine, and the controls published back follow a hop or
+# more later (with the audio process, up to ~25 ms): a strip moved within this long of a
+# page change addresses the page asked for, not the page last shown.
+PAGE_ECHO_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -297,6 +302,7 @@ class Surface:
         self._down: dict[int, float] = {}    # CC of a pressed button → press time
         self._sent: dict[tuple[str, int], tuple[float, float]] = {}  # → (position, time)
         self._view: tuple[int, int] | None = None  # (units, page) last seen
+        self._page_asked: tuple[int, float] | None = None  # Track ◀/▶: (page, when)
         self.on_channel = False               # a CC came on the mapping's channel
         self.off_channel: int | None = None   # 1..16: CCs came on this channel, none on ours
 
@@ -309,6 +315,7 @@ class Surface:
         so a hold begun before an unplug can never end as a save after it."""
         self._down.clear()
         self._sent.clear()
+        self._page_asked = None
         self.pickup = Pickup(self.pickup.window)  # no last positions either
         self.on_channel, self.off_channel = False, None
 
@@ -322,6 +329,9 @@ class Surface:
             return []
         self.on_channel = True
         cc, value = msg.control, msg.value
+        page = self._page(controls, now)
+        if page != controls.page:  # the strips address the page asked for (PAGE_ECHO_S)
+            controls = dataclasses.replace(controls, page=page)
         view = (controls.units, controls.page)
         if view != self._view:  # the strips now address other units
             self._view = view
@@ -353,7 +363,20 @@ class Surface:
             out = self._button(cc, value >= 64, controls, now)
         if any(isinstance(cmd, _RELEASING) for cmd in out):
             self.pickup.release()
+        for cmd in out:
+            if isinstance(cmd, c.PageBy) and controls.pages:
+                self._page_asked = ((controls.page + cmd.delta) % controls.pages, now)
         return out
+
+    def _page(self, controls: ControlsSnapshot, now: float) -> int:
+        """The page the strips address: the one a Track button asked for until the
+        published controls show it or PAGE_ECHO_S passes, else the published one."""
+        if self._page_asked is not None:
+            page, when = self._page_asked
+            if page != controls.page and now - when < PAGE_ECHO_S and page < controls.pages:
+                return page
+            self._page_asked = None
+        return controls.page
 
     @property
     def lfo_shift(self) -> bool:

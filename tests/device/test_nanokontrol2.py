@@ -337,3 +337,25 @@ def test_knob_centre_is_exactly_one_and_travel_round_trips():
         assert knob_position(knob_travel(v)) * 127 == pytest.approx(v)
     r = Rig()
     assert r.send(cc(16, 64)) == [c.SetScale(0, 1.0)]  # exactly 1.0 (was 128/127)
+
+
+def test_a_fader_right_after_track_next_moves_the_new_pages_unit_before_the_page_shows():
+    """The published controls follow a page change a hop or more later (with the audio
+    process ~25 ms): a fader moved in that time reached the old page's unit.  Until the page
+    shows, or PAGE_ECHO_S, the strips address the page the button asked for."""
+    from device.senses.nanokontrol2 import PAGE_ECHO_S
+
+    surface, controls = Surface(DEFAULT_MAP), UnitControls(16)
+    stale = controls.snapshot()                       # page 1 (index 0), never updated
+    assert surface.handle(cc(59, 127), stale, 0.0) == [c.PageBy(1)]
+    surface.handle(cc(59, 0), stale, 0.01)
+    surface.handle(cc(7, 127), stale, 0.02)           # fader 8 meets unit 15 at the top
+    assert surface.handle(cc(7, 100), stale, 0.03) == [c.SetGain(15, pytest.approx(100 / 127))]
+    # long after, with the page still not shown, the published page counts again
+    assert surface.handle(cc(7, 90), stale, 0.03 + PAGE_ECHO_S) == []  # unit 7: pickup
+    controls.apply(c.PageBy(1))
+    shown = controls.snapshot()                       # once shown, it is the page
+    surface.handle(cc(58, 127), shown, 1.0)           # Track ◀, again not shown yet
+    surface.handle(cc(58, 0), shown, 1.01)
+    surface.handle(cc(0, 127), shown, 1.02)
+    assert surface.handle(cc(0, 50), shown, 1.03) == [c.SetGain(0, pytest.approx(50 / 127))]
