@@ -206,8 +206,7 @@ class App:
 
     def _start_audio_process(self, bundle: Any) -> None:
         """``[audio] process = "own"`` (or "auto" at the low profile): the engine in a process
-        of its own
-        (device/sound/remote.py); ``self.engine`` stands for it."""
+        of its own (device/sound/remote.py); ``self.engine`` stands for it."""
         from device.errors import AesynthError, DeviceError
         from device.sound.remote import AudioProcess
 
