@@ -131,10 +131,8 @@ class App:
 
     @property
     def recording(self) -> bool:
-        """Whether a recording is running (the recorder's own state, here or in the audio
-        process)."""
-        target = getattr(self.recorder, "target", None)
-        return bool(target is not None and target.recording)
+        """Whether a recording is running (:attr:`Control.recording`)."""
+        return self.control is not None and self.control.recording
 
     @property
     def display_state(self) -> Any:
@@ -287,24 +285,16 @@ class App:
         except AesynthError as e:
             raise StartError(EXIT_MODEL, f"cannot load the model: {e}") from None
 
-    def _make_source(self, sample_rate: int) -> Any:
-        from device.sound.audio import FileSource, LineSource, SilentSource
+    def _source_kind(self) -> str:
+        """``[play] input``: "line", "none" or the audio file's path, expanded."""
         from device.state.config import expand
-        from device.errors import AudioFileError
 
         kind = self.config.play.input
-        if kind == "line":
-            return LineSource()
-        if kind == "none":
-            return SilentSource()
-        try:
-            return FileSource.stream(expand(kind), sample_rate)
-        except AudioFileError as e:
-            raise StartError(EXIT_USAGE, str(e)) from None
+        return kind if kind in ("line", "none") else str(expand(kind))
 
     def _start_audio(self, bundle: Any) -> None:
-        from device.sound.audio import AudioLoop, SilentSource
-        from device.errors import DeviceError
+        from device.sound.audio import AudioLoop, SilentSource, make_source
+        from device.errors import AudioFileError, DeviceError
         from device.errors import ConfigError
         from device.state.config import is_wav_path
         from device.state.fallbacks import named_device
@@ -322,12 +312,8 @@ class App:
         wav = playback.startswith("file:") and playback.endswith(",wav")
         audio_cfg = a.audio_config(playback_device=playback,
                                    sample_format="S16_LE" if wav else a.sample_format)
-        if self.audio_process is not None:  # the child makes the source from its spec
-            from device.errors import AudioFileError
-            from device.state.config import expand
-
-            kind = self.config.play.input
-            source: Any = kind if kind in ("line", "none") else str(expand(kind))
+        if self.audio_process is not None:  # the child makes the source from its kind
+            source: Any = self._source_kind()
             silent: Any = "none"
 
             def open_loop(cfg: Any, src: Any) -> Any:
@@ -336,7 +322,11 @@ class App:
                 except AudioFileError as e:
                     raise StartError(EXIT_USAGE, str(e)) from None
         else:
-            source, silent = self._make_source(bundle.frame.sample_rate), SilentSource()
+            try:
+                source = make_source(self._source_kind(), bundle.frame.sample_rate)
+            except AudioFileError as e:
+                raise StartError(EXIT_USAGE, str(e)) from None
+            silent = SilentSource()
 
             def open_loop(cfg: Any, src: Any) -> Any:
                 self.loop = AudioLoop(self.engine, src, sample_rate=bundle.frame.sample_rate,

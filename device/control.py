@@ -66,7 +66,6 @@ class Control:
         self._remote = remote
         self._settled = False
         self._shutdown_asked = -1e9
-        self.recording = False
 
     def run(self, stopping: threading.Event) -> None:
         """Handle commands until ``stopping`` is set (the body of the control thread).
@@ -211,6 +210,12 @@ class Control:
             for cmd in commands_for(last):
                 self._post(cmd)
 
+    @property
+    def recording(self) -> bool:
+        """Whether the recorder is recording (its own state, here or in the audio process)."""
+        target = getattr(self.recorder, "target", None)
+        return bool(target is not None and target.recording)
+
     def toggle_recording(self) -> None:
         """Start a recording of the output, or finish the one in progress; says which."""
         target = getattr(self.recorder, "target", None)
@@ -218,7 +223,6 @@ class Control:
             self._say("no recorder")
             return
         path = target.toggle()
-        self.recording = target.recording
         self._say("recording" if self.recording else "recording saved")
         log.info("%s %s", "recording to" if self.recording else "recorded", path)
 

@@ -30,7 +30,8 @@ from typing import IO
 
 from device.models.bundle import unit_name
 from device.state import commands as c
-from device.state.controls import GAIN_RANGE, LFO_RATE_RANGE, SCALE_RANGE, ControlsSnapshot
+from device.state.controls import (ECHO_S, GAIN_RANGE, LFO_RATE_RANGE, SCALE_RANGE,
+                                   ControlsSnapshot)
 from device.sound.scheduling import name_thread
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ LEGEND = (
 HELP = " | ".join(LEGEND)
 RATE_STEP = 1.25
 DEPTH_STEP = 0.1
-ECHO_S = 0.25  # a nudge this soon after the last one steps from what that one sent
 COARSE, FINE = 0.1, 0.01
 # key → (what, step): u/j and the arrows coarse, capitals fine
 NUDGES = {"u": ("gain", COARSE), "j": ("gain", -COARSE), "U": ("gain", FINE),
@@ -175,8 +175,8 @@ class UnitKeys(LfoKeys):
         super().__init__()
         self._preset: str | None = None   # "v" (recall) or "V" (save): waiting for 1-8
         # The last nudge of each (gain|scale, unit) and when: keys repeat faster than the
-        # published controls follow (a hop, or with the audio process ~20 ms more), so a
-        # nudge within ECHO_S of the last one steps from what was sent, not what was shown.
+        # published controls follow, so a nudge within ECHO_S of the last one steps from
+        # what that one sent.
         self._sent: dict[tuple[str, int], tuple[float, float]] = {}
         self._clock = clock
 

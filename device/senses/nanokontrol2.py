@@ -43,7 +43,7 @@ from typing import Any
 from device.state import commands as c
 from device.state.atomic import loads_strict
 from device.state.commands import MODES, UNITS_PER_PAGE
-from device.state.controls import GAIN_RANGE, SCALE_RANGE, ControlsSnapshot
+from device.state.controls import ECHO_S, GAIN_RANGE, SCALE_RANGE, ControlsSnapshot
 from device.errors import ConfigError
 
 # Every action a button may name in a map, and the command it posts.
@@ -77,10 +77,6 @@ _RELEASING = (c.ZeroAll, c.ResetAll, c.RecallPreset, c.StepModel)
 # changed by someone else (keyboard, preset from the app): its control must pick up
 # again.  Longer than the audio thread takes to apply a command (one hop).
 SETTLE_S = 0.5
-# Track ◀/▶ moves the page in the engine, and the controls published back follow a hop or
-# more later (with the audio process, up to ~25 ms): a strip moved within this long of a
-# page change addresses the page asked for, not the page last shown.
-PAGE_ECHO_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -330,7 +326,7 @@ class Surface:
         self.on_channel = True
         cc, value = msg.control, msg.value
         page = self._page(controls, now)
-        if page != controls.page:  # the strips address the page asked for (PAGE_ECHO_S)
+        if page != controls.page:  # the strips address the page asked for (ECHO_S)
             controls = dataclasses.replace(controls, page=page)
         view = (controls.units, controls.page)
         if view != self._view:  # the strips now address other units
@@ -370,10 +366,10 @@ class Surface:
 
     def _page(self, controls: ControlsSnapshot, now: float) -> int:
         """The page the strips address: the one a Track button asked for until the
-        published controls show it or PAGE_ECHO_S passes, else the published one."""
+        published controls show it or ECHO_S passes, else the published one."""
         if self._page_asked is not None:
             page, when = self._page_asked
-            if page != controls.page and now - when < PAGE_ECHO_S and page < controls.pages:
+            if page != controls.page and now - when < ECHO_S and page < controls.pages:
                 return page
             self._page_asked = None
         return controls.page

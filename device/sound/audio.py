@@ -307,6 +307,17 @@ class StreamingFileSource(Source):
 RESAMPLER_STOPBAND_DB = {"safe": 80.0, "low": 60.0}
 
 
+def make_source(kind: str, sample_rate: int) -> Source:
+    """The source ``[play] input`` names: "line" (capture), "none" (silence) or an audio
+    file streamed at ``sample_rate`` Hz.  Raises AudioFileError naming a file that cannot
+    be read."""
+    if kind == "line":
+        return LineSource()
+    if kind == "none":
+        return SilentSource()
+    return FileSource.stream(kind, sample_rate)
+
+
 def resampled_cushion(period: int, hop: int, card_rate: int, model_rate: int) -> int:
     """Card frames of zeros the output FIFO must start with so that, reading ``period``
     frames at a time and running the engine a whole ``hop`` at a time through the two

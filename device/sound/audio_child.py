@@ -62,7 +62,6 @@ class AudioChild:
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()   # the audio thread's hand-over
         self.engine: Any = None
         self.loop: Any = None
-        self.spec: dict = {}
         self.recorder: Any = None
         self.tap = _Tap()
         self.collector: Any = None
@@ -110,7 +109,6 @@ class AudioChild:
         from device.sound.engine import Engine
         from device.sound.profiles import bundle_for
 
-        self.spec = spec
         self.collector = QuietCollector().hold()
         if spec.get("others_priority"):
             from device.sound.scheduling import share_realtime
@@ -162,20 +160,13 @@ class AudioChild:
 
     def _open(self, message: dict) -> None:
         from device.errors import AesynthError
-        from device.sound.audio import (AudioConfig, AudioLoop, FileSource, LineSource,
-                                        SilentSource)
+        from device.sound.audio import AudioConfig, AudioLoop, make_source
 
         if self.loop is not None:
             self.loop.stop()
             self.loop = None
-        source_kind = message.get("source", "none")
         try:
-            if source_kind == "line":
-                source: Any = LineSource()
-            elif source_kind == "none":
-                source = SilentSource()
-            else:
-                source = FileSource.stream(source_kind, self.bundle.frame.sample_rate)
+            source = make_source(message.get("source", "none"), self.bundle.frame.sample_rate)
             loop = AudioLoop(self.engine, source, sample_rate=self.bundle.frame.sample_rate,
                              commands=self.commands, to_control=self.outbox.put,
                              config=AudioConfig(**message["config"]), recorder=self.tap,
@@ -191,7 +182,8 @@ class AudioChild:
 
     def _load(self, message: dict) -> None:
         """Prepare the model stepped to, here on the reader thread, then queue the swap:
-        the commands sent after it (the model's last state) wait in the pipe until then."""
+        the commands sent after it (the model's last state) wait in the pipe until then.
+        The app has checked its rate and hop already (device/control.py, step_model)."""
         from device.errors import AesynthError
         from device.models.bundle import read_bundle
         from device.sound.engine import prepare_model
@@ -200,12 +192,6 @@ class AudioChild:
         try:
             load = command_of(message)
             bundle = bundle_for(read_bundle(load.path), load.profile)
-            if (bundle.frame.sample_rate, bundle.frame.hop_length) != (
-                    self.bundle.frame.sample_rate, self.bundle.frame.hop_length):
-                raise WireError(f"{bundle.name}: needs {bundle.frame.sample_rate} Hz hop "
-                                f"{bundle.frame.hop_length}, playing "
-                                f"{self.bundle.frame.sample_rate} Hz hop "
-                                f"{self.bundle.frame.hop_length}")
             prepared = prepare_model(bundle, num_threads=load.num_threads)
         except AesynthError as e:
             log.error("audio process: cannot load %s: %s", message.get("path"), e)

@@ -53,7 +53,6 @@ class AudioProcess:
                                     str(verbosity)]
         self._to_control = to_control
         self._say = say or (lambda text: None)
-        self._verbosity = verbosity
         self._proc: subprocess.Popen | None = None
         self._write_lock = threading.Lock()
         self._replies: queue.SimpleQueue = queue.SimpleQueue()
@@ -126,39 +125,33 @@ class AudioProcess:
             except (BrokenPipeError, OSError, ValueError):
                 pass  # the child is gone: the reader reports it
 
-    def send_command(self, cmd: object) -> None:
-        """One command to the child (any thread); a command that cannot cross the wire is
-        refused through the control inbox, like any command the engine refuses."""
+    def _frame(self, cmd: object) -> bytes:
+        """``cmd``'s frame; b"" for a command that cannot cross the wire, which is refused
+        through the control inbox like any command the engine refuses."""
         try:
-            data = encode(command_message(cmd))
+            return encode(command_message(cmd))
         except WireError as e:
             from device.sound.audio import Rejected
 
             self._to_control(Rejected(cmd, str(e)))
-            return
-        self._write(data)
+            return b""
+
+    def send_command(self, cmd: object) -> None:
+        """One command to the child (any thread)."""
+        self._write(self._frame(cmd))
 
     def _forward_commands(self, commands: queue.SimpleQueue) -> None:
         """The app's command queue into the pipe, in order, a burst per write."""
-        from device.sound.audio import Rejected
         from device.sound.scheduling import name_thread
 
         name_thread()
-
         while not self._stopping.is_set():
             try:
-                cmd = commands.get(timeout=0.1)
+                batch = [self._frame(commands.get(timeout=0.1))]
             except queue.Empty:
                 continue
-            batch = []
-            while True:
-                try:
-                    batch.append(encode(command_message(cmd)))
-                except WireError as e:
-                    self._to_control(Rejected(cmd, str(e)))
-                if len(batch) >= 256 or commands.empty():
-                    break
-                cmd = commands.get_nowait()
+            while len(batch) < 256 and not commands.empty():
+                batch.append(self._frame(commands.get_nowait()))
             self._write(b"".join(batch))
 
     def record(self, folder: str) -> dict:
@@ -170,13 +163,11 @@ class AudioProcess:
         self._send_soon({"t": "record", "folder": str(folder), "id": self._asked})
         return self._reply(REPLY_TIMEOUT_S, "record", ask=self._asked)
 
-    def _send_soon(self, message: dict) -> threading.Thread:
+    def _send_soon(self, message: dict) -> None:
         """Send ``message`` from a short-lived thread: the caller never waits behind a
         writer blocked on a full pipe (a stalled child)."""
-        data = encode(message)
-        t = threading.Thread(target=self._write, args=(data,), name="audio-send", daemon=True)
-        t.start()
-        return t
+        threading.Thread(target=self._write, args=(encode(message),), name="audio-send",
+                         daemon=True).start()
 
     # -- from the child -----------------------------------------------------------------
     _ANSWERS = {"start": ("ready", "error"), "open": ("opened", "open_failed"),
@@ -243,11 +234,8 @@ class AudioProcess:
                 self.engine.nonfinite_inputs = int(message["nonfinite_inputs"])
             if self.loop is not None:
                 self.loop._update(message)
-        elif kind == "control":
-            try:
-                self._to_control(command_of(message["cmd"]))
-            except WireError as e:
-                log.error("audio process: %s", e)
+        elif kind == "control":  # a WireError here is said by _read, and the next counts
+            self._to_control(command_of(message["cmd"]))
         elif kind == "say":
             self._say(str(message.get("text", "")))
         elif kind == "failure":

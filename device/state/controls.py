@@ -24,6 +24,10 @@ SCALE_RANGE = (0.0, 2.0)
 LFO_RATE_RANGE = (0.01, 20.0)   # Hz; evaluated once per hop (172 hops/s at hop 128)
 LFO_DEPTH_RANGE = (0.0, 1.0)
 LFO_DEFAULT_RATE = 1.0
+# The published controls follow a command a hop or more later (with the audio process,
+# ~25 ms more): for this long after a sense sends a value (a nudge, a page) it steps from
+# what it sent, not from what is shown (device/senses/keyboard.py, nanokontrol2.py).
+ECHO_S = 0.25
 
 
 @dataclass(frozen=True)

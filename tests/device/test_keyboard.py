@@ -189,7 +189,7 @@ def test_fast_nudges_step_from_what_was_sent_until_the_controls_catch_up():
     """Five quick presses of "j" lowered gain by 0.2 instead of 0.5 while the published
     controls lagged (a newcomer's trial, with the engine in its own process); a nudge
     after ECHO_S steps from the controls again (another part may have moved them)."""
-    from device.senses.keyboard import ECHO_S
+    from device.state.controls import ECHO_S
 
     now = [100.0]
     keys, ctl = UnitKeys(clock=lambda: now[0]), UnitControls(8)

@@ -136,14 +136,19 @@ def test_a_preset_without_a_take_stops_a_looping_take(tiny):
     engine.close()
 
 
-def take_doc(**change) -> dict:
+def a_take() -> MotionTake:
+    """A one-hop take of 2 units: unit 2's gain moved to 0.5."""
     rec, ctl = MotionRecorder(2), UnitControls(2)
     rec.set_state("record", ctl)
     ctl.apply(c.SetGain(1, 0.5))
     rec.record(c.SetGain(1, 0.5), ctl)
     rec.advance(ctl)
     rec.set_state("stop", ctl)
-    doc = rec.take.to_dict()
+    return rec.take
+
+
+def take_doc(**change) -> dict:
+    doc = a_take().to_dict()
     doc.update(change)
     return doc
 

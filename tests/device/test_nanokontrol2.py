@@ -342,8 +342,8 @@ def test_knob_centre_is_exactly_one_and_travel_round_trips():
 def test_a_fader_right_after_track_next_moves_the_new_pages_unit_before_the_page_shows():
     """The published controls follow a page change a hop or more later (with the audio
     process ~25 ms): a fader moved in that time reached the old page's unit.  Until the page
-    shows, or PAGE_ECHO_S, the strips address the page the button asked for."""
-    from device.senses.nanokontrol2 import PAGE_ECHO_S
+    shows, or ECHO_S, the strips address the page the button asked for."""
+    from device.state.controls import ECHO_S
 
     surface, controls = Surface(DEFAULT_MAP), UnitControls(16)
     stale = controls.snapshot()                       # page 1 (index 0), never updated
@@ -352,7 +352,7 @@ def test_a_fader_right_after_track_next_moves_the_new_pages_unit_before_the_page
     surface.handle(cc(7, 127), stale, 0.02)           # fader 8 meets unit 15 at the top
     assert surface.handle(cc(7, 100), stale, 0.03) == [c.SetGain(15, pytest.approx(100 / 127))]
     # long after, with the page still not shown, the published page counts again
-    assert surface.handle(cc(7, 90), stale, 0.03 + PAGE_ECHO_S) == []  # unit 7: pickup
+    assert surface.handle(cc(7, 90), stale, 0.03 + ECHO_S) == []  # unit 7: pickup
     controls.apply(c.PageBy(1))
     shown = controls.snapshot()                       # once shown, it is the page
     surface.handle(cc(58, 127), shown, 1.0)           # Track ◀, again not shown yet

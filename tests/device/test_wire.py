@@ -15,21 +15,11 @@ from device.sound.wire import (COMMANDS, MAX_FRAME, FrameReader, LoadModel, Wire
                                snapshot_message, snapshot_of)
 from device.state import commands as c
 from device.state.controls import UnitControls
-from device.state.modulation import MotionRecorder
+from tests.device.test_motion_takes import a_take
 
 # commands.py's field annotations, as strings (postponed evaluation), and a value of each
 SAMPLE = {"int": 3, "float": 0.25, "str": "generate", "bool": True, "float | None": -12.0,
           "object": None}
-
-def a_take():
-    rec, ctl = MotionRecorder(2), UnitControls(2)
-    rec.set_state("record", ctl)
-    ctl.apply(c.SetGain(1, 0.5))
-    rec.record(c.SetGain(1, 0.5), ctl)
-    rec.advance(ctl)
-    rec.set_state("stop", ctl)
-    return rec.take
-
 
 def an_instance(cls):
     values = {f.name: SAMPLE[f.type] for f in dataclasses.fields(cls)}
