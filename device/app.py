@@ -49,7 +49,6 @@ MESSAGE_S = 3.0  # how long a message ("saved preset 1") stays on the display
 # The senses finish starting (imports, first frame, MIDI port) in their own threads after
 # the first period; the garbage collector stays held until then (device/sound/collector.py).
 SETTLE_S = 3.0
-FIXTURE = "tests/fixtures/tiny_bundle"
 
 
 def wav_device(value: str) -> str:
@@ -171,8 +170,8 @@ class App:
         elif self._engine_factory is not None:
             self.engine = self._engine_factory(bundle)
         else:
-            from device.sound.engine import Engine
             from device.errors import AesynthError
+            from device.sound.engine import Engine
 
             try:
                 self.engine = Engine(bundle, phase=cfg.model.phase,
@@ -245,45 +244,16 @@ class App:
             self._scheduling = (threading.get_ident(), before)
 
     def _load_model(self) -> Any:
-        from device.models.bundle import read_bundle
-        from device.state.config import expand, user_models_dir
         from device.errors import AesynthError
+        from device.models.choose import NoModelError, choose_model
 
-        cfg = self.config.model
         try:
-            if cfg.path:
-                return read_bundle(expand(cfg.path))
-            shipped = expand(cfg.shipped_dir or "models")
-            try:
-                from device.models.library import ModelLibrary
-            except ModuleNotFoundError as e:
-                if e.name != "device.models.library":
-                    raise
-                ModelLibrary = None  # noqa: N806 - the library is optional on this branch
-            if ModelLibrary is not None:
-                from device.errors import LibraryError
-
-                self.library = ModelLibrary(shipped, user_models_dir(cfg),
-                                            expand(cfg.state_file))
-                try:
-                    entry = self.library.current()
-                except LibraryError as e:  # an empty library: try the fallbacks below
-                    log.warning("%s", e)
-                else:
-                    log.info("playing %s (%s)", entry.name, entry.path)
-                    return self.library.load(entry)
-            default = shipped / "default"
-            if default.exists():
-                return read_bundle(default)
-            fixture = expand(FIXTURE)
-            if fixture.exists():
-                log.warning("no models in %s (models/default is missing): playing the untrained "
-                            "test bundle %s; train one with aesynth-train", shipped, fixture)
-                return read_bundle(fixture)
-            raise StartError(EXIT_MODEL, f"no model to play: {default} does not exist; pass "
-                                         f"--model PATH")
+            bundle, self.library = choose_model(self.config.model)
+        except NoModelError as e:
+            raise StartError(EXIT_MODEL, str(e)) from None
         except AesynthError as e:
             raise StartError(EXIT_MODEL, f"cannot load the model: {e}") from None
+        return bundle
 
     def _source_kind(self) -> str:
         """``[play] input``: "line", "none" or the audio file's path, expanded."""
@@ -293,11 +263,10 @@ class App:
         return kind if kind in ("line", "none") else str(expand(kind))
 
     def _start_audio(self, bundle: Any) -> None:
+        from device.errors import AudioFileError, ConfigError, DeviceError
         from device.sound.audio import AudioLoop, SilentSource, make_source
-        from device.errors import AudioFileError, DeviceError
-        from device.errors import ConfigError
+        from device.sound.opening import open_with_fallbacks
         from device.state.config import is_wav_path
-        from device.state.fallbacks import named_device
         from device.state.paths import check_output_file
 
         a = self.config.audio
@@ -335,31 +304,12 @@ class App:
                                       recorder=self.recorder,
                                       latency_samples=self.engine.latency_samples)
                 return self.loop.start()
-        for _attempt in range(3):
-            try:
-                self.loop = open_loop(audio_cfg, source)
-                return
-            except DeviceError as e:
-                # A device asked for by name works or is an error naming it; only ALSA's
-                # "default" on a machine with no card falls back (device/state/fallbacks.py).
-                if getattr(e, "pcm_kind", "") == "capture":
-                    if named_device(a.capture_device):
-                        raise StartError(EXIT_AUDIO, f"{e} (--capture-device / [audio] "
-                                                     f"capture_device)") from None
-                    # With no card at all, "no sound card" has been said already.
-                    log.log(logging.INFO if self.note else logging.WARNING,
-                            "%s; playing with no input (generate mode still sounds)", e)
-                    source = silent
-                    self.note = self.note or "no line-in"  # "no sound card" says more
-                elif a.fallback == "null" and not named_device(audio_cfg.playback_device):
-                    log.warning("%s; no sound card? playing into ALSA's null device instead "
-                                "(silent; --output-device out.wav records it, [audio] fallback = "
-                                "\"fail\" exits instead)", e)
-                    audio_cfg = _replace(audio_cfg, playback_device="null", pacing="clock")
-                    self.note = "no sound card"
-                else:
-                    raise StartError(EXIT_AUDIO, str(e)) from None
-        raise StartError(EXIT_AUDIO, "no audio device could be opened")
+        try:
+            self.loop, self.note = open_with_fallbacks(
+                open_loop, audio_cfg, source, silent, capture_device=a.capture_device,
+                fallback=a.fallback, note=self.note)
+        except DeviceError as e:
+            raise StartError(EXIT_AUDIO, str(e)) from None
 
     def _start_health(self) -> None:
         """Live health each second: the status file (`aesynth status`) and systemd's watchdog."""
@@ -425,9 +375,8 @@ class App:
         if not m.enabled:
             return
         try:
-            from device.senses.midi import DEFAULT_MAP, MidiController
-
             from device.senses.learn import LEARNED_PATH
+            from device.senses.midi import DEFAULT_MAP, MidiController
             from device.state.config import expand
 
             mapping, learned = DEFAULT_MAP, expand(LEARNED_PATH)
@@ -697,9 +646,3 @@ class _Tap:
         target = self.target
         if target is not None:
             target.push(block)
-
-
-def _replace(cfg: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(cfg, **changes)

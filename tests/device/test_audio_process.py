@@ -63,6 +63,20 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def audio_children_of(pid: int) -> list[int]:
+    """Of :func:`children_of`, the audio processes (not a model's validation child,
+    which comes and goes while a bundle loads)."""
+    found = []
+    for child in children_of(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        if b"device.sound.audio_child" in cmdline:
+            found.append(child)
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -180,10 +194,11 @@ def test_the_child_ends_when_the_app_is_killed(tmp_path):
         text=True)
     try:
         deadline = time.monotonic() + 30
-        while not children_of(app.pid) and app.poll() is None and time.monotonic() < deadline:
+        while (not audio_children_of(app.pid) and app.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.02)
         assert app.poll() is None, f"the app ended ({app.returncode}): {app.stderr.read()}"
-        (child,) = children_of(app.pid)
+        (child,) = audio_children_of(app.pid)
         wait_until("it plays", lambda: alive(child) and app.poll() is None, 5)
         time.sleep(1.0)
         app.kill()  # no clean-up at all: the child sees its input end
