@@ -115,9 +115,10 @@ def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0,
     set_threads()
     keras.utils.set_random_seed(seed)
     t0 = time.monotonic()
-    normaliser = (start.normaliser if start is not None
-                  else Normaliser.fit(ds.train, kind=recipe["features"]))
     global_max = float(ds.train.max())
+    normaliser = (start.normaliser if start is not None
+                  else Normaliser.fit(ds.train, kind=recipe["features"],
+                                      floor=feature_floor(recipe, global_max)))
     n_bins = ds.frame.n_bins
     x = normaliser.forward(ds.train).astype(np.float32)
     xv = normaliser.forward(ds.valid).astype(np.float32)
@@ -259,6 +260,18 @@ def load_run(directory: str | os.PathLike) -> Run:
                float(doc["global_max"]), int(doc["n_bins"]), auto, enc, dec,
                history=doc["history"], metrics=doc["metrics"], data=doc["data"],
                seconds=float(doc.get("seconds", 0.0)))
+
+
+def feature_floor(recipe: dict[str, Any], global_max: float) -> float:
+    """The log features' floor in magnitude units: ``recipe['log_floor']`` times the
+    training maximum, or the normaliser's own 1e-3 when the recipe leaves it out."""
+    rel = recipe.get("log_floor")
+    if rel is None:
+        return 1e-3
+    if not (isinstance(rel, (int, float)) and 0 < float(rel) < 1):
+        raise ValueError(f"log_floor must be a number in (0, 1) (a fraction of the training "
+                         f"maximum), got {rel!r}")
+    return float(rel) * float(global_max)
 
 
 # Recipes beyond the paper, named for the CLI.

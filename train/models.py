@@ -50,6 +50,10 @@ A recipe (a plain dict, recorded in every run and bundle) says what to build:
   to its training mean (gain 1), so a unit the encoder keeps near 0 is
   inaudible there however loud its part is at 1 (the eighth unit of the
   2026-11-30 default: mean 0.15, max 0.29, 1.6 dB in generate; issue 11).
+* ``log_floor``: the floor of the log features, ``log(m + floor)``, as a fraction
+  of the training maximum (None: 1e-3 in magnitude units, about -116 dB re the
+  maximum of our data).  ``1e-5`` is the log-spectral distance's own floor
+  (train/metrics.py), so the log term weighs quiet bins as that metric does.
 * ``augment_db``: ``[low, high]``: each training frame is also seen at a
   random gain drawn uniformly in dB from that range, so quiet input
   is encoded as well as loud (train/fit.py).
@@ -73,7 +77,7 @@ PAPER_RECIPE: dict[str, Any] = {
     "epochs": 20, "patience": 0, "loss": "features", "greedy": False,
     "decoder_hidden": None, "monotone": False, "decorrelate": 0.0, "augment_db": None,
     "clipnorm": None, "overlap_bands": False, "sweep_parts": 0.0, "audible_db": 0.0,
-    "sweep_on_data": False, "unit_spread": 0.0, "spread_std": 0.2,
+    "sweep_on_data": False, "unit_spread": 0.0, "spread_std": 0.2, "log_floor": None,
 }
 
 

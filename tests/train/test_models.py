@@ -331,3 +331,22 @@ def test_sweep_at_the_mean_is_generate_modes_default_spectrum():
                                          "got 'median'"):
         make_loss(recipe_with(base, sweep_on_data="median"), norm, 1.0, decoder=dec,
                   encoder=enc)
+
+
+def test_log_floor_sets_the_features_floor_as_a_fraction_of_the_training_maximum(mags):
+    from train.fit import RECIPES, feature_floor
+    from train.models import recipe_with
+
+    base = RECIPES["parts-sc"]
+    assert feature_floor(base, 639.0) == 1e-3  # the normaliser's own, for earlier runs
+    r = recipe_with(base, log_floor=1e-5)
+    g = float(np.max(mags))
+    floor = feature_floor(r, g)
+    assert floor == pytest.approx(1e-5 * g)
+    n = Normaliser.fit(mags, kind="standard", floor=floor)
+    # a bin 100 dB under the maximum sits at the floor: its feature is log(2 * floor), scaled
+    np.testing.assert_allclose(n.forward(np.full((1, mags.shape[1]), floor))[0],
+                               (np.log(2 * floor) - n.offset) / n.scale, rtol=1e-5)
+    for bad in (0, 1.5, "1e-5"):
+        with pytest.raises(ValueError, match="log_floor must be a number in"):
+            feature_floor(recipe_with(base, log_floor=bad), g)
