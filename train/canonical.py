@@ -27,7 +27,8 @@ reconstruction:
 3. **Order** the units by effect size, the strongest first (fader 1): a
    permutation of the encoder's last kernel columns and bias and of the
    decoder's first kernel rows.
-4. **Label** each unit from its part (:func:`label`): ``sub`` ``low`` ``body``
+4. **Label** each unit from its part as the fader plays it, from its min to its
+   mean activation (:func:`label`): ``sub`` ``low`` ``body``
    ``mid`` ``pres`` ``air`` for the frequency region its effect stands out
    in, ``level`` for a broad change one way, ``noise`` for a broad change
    both ways, ``weak`` for one that barely changes anything; a digit makes
@@ -286,7 +287,8 @@ def canonicalize(run: Run, train_mags: np.ndarray, *, sample_rate: int
     record: dict[str, Any] = {
         "method": (f"each unit swept min->max of its training activations ({SWEEP_POINTS} "
                    f"points), the others at their mean; effect = change of 1/3-octave band "
-                   f"levels (dB), level = change of total power (dB), size = RMS over bands"),
+                   f"levels (dB), level = change of total power (dB), size = RMS over bands; "
+                   f"labels from the min->mean sweep (the fader's range)"),
         "bottleneck": bottleneck, "applied": not why, "reason": why,
         "indices": "flipped, inhibitory_kept and order name units as trained; effect_db, "
                    "level_db, monotonic and labels are in the canonical order",
@@ -303,7 +305,14 @@ def canonicalize(run: Run, train_mags: np.ndarray, *, sample_rate: int
     level = (eff.level_db * sign)[order]
     size = eff.size_db[order]
     monotonic = eff.monotonic[order]
-    labels = unique_labels([label(band[i], eff.centres_hz, level[i])
+    # The label names what the fader does: at the knob's default it plays a unit from its
+    # minimum to its mean (device/sound/engine.py unit_values), and a part can change
+    # above the mean (the 2026-11-30 default's eighth unit: one band at 1.2 kHz up to its
+    # mean, the air bands only near its maximum; labelled "air2" from min->max).
+    fader = measure(run, lo, mean, mean, sample_rate=sample_rate) if np.any(hi > mean) else eff
+    fader_band = (fader.band_db * sign[:, None])[order]
+    fader_level = (fader.level_db * sign)[order]
+    labels = unique_labels([label(fader_band[i], eff.centres_hz, fader_level[i])
                             for i in range(run.units)])
     out = run
     if not why:

@@ -226,6 +226,30 @@ def cmd_playability(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(a: argparse.Namespace) -> int:
+    from device.models.bundle import read_bundle
+    from device.state.atomic import read_json
+    from train.figures import record, summarise
+
+    def doc(path: Path | None) -> dict | None:
+        if path is None:
+            return None
+        from device.errors import EvaluationError
+
+        obj, err = read_json(path, max_bytes=64 << 20)
+        if obj is None:
+            raise EvaluationError(err or f"{str(path)!r} does not exist")
+        if not isinstance(obj, dict):
+            raise EvaluationError(f"{str(path)!r} holds no JSON object")
+        return obj
+
+    b = read_bundle(a.bundle)
+    ev = summarise(b.name, b.units, doc(a.baselines), doc(a.playability), doc(a.perceptual))
+    record(a.bundle, ev)
+    print(json.dumps(ev, indent=1))
+    return 0
+
+
 def _clip_args(p: argparse.ArgumentParser, seconds: float) -> None:
     p.add_argument("--start", type=float, default=0.0, help="seconds into each audio file")
     p.add_argument("--seconds", type=float, default=seconds,
@@ -389,6 +413,17 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--phase", default="rtpghi", help="generate mode's phase (device.sound.phase)")
     _clip_args(y, 10.0)
     y.set_defaults(func=cmd_playability)
+
+    g = sub.add_parser("figures", help="keep a bundle's measured figures (baselines, "
+                       "perceptual score, playability) in its manifest")
+    g.add_argument("bundle")
+    g.add_argument("--baselines", type=Path, required=True,
+                   help="baselines --json of the bundle on unseen audio (with PCA of its size "
+                        "on pow0.5)")
+    g.add_argument("--playability", type=Path, required=True, help="playability.json")
+    g.add_argument("--perceptual", type=Path, default=None,
+                   help="a baselines --json with the perceptual score")
+    g.set_defaults(func=cmd_figures)
     return p
 
 

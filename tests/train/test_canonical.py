@@ -224,3 +224,28 @@ def test_labels_from_band_changes():
     many = unique_labels(["body"] * 12)
     assert many[1] == "body2" and many[9] == "bod10"
     assert all(len(x) <= 5 for x in many) and len(set(many)) == 12
+
+
+def test_a_unit_is_labelled_by_what_its_fader_plays_min_to_mean():
+    """Unit 0 adds 1.1-2.1 kHz all along, and 7.5-9.5 kHz only above its mean
+    activation: the fader (min -> mean at the knob's default) plays "mid", and the
+    full sweep to its maximum would have said "air"."""
+    from train.canonical import canonicalize, label, measure
+
+    run = make_run()
+    mags = training_mags()
+    a = run.encode(mags).astype(np.float64)
+    lo, mean, hi = a.min(axis=0), a.mean(axis=0), a.max(axis=0)
+    d = run.decoder.get_layer("dec1")
+    w, b = d.kernel.numpy().copy(), d.bias.numpy().copy()
+    air = bins(7500, 9500)
+    w[1, air] = 0.0  # unit 1 leaves the air bands to unit 0 here
+    w[0, air] = 1.0
+    b[air] = -(mean[0] + 0.5 * (hi[0] - mean[0]))  # zero (clipped) until above the mean
+    d.kernel.assign(w)
+    d.bias.assign(b)
+    full = measure(run, lo, mean, hi, sample_rate=LOW_LATENCY.sample_rate)
+    assert label(full.band_db[0], full.centres_hz, full.level_db[0]) == "air"
+    canon, labels, record = canonicalize(run, mags, sample_rate=LOW_LATENCY.sample_rate)
+    assert labels[record["order"].index(0)] == "mid"
+    assert "min->mean" in record["method"]
