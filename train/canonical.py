@@ -301,7 +301,6 @@ def canonicalize(run: Run, train_mags: np.ndarray, *, sample_rate: int
         flips = inhibitory & (kind is not None)
         order = np.argsort(-eff.size_db, kind="stable")
     sign = np.where(flips, -1.0, 1.0)
-    band = (eff.band_db * sign[:, None])[order]
     level = (eff.level_db * sign)[order]
     size = eff.size_db[order]
     monotonic = eff.monotonic[order]
