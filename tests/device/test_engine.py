@@ -323,7 +323,9 @@ def test_a_preset_jump_of_every_knob_makes_no_click(default, monkeypatch, jump):
     y = run(engine, x, {at: [c.SetScale(u, 2.0) for u in range(default.units)]},
             before_limiter=True)
     R = engine.hop_length
-    click = np.max(np.abs(y[at * R:(at + 2) * R]))
+    # the hop the knobs jumped in: the make-up falls in it (the next hop is the music's own,
+    # and on this track the new default's next hop holds a loud beat, 1.39)
+    click = np.max(np.abs(y[at * R:(at + 1) * R]))
     after = np.max(np.abs(y[(at + 20) * R:]))
     if jump:
         assert click < 0.8 * after, (click, after)
