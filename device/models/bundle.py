@@ -23,7 +23,10 @@ one top folder), holding ``manifest.json``, ``encoder.tflite`` and
 ``unit_labels`` (optional; ``units`` strings of 1..5 printable ASCII
 characters, what the unit table shows in its first column) name each unit
 by what it does, written by ``train.canonical``; without them the units are
-numbered "1", "2", ...
+numbered "1", "2", ...  ``evaluation`` (optional, written by ``aesynth-train
+figures``, train/figures.py) keeps what the bundle was measured to do on unseen
+music (spectral convergence and log-spectral distance beside PCA of its size,
+a perceptual score, playability per mode); the player does not read it.
 
 A bundle from a USB stick is untrusted: every field is checked, every size is
 capped, no name may leave the bundle, checksums must match, and (with
