@@ -96,6 +96,11 @@ class ExportError(AesynthError, ValueError):
     frames, frame size); names the setting, the allowed values and the value found."""
 
 
+class FitError(AesynthError, RuntimeError):
+    """A training run that diverged (non-finite loss or weights); names the recipe, the
+    epoch and the learning rate to lower."""
+
+
 class EvaluationError(AesynthError, ValueError):
     """A bundle that lacks what an evaluation needs (e.g. the training set's scale)."""
 

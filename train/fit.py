@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from device.errors import FitError
 from device.sound.features import Normaliser
 from train import metrics as M
 from train.data import Dataset
@@ -91,7 +93,8 @@ def _fit_keras(model, x, y, xv, yv, recipe, loss, verbose: int,
     import keras
 
     model.compile(optimizer=make_optimizer(recipe), loss=loss)
-    callbacks = list(extra_callbacks)
+    # a non-finite batch loss ends the fit at once: nothing after it can be kept (fit())
+    callbacks = [*extra_callbacks, keras.callbacks.TerminateOnNaN()]
     if recipe.get("patience"):
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=int(recipe["patience"]), restore_best_weights=True))
@@ -142,13 +145,23 @@ def fit(ds: Dataset, recipe: dict[str, Any], *, seed: int = 0, verbose: int = 0,
         start_val = float(auto.evaluate(xv, xv, batch_size=int(recipe["batch_size"]),
                                         verbose=0))
     h = _fit_keras(auto, x, x, xv, xv, recipe, loss, verbose, callbacks)
+    # A diverged fit leaves NaN losses and weights; min() of NaNs is NaN and compares
+    # False, which once kept a fine-tuning's NaN weights as if they had beaten the start.
+    finite = [v for v in h.get("val_loss", []) if math.isfinite(v)]
+    diverged = (len(finite) < len(h.get("loss", [])) or
+                not all(np.all(np.isfinite(w)) for w in auto.get_weights()))
     if start_val is not None:
         extra["start_val_loss"] = start_val
-        extra["kept_start"] = bool(h.get("val_loss")) and min(h["val_loss"]) >= start_val
+        extra["kept_start"] = diverged or not finite or min(finite) >= start_val
         if extra["kept_start"]:  # no epoch beat where we started: keep the start
-            log.info("fine-tuning never beat the start's validation loss %.4g: kept it",
+            log.info("fine-tuning %s the start's validation loss %.4g: kept it",
+                     "diverged (non-finite loss) from" if diverged else "never beat",
                      start_val)
             auto.set_weights(start.autoencoder.get_weights())
+    elif diverged:
+        raise FitError(f"fit {recipe.get('name')!r} diverged: non-finite loss or weights after "
+                       f"{len(h.get('loss', []))} epoch(s) at learning_rate "
+                       f"{recipe.get('learning_rate')}; lower it (--set learning_rate=...)")
     history.update({("finetune_" + k if recipe.get("greedy") else k): v for k, v in h.items()})
     run = Run(recipe, seed, normaliser, global_max, n_bins, auto, enc, dec, history=history,
               data=data_record(ds))

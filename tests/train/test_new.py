@@ -399,6 +399,18 @@ def test_fine_tuning_never_ends_worse_than_its_start_on_validation(audio, tmp_pa
         assert min(run.history["val_loss"]) < m["start_val_loss"] and not all(kept)
 
 
+def test_a_fit_that_diverges_is_one_line_naming_the_learning_rate(audio, tmp_path):
+    """A fresh fit whose loss turns NaN ends in a FitError (the CLI's one line), never in a
+    run of NaN weights that export would turn into a bundle."""
+    from device.errors import FitError
+    from train.fit import RECIPES, fit
+
+    ds, _ = D.audio_dataset(D.probe_audio([audio]), frame=LOW_LATENCY, cache_dir=tmp_path)
+    recipe = {**RECIPES["paper"], "epochs": 2, "learning_rate": 1e30, "momentum": 0.0}
+    with pytest.raises(FitError, match=r"diverged.*learning_rate 1e\+30; lower it"):
+        fit(ds, recipe)
+
+
 def test_the_playability_clip_is_long_enough_or_generate_mode_only():
     """10 s of 3.5 s files held out 0.35 s test clips, and the sweep then failed after the
     whole fit ("a measured signal must last at least settle_s + 0.37 s, got 0.35 s")."""
