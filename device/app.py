@@ -306,8 +306,7 @@ class App:
                 return self.loop.start()
         try:
             self.loop, self.note = open_with_fallbacks(
-                open_loop, audio_cfg, source, silent, capture_device=a.capture_device,
-                fallback=a.fallback, note=self.note)
+                open_loop, audio_cfg, source, silent, fallback=a.fallback, note=self.note)
         except DeviceError as e:
             raise StartError(EXIT_AUDIO, str(e)) from None
 

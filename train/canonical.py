@@ -308,7 +308,7 @@ def canonicalize(run: Run, train_mags: np.ndarray, *, sample_rate: int
     # minimum to its mean (device/sound/engine.py unit_values), and a part can change
     # above the mean (the 2026-11-30 default's eighth unit: one band at 1.2 kHz up to its
     # mean, the air bands only near its maximum; labelled "air2" from min->max, "mid2" now).
-    fader = measure(run, lo, mean, mean, sample_rate=sample_rate) if np.any(hi > mean) else eff
+    fader = measure(run, lo, mean, mean, sample_rate=sample_rate)
     fader_band = (fader.band_db * sign[:, None])[order]
     fader_level = (fader.level_db * sign)[order]
     labels = unique_labels([label(fader_band[i], eff.centres_hz, fader_level[i])

@@ -29,22 +29,22 @@ from device.errors import EvaluationError
 PCA_AMPLITUDE = "pow0.5"  # the done-when's reference: PCA on |X|^0.5 of the same size
 
 
-def _bundle_entry(res: dict[str, Any], name: str, what: str) -> dict[str, Any]:
-    key = f"bundle:{name}"
+def _method(res: dict[str, Any], key: str, what: str, hint: str) -> dict[str, Any]:
+    """``res["methods"][key]``, or an EvaluationError naming what lacks it and ``hint``."""
     try:
         return res["methods"][key]
     except KeyError:
-        raise EvaluationError(f"{what} has no results for {key!r} (it has "
-                              f"{', '.join(sorted(res.get('methods', {}))) or 'none'})") from None
+        raise EvaluationError(f"{what} has no results for {key!r}: {hint}") from None
+
+
+def _bundle_entry(res: dict[str, Any], name: str, what: str) -> dict[str, Any]:
+    have = ", ".join(sorted(res.get("methods", {}))) or "none"
+    return _method(res, f"bundle:{name}", what, f"it has {have}")
 
 
 def _pca_entry(res: dict[str, Any], units: int, what: str) -> dict[str, Any]:
-    key = f"pca{units}-{PCA_AMPLITUDE}"
-    try:
-        return res["methods"][key]
-    except KeyError:
-        raise EvaluationError(f"{what} has no {key!r}: run baselines with --units {units} "
-                              f"--amplitudes {PCA_AMPLITUDE}") from None
+    return _method(res, f"pca{units}-{PCA_AMPLITUDE}", what,
+                   f"run baselines with --units {units} --amplitudes {PCA_AMPLITUDE}")
 
 
 def _audio_mean(entry: dict[str, Any], key: str, what: str) -> float:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from device.errors import FitError
-from device.sound.features import Normaliser
+from device.errors import ConfigError, FitError
+from device.sound.features import LOG_FEATURE_FLOOR, Normaliser
 from train import metrics as M
 from train.data import Dataset
 from train.models import PAPER_RECIPE, build, make_loss, make_optimizer, recipe_with
@@ -277,12 +277,13 @@ def load_run(directory: str | os.PathLike) -> Run:
 
 def feature_floor(recipe: dict[str, Any], global_max: float) -> float:
     """The log features' floor in magnitude units: ``recipe['log_floor']`` times the
-    training maximum, or the normaliser's own 1e-3 when the recipe leaves it out."""
+    training maximum, or the normaliser's own (``LOG_FEATURE_FLOOR``) when the recipe
+    leaves it out.  Raises ConfigError for a value outside (0, 1)."""
     rel = recipe.get("log_floor")
     if rel is None:
-        return 1e-3
+        return LOG_FEATURE_FLOOR
     if not (isinstance(rel, (int, float)) and 0 < float(rel) < 1):
-        raise ValueError(f"log_floor must be a number in (0, 1) (a fraction of the training "
+        raise ConfigError(f"log_floor must be a number in (0, 1) (a fraction of the training "
                          f"maximum), got {rel!r}")
     return float(rel) * float(global_max)
 

@@ -342,6 +342,7 @@ class StreamSynthesizer:
 
 # -- normalisers ------------------------------------------------------------------
 NORMALISERS = ("max", "logmax", "standard")
+LOG_FEATURE_FLOOR = 1e-3  # the log normalisers' log(m + floor), magnitude units, by default
 
 
 @dataclass(frozen=True)
@@ -427,7 +428,8 @@ class Normaliser:
         return out
 
     @classmethod
-    def fit(cls, mags: np.ndarray, *, kind: str = "max", floor: float = 1e-3) -> Normaliser:
+    def fit(cls, mags: np.ndarray, *, kind: str = "max", floor: float = LOG_FEATURE_FLOOR
+            ) -> Normaliser:
         """Fit the constants of ``kind`` on training magnitudes (frames, bins)."""
         mags = np.asarray(mags, dtype=np.float64)
         if kind == "max":

@@ -23,7 +23,7 @@ ATTEMPTS = 3  # capture, then playback, may each fall back once
 
 
 def open_with_fallbacks(open_loop: Callable[[Any, Any], Any], audio_cfg: Any, source: Any,
-                        silent: Any, *, capture_device: str, fallback: str,
+                        silent: Any, *, fallback: str,
                         note: str | None = None) -> tuple[Any, str | None]:
     """``open_loop(audio_cfg, source)``, retried after each allowed fallback.
 
@@ -38,7 +38,7 @@ def open_with_fallbacks(open_loop: Callable[[Any, Any], Any], audio_cfg: Any, so
             return open_loop(audio_cfg, source), note
         except DeviceError as e:
             if getattr(e, "pcm_kind", "") == "capture":
-                if named_device(capture_device):
+                if named_device(audio_cfg.capture_device):
                     raise DeviceError(f"{e} (--capture-device / [audio] capture_device)"
                                       ) from None
                 # With no card at all, "no sound card" has been said already.

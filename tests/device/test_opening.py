@@ -31,7 +31,7 @@ def failing(*kinds: str):
 def test_a_missing_default_capture_plays_silence_and_says_no_line_in():
     open_loop, calls = failing("capture")
     loop, note = open_with_fallbacks(open_loop, AudioConfig(), "line", "silence",
-                                     capture_device="default", fallback="null")
+                                     fallback="null")
     assert (loop, note) == ("loop", "no line-in")
     assert [src for _, src in calls] == ["line", "silence"]
 
@@ -39,7 +39,7 @@ def test_a_missing_default_capture_plays_silence_and_says_no_line_in():
 def test_no_card_at_all_plays_into_null_paced_by_the_clock():
     open_loop, calls = failing("playback", "capture")
     loop, note = open_with_fallbacks(open_loop, AudioConfig(), "line", "silence",
-                                     capture_device="default", fallback="null")
+                                     fallback="null")
     assert (loop, note) == ("loop", "no sound card")  # "no sound card" says more
     cfg, src = calls[-1]
     assert (cfg.playback_device, cfg.pacing, src) == ("null", "clock", "silence")
@@ -49,7 +49,7 @@ def test_a_named_capture_device_is_an_error_naming_its_key():
     open_loop, _ = failing("capture")
     with pytest.raises(DeviceError, match=r"\[audio\] capture_device"):
         open_with_fallbacks(open_loop, AudioConfig(capture_device="hw:9"), "line", "silence",
-                            capture_device="hw:9", fallback="null")
+                            fallback="null")
 
 
 @pytest.mark.parametrize("playback, fallback", [("hw:9", "null"), ("default", "fail")])
@@ -57,21 +57,16 @@ def test_a_named_playback_device_or_fallback_fail_is_an_error(playback, fallback
     open_loop, calls = failing("playback")
     with pytest.raises(DeviceError, match="cannot open playback"):
         open_with_fallbacks(open_loop, AudioConfig(playback_device=playback), "line",
-                            "silence", capture_device="default", fallback=fallback)
+                            "silence", fallback=fallback)
     assert len(calls) == 1
 
 
-def test_a_null_device_that_fails_too_is_an_error_naming_it():
-    open_loop, calls = failing("capture", "playback", "playback")
-    with pytest.raises(DeviceError, match="cannot open playback device 'null'"):
-        open_with_fallbacks(open_loop, AudioConfig(), "line", "silence",
-                            capture_device="default", fallback="null")
-    assert len(calls) == 3
-
-
-def test_a_capture_that_keeps_failing_ends_in_one_line():
-    open_loop, calls = failing("capture", "capture", "capture")
-    with pytest.raises(DeviceError, match="no audio device could be opened"):
-        open_with_fallbacks(open_loop, AudioConfig(), "line", "silence",
-                            capture_device="default", fallback="null")
+@pytest.mark.parametrize("kinds, message", [
+    (("capture", "playback", "playback"), "cannot open playback device 'null'"),
+    (("capture", "capture", "capture"), "no audio device could be opened"),
+], ids=["null-fails-too", "capture-keeps-failing"])
+def test_a_card_that_fails_after_its_fallbacks_is_one_error(kinds, message):
+    open_loop, calls = failing(*kinds)
+    with pytest.raises(DeviceError, match=message):
+        open_with_fallbacks(open_loop, AudioConfig(), "line", "silence", fallback="null")
     assert len(calls) == 3

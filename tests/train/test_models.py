@@ -334,6 +334,7 @@ def test_sweep_at_the_mean_is_generate_modes_default_spectrum():
 
 
 def test_log_floor_sets_the_features_floor_as_a_fraction_of_the_training_maximum(mags):
+    from device.errors import ConfigError
     from train.fit import RECIPES, feature_floor
     from train.models import recipe_with
 
@@ -348,5 +349,5 @@ def test_log_floor_sets_the_features_floor_as_a_fraction_of_the_training_maximum
     np.testing.assert_allclose(n.forward(np.full((1, mags.shape[1]), floor))[0],
                                (np.log(2 * floor) - n.offset) / n.scale, rtol=1e-5)
     for bad in (0, 1.5, "1e-5"):
-        with pytest.raises(ValueError, match="log_floor must be a number in"):
+        with pytest.raises(ConfigError, match="log_floor must be a number in"):
             feature_floor(recipe_with(base, log_floor=bad), g)
