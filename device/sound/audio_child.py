@@ -21,8 +21,11 @@ rate, latency, first snapshot) or ``error``; ``open`` (AudioConfig fields,
 source) → ``opened`` (expected latency, card rate) or ``open_failed``
 (message, which PCM); commands at any time; ``record`` (folder) →
 ``recorded`` (path, recording); ``stop`` → ``stopped`` (final statistics),
-then exit 0.  End of input (the app died) stops the audio and exits 0: a
-supervisor restarting the app must find the card free.  Logging goes to
+then exit 0.  Unasked, child → app: ``record_failed`` (message, recording) when a
+recording's write fails (a full disk, a stick pulled out): the recorder has ended
+it, and the app's state must say so before the next press.  End of input (the app
+died) stops the audio and exits 0: a supervisor restarting the app must find the
+card free.  Logging goes to
 stderr, shared with the app; this process's stdout is the message channel
 (anything printed is moved to stderr first).
 """
@@ -209,8 +212,7 @@ class AudioChild:
                 from device.sound.recorder import Recorder
 
                 self.recorder = Recorder(str(folder), self.bundle.frame.sample_rate,
-                                         on_error=lambda text: self.send({"t": "say",
-                                                                          "text": text[:90]}))
+                                         on_error=self._record_failed)
                 self.tap.target = self.recorder
             elif not self.recorder.recording:
                 self.recorder.directory = str(folder)  # asked at each start, as in one process
@@ -221,6 +223,13 @@ class AudioChild:
                        "error": str(e)})
             return
         self.send({"t": "recorded", "id": ask, "path": None if path is None else str(path),
+                   "recording": self.recorder.recording})
+
+    def _record_failed(self, text: str) -> None:
+        """The recorder's report (its writer thread): a write failed and the recording has
+        ended, or a stop could not finish the file.  Sent with the recorder's state: the
+        app's is only what the child last said."""
+        self.send({"t": "record_failed", "message": text,
                    "recording": self.recorder.recording})
 
     def _finish(self) -> None:

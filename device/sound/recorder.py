@@ -17,6 +17,12 @@ rewrites the WAV header with the length so far (libsndfile otherwise writes
 it only on close, leaving a file that reads as empty) and fsyncs the file,
 so at most the last checkpoint's worth of sound is lost.
 
+A write that fails (a full disk, a stick pulled out) ends the recording by
+itself: :attr:`Recorder.recording` turns False at once (so ``push`` writes no
+more and the next toggle starts a new file), the writer closes the file (the
+header then holds everything written before the failure), reports the one-line
+:attr:`Recorder.error` through ``on_error`` and ends.
+
 Files go to :func:`recording_dir`: a folder on the USB stick when one is
 mounted, else the data partition.  ``start``/``stop`` are for the control
 thread (they open and close files), never the audio thread.
@@ -58,7 +64,9 @@ class Recorder:
 
     ``directory`` may be a callable returning the folder, asked at each
     :meth:`start` (so a stick plugged in later is used).  ``subtype`` is the
-    WAV sample format (soundfile's name: PCM_16, PCM_24, FLOAT).
+    WAV sample format (soundfile's name: PCM_16, PCM_24, FLOAT).  ``on_error`` is called
+    with :attr:`error` (one line) when a recording fails, from the writer thread, once the
+    recording has ended and its file is closed.
     """
 
     def __init__(self, directory: str | os.PathLike | Callable[[], str | os.PathLike],
@@ -96,6 +104,7 @@ class Recorder:
 
     @property
     def recording(self) -> bool:
+        """Whether a recording is running: False again once a write failed."""
         return self._recording
 
     # -- the audio thread ----------------------------------------------------------
@@ -121,10 +130,13 @@ class Recorder:
 
     # -- the control thread ----------------------------------------------------------
     def start(self) -> Path:
-        """Open a new WAV file and start recording; returns its path."""
+        """Open a new WAV file and start recording; returns its path.  Raises DeviceError
+        naming the folder when the file cannot be made."""
         if self._recording:
             return self.path
         import soundfile as sf  # only when someone records
+
+        self._join_writer()  # a writer that ended on a failure, perhaps still closing its file
 
         folder = Path(self.directory() if callable(self.directory) else self.directory)
         try:
@@ -148,21 +160,18 @@ class Recorder:
         return path
 
     def stop(self) -> Path | None:
-        """Stop, write what is buffered, close and sync the file; returns its path."""
+        """Stop, write what is buffered, close and sync the file; returns its path (also of
+        a recording a write failure ended), None when nothing was recorded."""
         if self._thread is None:
             return None
         self._recording = False
         self._stop.set()
-        self._thread.join()
-        self._thread = None
+        self._join_writer()
         path = self.path
-        try:
-            self._file.close()
-            fsync_file(path)
-            fsync_dir(path.parent)
-        except (OSError, RuntimeError) as e:
-            self._fail(f"cannot finish {str(path)!r}: {e}")
-        self._file = None
+        if self._file is not None:  # else the writer closed it after a failure
+            failure = self._close_file()
+            if failure is not None:
+                self._fail(failure)
         if self.dropped:
             log.warning("recording %s: %d samples dropped (the disk was too slow)", path,
                         self.dropped)
@@ -176,19 +185,58 @@ class Recorder:
     def close(self) -> None:
         self.stop()
 
+    def _join_writer(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _close_file(self) -> str | None:
+        """Close and sync the file (libsndfile writes the final header on close); the
+        one-line failure, or None."""
+        path, f = self.path, self._file
+        self._file = None
+        try:
+            f.close()
+            fsync_file(path)
+            fsync_dir(path.parent)
+        except (OSError, RuntimeError) as e:
+            return f"cannot finish {str(path)!r}: {e}"
+        return None
+
     def _drain_loop(self) -> None:
         name_thread()
+        try:
+            failure = self._write_until_stopped()
+        except Exception as e:  # noqa: BLE001 -- whatever ends the writer ends the recording
+            log.exception("recording %s: the writer failed", self.path)
+            failure = f"cannot write {str(self.path)!r}: {type(e).__name__}: {e}"
+        if failure is None:
+            return  # stop() closes the file
+        # Nothing will read the ring any more: the audio thread stops filling it, and the
+        # state reads "not recording" everywhere, so the next toggle starts a new file.
+        self.error = failure  # first: whoever sees "not recording" sees why
+        self._recording = False
+        late = self._close_file()  # what was written before the failure keeps its header
+        if late is not None:
+            log.warning("recording failed: %s", late)
+        self._fail(failure)
+
+    def _write_until_stopped(self) -> str | None:
+        """Drain every poll and checkpoint until stop(); the failure that ended it early."""
         # wait first: a burst pushed right after start is drained a poll later
         next_checkpoint = time.monotonic() + self.checkpoint_s
         while not self._stop.wait(self.poll_s):
-            self._drain()
-            if time.monotonic() >= next_checkpoint and self.error is None:
-                self._checkpoint()
+            failure = self._drain()
+            if failure is None and time.monotonic() >= next_checkpoint:
+                failure = self._checkpoint()
                 next_checkpoint = time.monotonic() + self.checkpoint_s
-        self._drain()
+            if failure is not None:
+                return failure
+        return self._drain()
 
-    def _checkpoint(self) -> None:
-        """Make what is written so far survive a power cut: header, then fsync."""
+    def _checkpoint(self) -> str | None:
+        """Make what is written so far survive a power cut: header, then fsync.  The
+        one-line failure, or None."""
         import soundfile as sf
 
         try:
@@ -202,24 +250,26 @@ class Recorder:
                             "written only when the recording stops", sf.__version__, self.path)
             fsync_file(self.path)
         except (OSError, RuntimeError) as e:  # a stick pulled out
-            self._fail(f"cannot write {str(self.path)!r}: {e}")
-            return
+            return f"cannot write {str(self.path)!r}: {_why(e, self._file)}"
         self.checkpoints += 1
+        return None
 
-    def _drain(self) -> None:
+    def _drain(self) -> str | None:
+        """Write what the audio thread pushed since the last drain; the one-line failure,
+        or None."""
         w, r = self._written, self._read
         if w == r:
-            return
-        if self.error is None:
-            pos, n = r % self.capacity, w - r
-            first = min(n, self.capacity - pos)
-            try:
-                self._file.write(self._ring[pos:pos + first])
-                if first < n:
-                    self._file.write(self._ring[:n - first])
-            except (OSError, RuntimeError) as e:  # a stick pulled out, a full disk
-                self._fail(f"cannot write {str(self.path)!r}: {e}")
-        self._read = w  # after an error the ring is emptied so the audio side never fills
+            return None
+        pos, n = r % self.capacity, w - r
+        first = min(n, self.capacity - pos)
+        try:
+            self._file.write(self._ring[pos:pos + first])
+            if first < n:
+                self._file.write(self._ring[:n - first])
+        except (OSError, RuntimeError) as e:  # a stick pulled out, a full disk
+            return f"cannot write {str(self.path)!r}: {_why(e, self._file)}"
+        self._read = w
+        return None
 
     def _fail(self, message: str) -> None:
         self.error = message
@@ -239,6 +289,17 @@ class Recorder:
     def __repr__(self) -> str:
         state = f"recording to {str(self.path)!r}" if self._recording else "stopped"
         return f"<Recorder {self.sample_rate} Hz {state} dropped={self.dropped}>"
+
+
+def _why(error: BaseException, f: object) -> str:
+    """``error``'s text; for libsndfile's bare "System error." the OS's reason, which
+    libsndfile keeps per file (sf_strerror: "System error : No space left on device.")."""
+    import soundfile as sf
+
+    snd, handle = getattr(sf, "_snd", None), getattr(f, "_file", None)
+    if snd is None or handle is None or not isinstance(error, RuntimeError):
+        return str(error)
+    return sf._ffi.string(snd.sf_strerror(handle)).decode(errors="replace") or str(error)
 
 
 def _new_file_name(folder: Path, *, stamp: str | None = None,

@@ -238,6 +238,9 @@ class AudioProcess:
             self._to_control(command_of(message["cmd"]))
         elif kind == "say":
             self._say(str(message.get("text", "")))
+        elif kind == "record_failed":  # the child's recorder ended a recording by itself
+            self.recording = bool(message["recording"])
+            self._say(str(message["message"]))
         elif kind == "failure":
             if self.loop is not None:
                 self.loop._failed(message.get("message", "the audio thread died"))
@@ -405,7 +408,8 @@ class RemoteRecorder:
 
     @property
     def recording(self) -> bool:
-        """What the child last said: an answer that came after ``toggle`` gave up counts."""
+        """What the child last said: an answer that came after ``toggle`` gave up counts, and
+        so does its report of a recording a failed write ended."""
         return self._process.recording
 
     def toggle(self) -> Path | None:

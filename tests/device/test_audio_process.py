@@ -320,6 +320,41 @@ time.sleep(30)
 """
 
 
+def test_a_recording_that_fails_mid_take_ends_and_the_app_says_so(tmp_path):
+    """The disk fills under the child's recorder (a file-size limit set on the child, as
+    prlimit(1) does: the write fails with EFBIG as a full disk's with ENOSPC): the app
+    reads "not recording" and shows the error, the take keeps what was written, and the
+    next press starts a new file.  (Failed on the old code: the app said "recording"
+    until the next press, which then stopped instead of starting.)"""
+    import resource
+
+    app = App(config(tmp_path)).start()
+    try:
+        wait_until("playing", lambda: app.loop.stats.hops > 20)
+        child = app.audio_process.pid
+        app.post(c.ToggleRecording())
+        wait_until("recording", lambda: app.recording)
+        (first,) = (tmp_path / "rec").glob("*.wav")
+        hard = resource.prlimit(child, resource.RLIMIT_FSIZE)[1]
+        full_at = first.stat().st_size + 20_000  # bytes: ~0.5 s more of PCM_16 at 22050 Hz
+        resource.prlimit(child, resource.RLIMIT_FSIZE, (full_at, hard))
+        wait_until("the recording ended by itself", lambda: not app.recording, 30)
+        assert (app.message or "").startswith(f"cannot write {str(first)!r}"[:90])
+        resource.prlimit(child, resource.RLIMIT_FSIZE, (hard, hard))  # room again
+        app.post(c.ToggleRecording())
+        wait_until("a new recording", lambda: app.recording)
+        time.sleep(0.5)
+        app.post(c.ToggleRecording())
+        wait_until("recording saved", lambda: not app.recording)
+    finally:
+        assert app.close() == 0
+    takes = sorted((tmp_path / "rec").glob("*.wav"))
+    assert len(takes) == 2 and first in takes
+    # closed after the failure: its header counts every sample up to the limit
+    assert sf.info(first).frames >= (full_at - 100) // 2
+    assert sf.info(next(t for t in takes if t != first)).frames > 0
+
+
 def test_a_bad_message_from_the_child_is_skipped_and_a_garbled_stream_ends_it(caplog):
     from device.sound.remote import AudioProcess
 

@@ -265,3 +265,49 @@ def test_a_recording_killed_mid_take_keeps_a_valid_header(tmp_path):
 def test_checkpoint_interval_is_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"checkpoint_s must be in \(0, 60\] seconds, got 0"):
         Recorder(tmp_path, SR, checkpoint_s=0)
+
+
+FULL_AT = 40_000  # bytes: the file-size limit that stands for a full disk (~0.9 s of PCM_16)
+
+
+@forked  # the file-size limit is the whole process's: it ends with the forked child
+def test_a_write_failure_ends_the_recording_and_keeps_what_was_written(tmp_path):
+    """A disk that fills mid-take (RLIMIT_FSIZE: the kernel refuses the write with EFBIG as
+    a full disk does with ENOSPC): the recorder ends the recording by itself, the file
+    keeps every sample written before the failure under a valid header, the audio
+    thread's push writes no more, and the next toggle starts a fresh file.  (Failed on
+    the old code: still "recording" after the error, the next toggle a stop.)"""
+    import resource
+
+    x = signal(3.0, seed=12)
+    said: list[str] = []
+    failed = threading.Event()
+    rec = Recorder(tmp_path, SR, poll_s=0.01,
+                   on_error=lambda text: (said.append(text), failed.set()))
+    path = rec.start()
+    hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FULL_AT, hard))
+    push_all(rec, x)
+    assert failed.wait(10), "the write failure was never reported"
+    assert not rec.recording
+    assert said == [rec.error] and "\n" not in rec.error
+    assert rec.error.startswith(f"cannot write {str(path)!r}") and "File too large" in rec.error
+    written = rec._written
+    push_all(rec, x[:HOP * 8])
+    assert rec._written == written  # push no longer fills the ring: nothing reads it
+    deadline = time.monotonic() + 10
+    while any(t.name == "recorder" for t in threading.enumerate()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "recorder" for t in threading.enumerate())
+    y, _ = sf.read(path, dtype="float32")  # closed: the header holds the length
+    assert len(y) >= (FULL_AT - 100) // 2  # every sample up to the limit
+    np.testing.assert_allclose(y, x[:len(y)], atol=1.5 / 32768)
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # room again
+    second = rec.toggle()
+    assert second != path and rec.recording and rec.error is None
+    push_all(rec, x[:SR // 2])
+    assert rec.toggle() == second and not rec.recording
+    assert sf.info(second).frames == SR // 2 // HOP * HOP
+    assert sf.info(path).frames == len(y)  # the failed take untouched by the next
