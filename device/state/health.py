@@ -7,7 +7,10 @@ rename) as JSON in the runtime directory (:func:`runtime_dir`), and, under
 systemd with ``WatchdogSec=``, sends ``WATCHDOG=1`` only while the audio
 thread is making progress: a stalled audio loop stops the pings and systemd
 restarts the service instead of leaving it silent.  ``aesynth status`` reads
-the file; a file older than :data:`STALE_S` means the app is hung or gone.
+the file; a file older than :data:`STALE_S` means the app is hung.  A clean exit
+removes the file; one left behind by a process that no longer runs (SIGKILL, a
+crash) reads "stopped" at once: the record names its writer by pid and start
+time (:func:`player_running`), so a later process given the same pid is not it.
 
 The audio thread itself only bumps counters (no I/O there, design.md): the
 publisher thread does the reading, the writing and the notifying.
@@ -16,9 +19,11 @@ publisher thread does the reading, the writing and the notifying.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
@@ -56,6 +61,7 @@ class Health:
     midi_dropped: int = 0       # messages that did not become commands (garbage, errors, queue)
     last_error: str | None = None
     last_error_time: float | None = None
+    pid_start: int | None = None  # the writer's start (process_start); None: no /proc
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False) + "\n"
@@ -70,6 +76,12 @@ class Health:
         missing = sorted(n for n in ("time", "pid", "uptime_s", "device") if n not in data)
         if missing:
             raise ValueError(f"status lacks {', '.join(missing)}")
+        # the reader signals the pid (0 and negatives name process groups) and reads its /proc
+        for name, low in (("pid", 1), ("pid_start", 0)):
+            value = data.get(name)
+            if (value is not None or name == "pid") and (
+                    type(value) is not int or value < low):
+                raise ValueError(f"status {name} must be an integer >= {low}, got {value!r}")
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def warning(self) -> str | None:
@@ -119,6 +131,44 @@ def runtime_dir() -> Path:
     if xdg:
         return Path(xdg) / "aesynth"
     return Path(f"/tmp/aesynth-{os.getuid()}")
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields from the third (the state) on; raises OSError."""
+    # the name (field 2) may hold spaces and parentheses: count from the last ")"
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+_STARTTIME = 22 - 3  # field 22 of proc(5), in _stat's list
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks after boot (field 22 of /proc/PID/stat):
+    with the pid, it names one process for as long as the machine runs.  None where there
+    is no such process or no /proc."""
+    try:
+        return int(_stat(pid)[_STARTTIME])
+    except OSError:
+        return None
+
+
+def player_running(health: Health) -> bool:
+    """Whether the process that wrote ``health`` still runs: its pid is alive (not a
+    zombie) and, where the record has its start time, started then (a pid is reused once
+    its process is gone)."""
+    try:
+        os.kill(health.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process (the card's service, read by a login): it exists
+    try:
+        stat = _stat(health.pid)
+    except OSError:  # no /proc (not Linux), or one that hides others' (hidepid)
+        return True  # the pid's existence is all there is to go by
+    if stat[0] in ("Z", "X"):  # killed, not yet reaped by its parent
+        return False
+    return health.pid_start is None or int(stat[_STARTTIME]) == health.pid_start
 
 
 CARD_RUNTIME_DIR = Path("/run/aesynth")  # the card's unit: RuntimeDirectory=aesynth
@@ -203,6 +253,7 @@ class HealthPublisher:
         self.stall_s = stall_s
         self.notifier = notifier or Notifier()
         self._started = time.time()
+        self._pid_start = process_start(os.getpid())
         self._progress = (-1, 0, 0.0)   # (hops, reconnects, monotonic time they last moved)
         self._last_error: tuple[str, float] | None = None
         self._stop = threading.Event()
@@ -267,7 +318,8 @@ class HealthPublisher:
                       midi_received=0 if m is None else int(getattr(m, "received", 0)),
                       midi_dropped=int(dropped),
                       last_error=self._last_error[0] if self._last_error else None,
-                      last_error_time=self._last_error[1] if self._last_error else None)
+                      last_error_time=self._last_error[1] if self._last_error else None,
+                      pid_start=self._pid_start)
 
     def display_warning(self, now_mono: float | None = None) -> str | None:
         """What the display shows about health: a stalled or lost audio device while it lasts,
@@ -321,7 +373,8 @@ def add_parser(subparsers: Any) -> None:
                     "engine cost per hop (p99), MIDI received and dropped, the last error. "
                     "Reads the status file the player rewrites every second.",
         epilog="exit codes: 0 the player is running and its status is fresh, 1 no player "
-               f"(no status file) or a status older than {STALE_S:g} s (hung), 2 a bad file")
+               "(no status file, or the process that wrote it is gone: device reads "
+               f"stopped) or a status older than {STALE_S:g} s (hung), 2 a bad file")
     p.add_argument("--file", metavar="PATH", help=f"status file (default: "
                                                   f"{runtime_dir() / STATUS_NAME}, else "
                                                   f"{CARD_RUNTIME_DIR / STATUS_NAME})")
@@ -342,10 +395,18 @@ def run_status(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         print(f"{path} is not an aesynth status file: {e}")
         return 2
+    running = player_running(h)
+    said = h.device
+    if not running:  # killed or crashed: its last record must not say "playing"
+        h = dataclasses.replace(h, device="stopped")
     if args.json:
         print(h.to_json(), end="")
     else:
         print("\n".join(h.lines()))
+    if not running:
+        print(f"the player (pid {h.pid}) is not running: it was killed or crashed "
+              f"(its last status said {said})", file=sys.stderr if args.json else sys.stdout)
+        return 1
     age = time.time() - h.time
     if age > STALE_S:
         print(f"status is {age:.0f} s old (rewritten every {PUBLISH_S:g} s): the player is "

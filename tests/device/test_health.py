@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 
 from device.sound.audio import AudioConfig, AudioLoop, SilentSource
-from device.state.health import Health, HealthPublisher, Notifier, read_status
+from device.state.health import (Health, HealthPublisher, Notifier, player_running,
+                                 process_start, read_status)
 
 ROOT = Path(__file__).resolve().parents[2]
 HOP = 256
@@ -134,15 +136,16 @@ def test_status_is_written_atomically(tmp_path):
 
 def test_aesynth_status_prints_the_health_and_calls_a_stale_file_hung(tmp_path):
     f = tmp_path / "status.json"
-    h = Health(time=time.time(), pid=123, uptime_s=75, device="playing", hops=1000, xruns=3,
+    me = os.getpid()  # a running writer: this process stands for the player
+    h = Health(time=time.time(), pid=me, uptime_s=75, device="playing", hops=1000, xruns=3,
                underruns=2, overruns=1, reconnects=1, hop_p99_us=412.0, hop_max_us=900.0,
                midi_received=40, midi_dropped=2, last_error="audio device lost: x",
-               last_error_time=time.time() - 300)
+               last_error_time=time.time() - 300, pid_start=process_start(me))
     f.write_text(h.to_json())
     cmd = [sys.executable, "-m", "device.cli", "status", "--file", str(f)]
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
-    for text in ("device      playing (pid 123, up 75 s", "xruns       3 (2 under, 1 over), "
+    for text in (f"device      playing (pid {me}, up 75 s", "xruns       3 (2 under, 1 over), "
                  "1 reconnects", "hop cost    p99 412 us, max 900 us (1000 hops)",
                  "midi        40 received, 2 dropped",
                  "last error  audio device lost: x (5 min ago)"):
@@ -158,6 +161,66 @@ def test_aesynth_status_prints_the_health_and_calls_a_stale_file_hung(tmp_path):
                        text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 2 and "is not an aesynth status file" in p.stdout
     assert "Traceback" not in p.stderr
+    # pid 0 would be this process group to os.kill, "running" whatever wrote the file
+    f.write_text(Health(**{**json.loads(h.to_json()), "pid": 0}).to_json())
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 2 and "status pid must be an integer >= 1, got 0" in p.stdout
+
+
+_PLAYER = (  # a process that publishes its health as `aesynth play` does, with a real loop
+    "import sys, time\n"
+    "from pathlib import Path\n"
+    "from device.state.health import HealthPublisher, Notifier\n"
+    "from tests.device.test_health import GatedEngine, _loop\n"
+    "HealthPublisher(_loop(GatedEngine()).start(), path=Path(sys.argv[1]), every_s=0.1,\n"
+    "                notifier=Notifier()).start()\n"
+    "time.sleep(600)\n")
+
+
+def test_a_killed_player_reads_stopped_at_once(tmp_path):
+    """SIGKILL leaves the status file behind (nothing removes it): `aesynth status` must not
+    call the player "playing" for the 5 s until the file is stale, since the process that
+    wrote it is gone.  Read while the killed process is a zombie (its parent has not reaped
+    it yet) and after.  (Failed on the old code: "playing", exit 0.)"""
+    status = tmp_path / "status.json"
+    player = subprocess.Popen([sys.executable, "-c", _PLAYER, str(status)], cwd=ROOT)
+    cmd = [sys.executable, "-m", "device.cli", "status", "--file", str(status)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and player.poll() is None:
+            if status.exists() and read_status(status).device == "playing":
+                break
+            time.sleep(0.05)
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert f"device      playing (pid {player.pid}," in p.stdout
+        os.kill(player.pid, signal.SIGKILL)
+        os.waitid(os.P_PID, player.pid, os.WEXITED | os.WNOWAIT)  # dead, left a zombie
+        p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert f"device      stopped (pid {player.pid}," in p.stdout
+        assert f"the player (pid {player.pid}) is not running" in p.stdout
+        p = subprocess.run([*cmd, "--json"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=60)
+        assert p.returncode == 1 and json.loads(p.stdout)["device"] == "stopped"
+    finally:
+        player.kill()
+        player.wait()
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 1 and f"device      stopped (pid {player.pid}," in p.stdout
+    assert "Traceback" not in p.stderr
+
+
+def test_a_pid_taken_by_a_later_process_is_not_the_player():
+    """The record keeps when its writer started: the same pid given to another process
+    after a reboot or a wrap-around is not taken for the player."""
+    me = process_start(os.getpid())
+    assert me is not None and me == process_start(os.getpid())
+    h = Health(time=time.time(), pid=os.getpid(), uptime_s=1, device="playing", pid_start=me)
+    assert player_running(h)
+    assert not player_running(Health(**{**json.loads(h.to_json()), "pid_start": me + 1}))
+    assert player_running(Health(**{**json.loads(h.to_json()), "pid_start": None}))  # older
+    assert process_start(2 ** 22 + 1) is None  # above Linux's pid_max: no such process
 
 
 def test_without_systemd_notifications_are_off(monkeypatch):
