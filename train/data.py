@@ -50,7 +50,11 @@ class Source:
     package: str
     directory: str
     pattern: str
-    kind: str = "audio"  # "audio" (decoded by soundfile) or "midi" (rendered by fluidsynth)
+    # "audio" (decoded by soundfile), "midi" (rendered by fluidsynth) or "zip": the
+    # files are the members of the archive ``pattern`` names that match ``members``
+    # (ufoai-music ships its tracks inside one .pk3, a zip file).
+    kind: str = "audio"
+    members: str = ""
     licence: str = ""
     # Files shorter than this are sound effects in the soundtrack packages, but
     # the one-hit samples of the sample packages are what those are for.
@@ -81,12 +85,16 @@ SOURCES = {
         Source("sonic-pi", "sonic-pi-samples", "/usr/share/sonic-pi/samples", "*.flac",
                licence="CC0/CC-BY (see copyright)", min_seconds=0.25,
                genre="recorded samples: drums, loops, tabla, guitar, ambient"),
+        Source("ufoai", "ufoai-music", "/usr/share/games/ufoai/base", "0music.pk3",
+               kind="zip", members="music/*.ogg", licence="GPL-2+/CC-BY-SA (see copyright)",
+               genre="orchestral, ambient, electronic game score"),
         Source("hydrogen", "hydrogen-drumkits", "/usr/share/hydrogen/data/drumkits",
                "**/*.[wf][al][va]*", licence="GPL-2+/CC (see copyright)", min_seconds=0.1,
                genre="recorded drum hits"),
     )
 }
-# Sources the shipped models train on.  Every other source in SOURCES is a
+# Sources the shipped 8-unit default trains on (models/wide16 adds ufoai: see
+# docs/training.md).  Every other source in SOURCES is a
 # candidate unseen set; docs/training.md keeps hyperrogue-music and
 # nexuiz-music (neither listed here) out of all training and reports on them.
 DEFAULT_SOURCES = ("pushover", "drascula", "frozen-bubble", "openttd", "wesnoth",
@@ -129,8 +137,16 @@ def track_id(source: Source, path: str | os.PathLike) -> str:
     return f"{source.name}/{Path(path).relative_to(source.directory).as_posix()}"
 
 
+ARCHIVE_SEPARATOR = "::"  # a zip member's track path: ``archive::member``
+
+
 def find_tracks(sources: Iterable[Source]) -> list[Track]:
-    """Every track of ``sources``, sorted by id (symbolic links resolved, deduplicated)."""
+    """Every track of ``sources``, sorted by id (symbolic links resolved, deduplicated).
+
+    A ``zip`` source's tracks are its archives' members matching ``members``; their
+    path is ``archive::member`` and their id ``source/member``.  Raises DataError
+    for an archive that is not a readable zip file.
+    """
     seen: set[str] = set()
     tracks = []
     for s in sources:
@@ -141,8 +157,44 @@ def find_tracks(sources: Iterable[Source]) -> list[Track]:
             if real in seen:
                 continue
             seen.add(real)
-            tracks.append(Track(track_id(s, p), real, s.name, s.kind))
+            if s.kind == "zip":
+                tracks += [Track(f"{s.name}/{m}", f"{real}{ARCHIVE_SEPARATOR}{m}", s.name, s.kind)
+                           for m in _archive_members(real, s.members)]
+            else:
+                tracks.append(Track(track_id(s, p), real, s.name, s.kind))
     return sorted(tracks, key=lambda t: t.id)
+
+
+def _archive_members(archive: str, pattern: str) -> list[str]:
+    import fnmatch
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as z:
+            names = z.namelist()
+    except (OSError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read the archive {archive!r}: {e}") from None
+    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern) and not n.endswith("/"))
+
+
+def extract_member(track_path: str, cache_dir: Path) -> Path:
+    """The member ``archive::member`` copied once into ``cache_dir`` (atomically: a
+    half-written copy is never taken for a track); returns the copy's path.
+    Raises DataError for a missing archive or member."""
+    import zipfile
+
+    archive, member = track_path.split(ARCHIVE_SEPARATOR, 1)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    out = cache_dir / f"{Path(archive).stem}-{member.replace('/', '_')}"
+    if not out.exists():
+        tmp = out.with_name(out.name + ".tmp")
+        try:
+            with zipfile.ZipFile(archive) as z, z.open(member) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, KeyError, zipfile.BadZipFile) as e:
+            raise DataError(f"cannot extract {member!r} from {archive!r}: {e}") from None
+        os.replace(tmp, out)
+    return out
 
 
 def render_midi(path: str, sample_rate: int, cache_dir: Path) -> Path:
@@ -165,9 +217,7 @@ def track_length(track: Track, sample_rate: int, cache_dir: Path) -> int:
     """Samples :func:`track_audio` will return, from the file header alone."""
     import soundfile as sf
 
-    path = track.path
-    if track.kind == "midi":
-        path = render_midi(track.path, sample_rate, cache_dir / "midi")
+    path = _decodable(track, sample_rate, cache_dir)
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as e:
@@ -180,10 +230,16 @@ def track_length(track: Track, sample_rate: int, cache_dir: Path) -> int:
 
 
 def track_audio(track: Track, sample_rate: int, cache_dir: Path) -> np.ndarray:
-    path = track.path
+    return load_audio(_decodable(track, sample_rate, cache_dir), sample_rate)
+
+
+def _decodable(track: Track, sample_rate: int, cache_dir: Path) -> str | Path:
+    """A file soundfile can decode: MIDI rendered, a zip member extracted (cached)."""
     if track.kind == "midi":
-        path = render_midi(track.path, sample_rate, cache_dir / "midi")
-    return load_audio(path, sample_rate)
+        return render_midi(track.path, sample_rate, cache_dir / "midi")
+    if track.kind == "zip":
+        return extract_member(track.path, cache_dir / "zip")
+    return track.path
 
 
 # -- frames -----------------------------------------------------------------------

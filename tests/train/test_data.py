@@ -114,3 +114,53 @@ def test_rewriting_a_dataset_keeps_the_old_one_until_the_new_is_in_place(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
     assert json.loads((out / "manifest.json").read_text()) == {"v": 3}
     assert np.load(out / "test.npy", allow_pickle=False)[0, 0] == 3.0
+
+
+def _zip_of_tones(path: Path, n: int, seconds: float = 1.0) -> list[np.ndarray]:
+    """A zip holding ``n`` WAV members music/tone{i}.wav (and a non-matching readme)."""
+    import io
+    import zipfile
+
+    import soundfile as sf
+
+    rate = LOW_LATENCY.sample_rate
+    t = np.arange(int(seconds * rate)) / rate
+    tones = [(0.3 * np.sin(2 * np.pi * 220.0 * (i + 1) * t)).astype(np.float32)
+             for i in range(n)]
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("readme.txt", "not music")
+        for i, x in enumerate(tones):
+            buf = io.BytesIO()
+            sf.write(buf, x, rate, format="WAV", subtype="FLOAT")
+            z.writestr(f"music/tone{i}.wav", buf.getvalue())
+    return tones
+
+
+def test_a_zip_source_trains_on_its_members(tmp_path, monkeypatch):
+    # ufoai-music ships its tracks inside one .pk3 (a zip): each member is a track
+    _zip_of_tones(tmp_path / "0music.pk3", 3)
+    src = data.Source("zipped", "zipped-music", str(tmp_path), "*.pk3", kind="zip",
+                      members="music/*.wav", min_seconds=0.5)
+    monkeypatch.setitem(data.SOURCES, "zipped", src)
+    tracks = data.find_tracks([src])
+    assert [t.id for t in tracks] == [f"zipped/music/tone{i}.wav" for i in range(3)]
+    counts = {"train": 40, "valid": 20, "test": 20}
+    ds = data.build_dataset(tmp_path / "ds", frame=LOW_LATENCY, sources=["zipped"],
+                            counts=counts, seed=0)
+    m = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert {t["id"] for t in m["tracks"]} == {t.id for t in tracks}
+    # every frame holds one member's tone: its peak bin is 220 Hz times (member + 1)
+    peaks = np.argmax(ds.train, axis=1) * LOW_LATENCY.sample_rate / LOW_LATENCY.n_fft
+    train_ids = ds.tracks("train")
+    want = {220.0 * (int(i.split("tone")[1][0]) + 1) for i in train_ids}
+    assert {min(want, key=lambda f, p=p: abs(f - p)) for p in peaks} == want
+    assert np.all(np.min([np.abs(peaks - f) for f in want], axis=0) < 11.0)
+
+
+def test_a_broken_archive_is_one_line_naming_it(tmp_path):
+    (tmp_path / "0music.pk3").write_bytes(b"PK\x03\x04 not really a zip")
+    src = data.Source("zipped", "zipped-music", str(tmp_path), "*.pk3", kind="zip",
+                      members="music/*.ogg")
+    with pytest.raises(data.DataError, match="0music.pk3") as e:
+        data.find_tracks([src])
+    assert "\n" not in str(e.value)
