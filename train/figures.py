@@ -90,6 +90,10 @@ def summarise(name: str, units: int, baselines: dict[str, Any], playability: dic
             "distinct_controls": round(float(m["participation_ratio"]), 2),
             "worst_extreme_peak": round(float(m["worst_peak"]["peak"]), 3),
             "peak_source": m.get("peak_source"),
+            # through the engine's output limiter (absent for reports read at the output)
+            **({"worst_output_peak": round(float(m["worst_output_peak"]["output_peak"]), 3),
+                "worst_gain_reduction_db": round(float(m["worst_gain_reduction_db"]), 2)}
+               if m.get("worst_output_peak") else {}),
             "band_lsd_db": [round(float(u["band_lsd_db"]), 2) for u in m["units"]]}
         if mode == "generate":
             modes[mode]["louder_when_raised"] = sum(bool(u["louder_when_raised"])

@@ -175,8 +175,30 @@ def test_peaks_at_extremes_are_read_and_compared_with_full_scale(swept):
     r = swept["modes"]["resynth"]
     assert r["worst_peak"]["setting"] == f"u{INHIBITORY} scale 0"
     assert r["worst_peak"]["peak"] > 1.5
+    # ...and the engine's own limiter brings every extreme to its ceiling (-1 dBFS),
+    # reducing the gain by at least what the pre-limiter peak is over it
+    ceiling = 10 ** (-1 / 20)
+    assert r["peak_source"] == "pre-limiter"
+    o = r["worst_output_peak"]
+    assert ceiling * 0.9 < o["output_peak"] <= ceiling + 1e-9
+    assert r["worst_gain_reduction_db"] >= 20 * np.log10(r["worst_peak"]["peak"] / ceiling) - 0.01
     crit = swept["criteria"]["resynth extremes within full scale"]
-    assert not crit["pass"] and crit["value"] == pytest.approx(r["worst_peak"]["peak"], abs=1e-3)
+    assert crit["pass"] and crit["value"] == pytest.approx(o["output_peak"], abs=1e-3)
+    assert f"before the limiter {r['worst_peak']['peak']:.2f}" in crit["worst"]
+
+
+def test_limited_brings_peaks_to_the_ceiling_and_leaves_quiet_signals_alone():
+    from device.sound.level import Limiter
+
+    frame = LOW_LATENCY
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(frame.hop_length * 40) * 0.8  # peaks near 3x full scale
+    peak, reduction = P.limited(x, frame)
+    lim = Limiter(frame)
+    assert peak <= lim.ceiling + 1e-12
+    assert reduction >= 20 * np.log10(np.max(np.abs(x)) / lim.ceiling) - 1e-6
+    quiet, none = P.limited(x * 0.01, frame)
+    assert none == 0.0 and quiet == pytest.approx(np.max(np.abs(x * 0.01)), rel=1e-9)
 
 
 @pytest.mark.train
@@ -207,3 +229,26 @@ def test_two_threads_give_the_same_figures(inhibitory_bundle, swept):
             assert ua["level_db"] == pytest.approx(ub["level_db"], abs=1e-9)
             assert ua["part_db"] == pytest.approx(ub["part_db"], abs=1e-9)
     assert swept["criteria"] == two["criteria"]
+
+
+@pytest.mark.train
+def test_limited_reads_what_the_engine_with_its_limiter_plays(inhibitory_bundle):
+    """The offline limiter on a pre-limiter render gives the peak of the same render
+    with the engine's limiter in place (the loudest extreme of the inhibitory model)."""
+    from device.models.bundle import read_bundle
+    from device.sound.engine import Engine
+    from device.sound.render import render
+
+    b = read_bundle(inhibitory_bundle)
+    x = Clip(str(track("castle")), 20.0, 2.5).load(RATE)
+    s = next(s for s in P.settings(b.units) if s.label == f"u{INHIBITORY} scale 0")
+    pre, tap = P.render_setting(b, "resynth", x, s)
+    assert tap == "pre-limiter" and np.max(np.abs(pre)) > 1.5
+    engine = Engine(b, mode="resynth")
+    try:
+        out = render(engine, x, s.commands(b.units))
+    finally:
+        engine.close()
+    peak, reduction = P.limited(pre, b.frame)
+    assert peak == pytest.approx(float(np.max(np.abs(out))), rel=1e-6)
+    assert reduction > 20 * np.log10(1.5 / engine.limiter.ceiling)
