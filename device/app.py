@@ -419,48 +419,22 @@ class App:
             log.warning("MIDI keyboards unavailable: %s", e)
 
     def _start_buttons(self) -> None:
-        b = self.config.buttons
-        kind = b.kind
-        if kind in ("auto", "gpio"):
-            try:
-                from device.senses.buttons import ModeModelButtons
+        """MODE/MODEL: GPIO buttons, or keys on a terminal (device.senses.buttons.open_buttons)."""
+        from device.errors import ConfigError
+        from device.senses.buttons import ModeModelButtons, open_buttons
 
-                self.buttons = ModeModelButtons(
-                    self.post, mode_pin=b.mode_pin, model_pin=b.model_pin,
-                    bounce_time=b.bounce_time, hold_time=b.hold_time,
-                    pin_factory=self._pin_factory)
-                self._closers.append(self.buttons)
-                return
-            except Exception as e:  # no GPIO on a desktop: gpiozero finds no pin factory
-                from device.senses.buttons import on_raspberry_pi
-
-                # On a Pi the box plays on without its buttons and says so (the music
-                # matters more on stage); elsewhere buttons asked for by name are an error.
-                if on_raspberry_pi():
-                    self.warn(f"no GPIO buttons: {e}")
-                    return
-                if kind == "gpio":  # asked for by name: an error naming it
-                    raise StartError(EXIT_USAGE, f"GPIO buttons ([buttons] kind = \"gpio\", "
-                                                 f"pins {b.mode_pin} and {b.model_pin}) cannot "
-                                                 f"be used: {e}") from None
-                log.info("no GPIO buttons (%s)", e)
-        stream = self._keyboard_stream or sys.stdin
-        if kind == "keyboard" or (kind == "auto" and (self._keyboard_stream
-                                                      or sys.stdin.isatty())):
-            from device.senses.keyboard import KeyboardButtons
-
-            try:
-                self.buttons = KeyboardButtons(
-                    self.post, stream=stream, current=self.current_controls,
-                    say=lambda text: setattr(self, "message", text),
-                    labels=lambda: self.engine.snapshot.labels).start()
-                self._closers.append(self.buttons)
+        try:
+            self.buttons = open_buttons(
+                self.config.buttons, self.post, pin_factory=self._pin_factory,
+                keyboard_stream=self._keyboard_stream, current=self.current_controls,
+                say=lambda text: setattr(self, "message", text),
+                labels=lambda: self.engine.snapshot.labels, warn=self.warn)
+        except ConfigError as e:  # buttons asked for by name that cannot be used
+            raise StartError(EXIT_USAGE, str(e)) from None
+        if self.buttons is not None:
+            self._closers.append(self.buttons)
+            if not isinstance(self.buttons, ModeModelButtons):  # keys: their legend shown
                 self._show_keys()
-            except OSError as e:
-                if kind == "keyboard":
-                    raise StartError(EXIT_USAGE, f"keyboard buttons ([buttons] kind = "
-                                                 f"\"keyboard\") cannot be used: {e}") from None
-                log.warning("keyboard buttons unavailable: %s", e)
 
     def _show_keys(self) -> None:
         """The key legend under the terminal table: a log line would be wiped by its

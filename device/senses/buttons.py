@@ -8,17 +8,25 @@
 
 Buttons are wired from the pin to ground (gpiozero's default pull-up).
 gpiozero runs the handlers on its own threads; they only post commands.
+
+:func:`open_buttons` picks what plays the two buttons for ``aesynth play``
+(``[buttons] kind``): these GPIO buttons, or keys on a terminal
+(device/senses/keyboard.py), with the one fallback rule (device/state/fallbacks.py).
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import IO, Any
 
 from device.state import commands as c
 from device.errors import ConfigError, DeviceError
+
+log = logging.getLogger("device.app")  # the player's lines, as before they moved here
 
 
 class ModeModelButtons:
@@ -114,3 +122,56 @@ def on_raspberry_pi(model_file: str = "/proc/device-tree/model") -> bool:
             return b"Raspberry Pi" in f.read(256)
     except OSError:
         return False
+
+
+def open_buttons(cfg: Any, post: Callable[[object], None], *, pin_factory: Any = None,
+                 keyboard_stream: IO[str] | None = None, current: Callable[[], Any] | None = None,
+                 say: Callable[[str], None] | None = None,
+                 labels: Callable[[], Sequence[str]] | None = None,
+                 warn: Callable[[str], None]) -> Any:
+    """The MODE/MODEL buttons the ``[buttons]`` section ``cfg`` asks for, running; or None.
+
+    ``kind`` "gpio": :class:`ModeModelButtons` on ``mode_pin`` / ``model_pin`` (BCM),
+    ``bounce_time`` / ``hold_time`` in seconds, through gpiozero's ``pin_factory`` (None:
+    its default).  "keyboard": :class:`~device.senses.keyboard.KeyboardButtons` reading
+    ``keyboard_stream`` (None: stdin), started; ``current``, ``say`` and ``labels`` go to
+    it.  "auto": GPIO where gpiozero finds pins, else the keys when ``keyboard_stream`` is
+    given or stdin is a terminal, else None.  "none": None.
+
+    On a Raspberry Pi (:func:`on_raspberry_pi`), GPIO buttons that do not open are
+    ``warn(text)`` and None: the box plays on without them.  ``post`` gets every command,
+    on gpiozero's or the keyboard's thread.  The caller closes what is returned.
+
+    Raises ConfigError naming the kind when buttons asked for by name ("gpio" off a Pi,
+    "keyboard") cannot be used.
+    """
+    kind = cfg.kind
+    if kind in ("auto", "gpio"):
+        try:
+            return ModeModelButtons(post, mode_pin=cfg.mode_pin, model_pin=cfg.model_pin,
+                                    bounce_time=cfg.bounce_time, hold_time=cfg.hold_time,
+                                    pin_factory=pin_factory)
+        except Exception as e:  # no GPIO on a desktop: gpiozero finds no pin factory
+            # On a Pi the box plays on without its buttons and says so (the music
+            # matters more on stage); elsewhere buttons asked for by name are an error.
+            if on_raspberry_pi():
+                warn(f"no GPIO buttons: {e}")
+                return None
+            if kind == "gpio":  # asked for by name: an error naming it
+                raise ConfigError(f"GPIO buttons ([buttons] kind = \"gpio\", pins "
+                                  f"{cfg.mode_pin} and {cfg.model_pin}) cannot be used: {e}"
+                                  ) from None
+            log.info("no GPIO buttons (%s)", e)
+    stream = keyboard_stream or sys.stdin
+    if kind == "keyboard" or (kind == "auto" and (keyboard_stream or sys.stdin.isatty())):
+        from device.senses.keyboard import KeyboardButtons
+
+        try:
+            return KeyboardButtons(post, stream=stream, current=current, say=say,
+                                   labels=labels).start()
+        except OSError as e:
+            if kind == "keyboard":
+                raise ConfigError(f"keyboard buttons ([buttons] kind = \"keyboard\") cannot "
+                                  f"be used: {e}") from None
+            log.warning("keyboard buttons unavailable: %s", e)
+    return None

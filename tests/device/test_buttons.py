@@ -10,7 +10,8 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
 
 from device.state import commands as c
-from device.senses.buttons import ModeModelButtons
+from device.senses.buttons import ModeModelButtons, open_buttons
+from device.state.config import ButtonsSection
 from device.errors import ConfigError, DeviceError
 
 MODE, MODEL = 17, 27
@@ -165,3 +166,23 @@ def test_model_released_as_the_hold_fires_is_one_gesture(buttons):
     tap(model)               # the next gesture is decided afresh
     assert posted.wait_len(2)
     assert posted.commands == [c.StepModel(-1), c.StepModel(1)]
+
+
+def test_open_buttons_plays_the_pins_asked_for_or_names_them(factory, monkeypatch):
+    """``[buttons] kind = "gpio"``: the buttons on its pins, or off a Pi a ConfigError
+    naming the kind and the pins (the app's exit 2)."""
+    monkeypatch.setattr("device.senses.buttons.on_raspberry_pi", lambda: False)
+    cfg = ButtonsSection(kind="gpio", mode_pin=MODE, model_pin=MODEL, bounce_time=0.01,
+                         hold_time=HOLD)
+    posted, warned = Posted(), []
+    b = open_buttons(cfg, posted, pin_factory=factory, warn=warned.append)
+    try:
+        assert isinstance(b, ModeModelButtons) and (b.mode_pin, b.model_pin) == (MODE, MODEL)
+        tap(factory.pin(MODE))
+        assert posted.wait_len(1) and posted.commands == [c.StepMode(1)]
+        with pytest.raises(ConfigError, match=r'kind = "gpio", pins 17 and 27\) cannot be '
+                                              r"used: GPIO buttons on MODE pin 17"):
+            open_buttons(cfg, posted, pin_factory=factory, warn=warned.append)  # pins taken
+    finally:
+        b.close()
+    assert warned == []
