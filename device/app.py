@@ -446,76 +446,19 @@ class App:
             device.footer = "\n".join(LEGEND)
 
     def _start_storage(self, bundle: Any) -> None:
-        from device.state.config import expand, user_models_dir
+        """Presets and the last controls, USB sticks, the folders checked, the recorder
+        (device/state/storage.py)."""
+        from device.state.storage import open_storage
 
-        s = self.config.storage
-        self.recorder = _Tap()
-        try:
-            from device.state.presets import LastStateKeeper, PresetStore, commands_for
-
-            self.presets = PresetStore(expand(s.presets_dir), report=self._say)
-            snap = self.engine.snapshot
-            last = self.presets.load_last(snap.model, units=snap.controls.units)
-            if last is not None:  # the audio thread is not running yet: apply here
-                for cmd in commands_for(last, snap.controls):
-                    self.engine.apply(cmd)
-                log.info("restored the last controls of %s", snap.model)
-            self.last_state = LastStateKeeper(self.presets)
-            self._closers.append(self.last_state)
-        except ModuleNotFoundError as e:
-            log.warning("no presets: %s", e)
-        if s.usb_mount_root and self.library is not None:
-            from device.models.library import UsbWatcher
-
-            self.usb = UsbWatcher(expand(s.usb_mount_root), self._imported,
-                                  user_models_dir(self.config.model),
-                                  on_progress=self._import_progress).start()
-            self._closers.append(self.usb)
-        self._check_folders()
-        try:
-            from device.sound.recorder import Recorder, recording_dir
-
-            fallback = expand(s.recordings_dir)
-            usb = self.usb
-            # Asked at each start: onto a stick mounted by then, else the data partition.
-            folder = (fallback if usb is None
-                      else lambda: recording_dir(usb.current_stick, fallback))
-            if self.audio_process is not None:  # the audio thread and its tap are there
-                from device.sound.remote import RemoteRecorder
-
-                self.recorder.target = RemoteRecorder(self.audio_process, folder)
-            else:
-                self.recorder.target = Recorder(folder, bundle.frame.sample_rate,
-                                                on_error=self._say)
-        except ModuleNotFoundError as e:
-            log.warning("no recorder: %s", e)
-
-    def _check_folders(self) -> None:
-        """The folders the app writes into, checked now rather than at the first press: one
-        line in the log and a message on the display for each that cannot be written (the
-        music plays on; saving there fails, with one line, until it is fixed)."""
-        from device.state.config import expand
-        from device.state.paths import unwritable
-
-        s = self.config.storage
-        for key, why in unwritable({
-                "[storage] presets_dir": expand(s.presets_dir),
-                "[storage] recordings_dir": expand(s.recordings_dir),
-                "[model] state_file's folder": expand(self.config.model.state_file).parent,
-        }).items():
-            log.warning("%s: saving there will fail", why)
-            self.message = f"cannot write {key.split()[1]}"
+        storage = open_storage(self.config, self.engine, sample_rate=bundle.frame.sample_rate,
+                               library=self.library, audio_process=self.audio_process,
+                               say=self._say, started=self._closers.append)
+        self.presets, self.last_state = storage.presets, storage.last_state
+        self.usb, self.recorder = storage.usb, storage.recorder
 
     def _say(self, text: str) -> None:
         """A part's report for the display (any thread; already logged by the part)."""
         self.message = text[:90]
-
-    def _imported(self, report: Any) -> None:
-        """A stick was imported (the watcher's thread): tell the player."""
-        self.message = report.summary()
-
-    def _import_progress(self, progress: Any) -> None:
-        self.message = progress.short()
 
     def _spawn(self, name: str, target: Any) -> None:
         t = threading.Thread(target=self._guard(target), name=name, daemon=True)
@@ -607,15 +550,3 @@ class StartError(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code = code
-
-
-class _Tap:
-    """The audio thread's recorder slot: forwards to the Recorder once the control thread
-    has made one (set before any recording starts; push is real-time safe)."""
-
-    target: Any = None
-
-    def push(self, block: Any) -> None:
-        target = self.target
-        if target is not None:
-            target.push(block)
