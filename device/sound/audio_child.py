@@ -44,6 +44,7 @@ from typing import Any
 
 from device.sound.wire import (WireError, command_message, command_of, encode,
                                read_messages, snapshot_message, write_all)
+from device.sound.recorder import RecorderSlot
 from device.state import commands as c
 
 log = logging.getLogger("device.audio_child")
@@ -66,7 +67,7 @@ class AudioChild:
         self.engine: Any = None
         self.loop: Any = None
         self.recorder: Any = None
-        self.tap = _Tap()
+        self.tap = RecorderSlot()
         self.collector: Any = None
         self._stopping = threading.Event()
         self._publisher: threading.Thread | None = None
@@ -295,17 +296,6 @@ class AudioChild:
             message.update(stats=dataclasses.asdict(loop.stats), running=loop.running,
                            first_period_at=loop.first_period_at, percentiles=self._pc)
         self.send(message)
-
-
-class _Tap:
-    """The audio thread's recorder slot (as the app's): forwards once a Recorder exists."""
-
-    target: Any = None
-
-    def push(self, block: Any) -> None:
-        target = self.target
-        if target is not None:
-            target.push(block)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -312,3 +313,17 @@ def _new_file_name(folder: Path, *, stamp: str | None = None,
     raise DeviceError(f"cannot find a free file name in {str(folder)!r}: aesynth-{stamp}.wav "
                       f"and aesynth-{stamp}-1..{limit - 1}.wav (the limit of {limit} names "
                       f"a second) all exist")
+
+
+class RecorderSlot:
+    """The audio thread's recorder slot: forwards each hop to its ``target`` (a
+    :class:`Recorder`, or None while there is none).  The target is set before any
+    recording starts; ``push`` is real-time safe (one attribute read, no lock).
+    The app's thread-mode audio loop and the audio process both hold one."""
+
+    target: Any = None
+
+    def push(self, block: Any) -> None:
+        target = self.target
+        if target is not None:
+            target.push(block)

@@ -20,19 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from device.sound.recorder import RecorderSlot
+
 log = logging.getLogger("device.app")  # the player's lines, as before they moved here
-
-
-class RecorderSlot:
-    """The audio thread's recorder slot: forwards to the Recorder once the control thread
-    has made one (set before any recording starts; push is real-time safe)."""
-
-    target: Any = None
-
-    def push(self, block: Any) -> None:
-        target = self.target
-        if target is not None:
-            target.push(block)
 
 
 @dataclass
