@@ -9,8 +9,13 @@ thread is making progress: a stalled audio loop stops the pings and systemd
 restarts the service instead of leaving it silent.  ``aesynth status`` reads
 the file; a file older than :data:`STALE_S` means the app is hung.  A clean exit
 removes the file; one left behind by a process that no longer runs (SIGKILL, a
-crash) reads "stopped" at once: the record names its writer by pid and start
-time (:func:`player_running`), so a later process given the same pid is not it.
+crash) reads "stopped" at once: the writer holds an exclusive ``flock`` on a lock
+file beside the status file for as long as it runs, and the kernel lets go of it
+when the process ends, however it ends (:func:`player_running`).  A lock names no
+pid, so it holds across pid and mount namespaces (the card's service read through
+``nsenter``, where a pid check read a live player as gone) and through pid reuse.
+Where there is no lock file (a player that could not make one), the record's pid
+and start time are checked instead.
 
 The audio thread itself only bumps counters (no I/O there, design.md): the
 publisher thread does the reading, the writing and the notifying.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -152,10 +158,52 @@ def process_start(pid: int) -> int | None:
         return None
 
 
-def player_running(health: Health) -> bool:
-    """Whether the process that wrote ``health`` still runs: its pid is alive (not a
-    zombie) and, where the record has its start time, started then (a pid is reused once
-    its process is gone)."""
+def lock_path(status: Path) -> Path:
+    """The lock file beside the status file ``status``: ``status.json.lock``."""
+    return status.with_name(status.name + ".lock")
+
+
+def hold_lock(status: Path) -> int:
+    """Take the exclusive lock beside ``status`` for as long as this process runs (or
+    until the returned descriptor is closed); the file is made readable by all, so
+    `aesynth status` run by root or a login can test it.  Raises OSError (no folder,
+    no permission, or another live player holds it: BlockingIOError)."""
+    fd = os.open(lock_path(status), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lock_held(status: Path) -> bool | None:
+    """Whether a live process holds the lock beside ``status``; None when there is no
+    lock file to test (or it cannot be opened)."""
+    try:
+        fd = os.open(lock_path(status), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # e.g. a file system without locks
+        return None
+    finally:
+        os.close(fd)  # also lets go of a shared lock taken just now
+    return False
+
+
+def player_running(health: Health, status: Path | None = None) -> bool:
+    """Whether the process that wrote ``health`` (read from the file ``status``) still
+    runs.  With a lock file beside ``status``: whether a live process holds it.  Else
+    its pid is alive (not a zombie) and, where the record has its start time, started
+    then (a pid is reused once its process is gone)."""
+    if status is not None:
+        held = _lock_held(status)
+        if held is not None:
+            return held
     try:
         os.kill(health.pid, 0)
     except ProcessLookupError:
@@ -254,6 +302,7 @@ class HealthPublisher:
         self.notifier = notifier or Notifier()
         self._started = time.time()
         self._pid_start = process_start(os.getpid())
+        self._lock: int | None = None  # the lock beside the status file, while running
         self._progress = (-1, 0, 0.0)   # (hops, reconnects, monotonic time they last moved)
         self._last_error: tuple[str, float] | None = None
         self._stop = threading.Event()
@@ -269,6 +318,14 @@ class HealthPublisher:
         except OSError as e:
             self.write_error = f"cannot make {str(self.path.parent)!r}: {e.strerror or e}"
             log.warning("health: %s; `aesynth status` will not see this player", self.write_error)
+        try:
+            self._lock = hold_lock(self.path)
+        except BlockingIOError:
+            log.warning("health: another player holds %s; `aesynth status` reads that one's "
+                        "liveness", lock_path(self.path))
+        except OSError as e:
+            log.warning("health: cannot lock %s: %s; `aesynth status` checks the pid instead",
+                        lock_path(self.path), e.strerror or e)
         self.publish()
         self.notifier.ready()
         self._thread = threading.Thread(target=self._run, name="health", daemon=True)
@@ -359,6 +416,9 @@ class HealthPublisher:
             self.path.unlink()
         except OSError:
             pass
+        if self._lock is not None:  # after the file: a reader never sees it unlocked first
+            os.close(self._lock)
+            self._lock = None
 
     def __repr__(self) -> str:
         state = self.health.device if self.health else "not started"
@@ -395,7 +455,7 @@ def run_status(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as e:
         print(f"{path} is not an aesynth status file: {e}")
         return 2
-    running = player_running(h)
+    running = player_running(h, path)
     said = h.device
     if not running:  # killed or crashed: its last record must not say "playing"
         h = dataclasses.replace(h, device="stopped")

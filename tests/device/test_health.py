@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from device.sound.audio import AudioConfig, AudioLoop, SilentSource
-from device.state.health import (Health, HealthPublisher, Notifier, player_running,
-                                 process_start, read_status)
+from device.state.health import (Health, HealthPublisher, Notifier, hold_lock,
+                                 player_running, process_start, read_status, write_status)
 
 ROOT = Path(__file__).resolve().parents[2]
 HOP = 256
@@ -211,9 +211,29 @@ def test_a_killed_player_reads_stopped_at_once(tmp_path):
     assert "Traceback" not in p.stderr
 
 
-def test_a_pid_taken_by_a_later_process_is_not_the_player():
-    """The record keeps when its writer started: the same pid given to another process
-    after a reboot or a wrap-around is not taken for the player."""
+def test_a_live_pid_that_does_not_hold_the_lock_is_not_the_player(tmp_path):
+    """The player holds a lock beside its status file while it runs: a record whose pid
+    is alive (reused, or seen from another pid namespace) but whose lock nobody holds is
+    not a running player, and one whose lock is held is, whatever its pid says."""
+    status = tmp_path / "status.json"
+    h = Health(time=time.time(), pid=os.getpid(), uptime_s=1, device="playing",
+               pid_start=process_start(os.getpid()))
+    write_status(status, h)
+    fd = hold_lock(status)
+    try:
+        assert player_running(h, status)
+        # a pid no process has (or one from another namespace): the lock decides
+        assert player_running(Health(**{**json.loads(h.to_json()), "pid": 2 ** 22 + 1}), status)
+        with pytest.raises(BlockingIOError):  # a second player cannot take it
+            hold_lock(status)
+    finally:
+        os.close(fd)
+    assert not player_running(h, status)  # our pid is alive, but the lock is free
+
+
+def test_without_a_lock_file_the_pid_and_its_start_time_decide():
+    """A record read with no lock beside it (a player that could not make one): the same
+    pid given to another process after a reboot or a wrap-around is not the player."""
     me = process_start(os.getpid())
     assert me is not None and me == process_start(os.getpid())
     h = Health(time=time.time(), pid=os.getpid(), uptime_s=1, device="playing", pid_start=me)
