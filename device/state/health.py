@@ -469,7 +469,8 @@ def run_status(args: argparse.Namespace) -> int:
         return 1
     age = time.time() - h.time
     if age > STALE_S:
+        # --json: stdout holds only the record, so a script can parse it whatever it says
         print(f"status is {age:.0f} s old (rewritten every {PUBLISH_S:g} s): the player is "
-              f"hung or was killed")
+              f"hung or was killed", file=sys.stderr if args.json else sys.stdout)
         return 1
     return 0

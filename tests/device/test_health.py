@@ -153,6 +153,10 @@ def test_aesynth_status_prints_the_health_and_calls_a_stale_file_hung(tmp_path):
     f.write_text(Health(**{**json.loads(h.to_json()), "time": time.time() - 600}).to_json())
     p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 1 and "s old (rewritten every 1 s)" in p.stdout and "hung" in p.stdout
+    # --json: stdout is the record alone (a script parses it), the verdict on stderr
+    p = subprocess.run([*cmd, "--json"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 1 and json.loads(p.stdout)["device"] == "playing"
+    assert "hung" in p.stderr
     p = subprocess.run([*cmd[:-1], str(tmp_path / "none.json")], capture_output=True,
                        text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 1 and "aesynth is not running: no status file at" in p.stdout
