@@ -335,17 +335,14 @@ def criteria(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "resynth" in modes:
         r = modes["resynth"]
         w, o = r["worst_peak"], r.get("worst_output_peak")
-        if o is None:  # the peaks were read at the output
-            out["resynth extremes within full scale"] = {
-                "value": round(w["peak"], 3), "need": "<= 1.0", "pass": w["peak"] <= 1.0,
-                "worst": f"{w['setting']} on {w['clip']}"}
-        else:
-            out["resynth extremes within full scale"] = {
-                "value": round(o["output_peak"], 3), "need": "<= 1.0 at the output",
-                "pass": o["output_peak"] <= 1.0,
-                "worst": f"before the limiter {w['peak']:.2f} ({w['setting']} on "
-                         f"{w['clip']}); at most {r['worst_gain_reduction_db']:.1f} dB of "
-                         f"gain reduction"}
+        worst = f"{w['setting']} on {w['clip']}"
+        peak = w["peak"] if o is None else o["output_peak"]  # None: read at the output
+        if o is not None:
+            worst = (f"before the limiter {w['peak']:.2f} ({worst}); at most "
+                     f"{r['worst_gain_reduction_db']:.1f} dB of gain reduction")
+        out["resynth extremes within full scale"] = {
+            "value": round(peak, 3), "need": "<= 1.0" + ("" if o is None else " at the output"),
+            "pass": peak <= 1.0, "worst": worst}
     return out
 
 
